@@ -1,0 +1,144 @@
+"""The interfaces a plugin implements. Structural: no base class to inherit.
+
+Optional methods are marked as such; the core looks them up once at start-up, so a plugin
+that lacks one costs nothing per execution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from coordinator_hookspecs.records import HostFunctionRecord
+from coordinator_hookspecs.types import (
+    AuditRecord,
+    DeployRequest,
+    Effect,
+    EngineResult,
+    ExecutionContext,
+    ExecutionReport,
+    ExecutionRequest,
+    ResourceInfo,
+)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Runs executions of one or more resource types.
+
+    Required: ``execute``. Optional: ``canonical_code(code, source_format) -> bytes`` (turn a
+    deploy's input, e.g. WAT text, into the canonical bytes that are hashed and stored),
+    ``inspect(deploy) -> dict`` (metadata to keep with the resource, e.g. a model's signature;
+    raise ``InvalidRequest`` for bytes it cannot run), ``bind_host_functions(records)``
+    (called once with every registered host function), ``health() -> bool``,
+    ``holds(resource_id) -> bool`` (has it warm, for affinity scheduling), ``close()``.
+    """
+
+    def execute(self, ctx: ExecutionContext) -> EngineResult:
+        """Run ``ctx.request`` on ``ctx.resource``; raise a ``CoordinatorError`` on failure.
+
+        Must honour ``ctx.fee_limit`` and ``ctx.token`` (cancel and deadline), and must not
+        write state itself: writes, events and logs are returned as effects.
+        """
+        ...
+
+
+@runtime_checkable
+class SecurityValidator(Protocol):
+    """Decides whether a deploy or an execution may go ahead.
+
+    Implement either or both of ``validate_deploy(deploy)`` and
+    ``validate_execution(request, resource)``; each returns None (admit) or a ``Verdict``
+    (reject, or admit with a risk score). Raising ``SecurityRejected`` is a hard rejection;
+    any other exception is a rejection too (validators fail closed).
+    """
+
+
+@runtime_checkable
+class QuotaPolicy(Protocol):
+    """Admits, delays or refuses executions; gets back what it admitted.
+
+    ``acquire`` returns a lease (any object, None included) or raises ``QuotaExceeded``. It may
+    block to wait, but never past ``deadline`` (``time.monotonic()`` seconds). ``release`` is
+    called exactly once for every successful ``acquire``, on every path, with the fee used.
+    """
+
+    def acquire(self, request: ExecutionRequest, resource: ResourceInfo, deadline: float) -> Any: ...
+
+    def release(self, lease: Any, fee_used: int) -> None: ...
+
+
+@runtime_checkable
+class MetricsSink(Protocol):
+    """Receives one report per finished execution. Keep it fast: it runs on the caller's
+    thread after the result is decided. Optional: ``snapshot() -> dict``, ``close()``."""
+
+    def record(self, report: ExecutionReport) -> None: ...
+
+
+@runtime_checkable
+class AuditSink(Protocol):
+    """Receives every audit record after it is committed to the core's log."""
+
+    def emit(self, record: AuditRecord) -> None: ...
+
+
+@runtime_checkable
+class EffectProcessor(Protocol):
+    """Applies one execution's effects of the kinds it registered, atomically with the rest.
+
+    ``prepare`` stages the effects (inside ``txn``, the store's open transaction, for
+    processors that write to it) and raises to veto the commit. ``commit`` runs after the
+    store transaction committed; ``rollback`` after a veto or failure. Each gets the same
+    ``execution_id`` so a processor can keep per-execution staging.
+    """
+
+    def prepare(self, execution_id: str, effects: Sequence[Effect], txn: Any) -> None: ...
+
+    def commit(self, execution_id: str) -> None: ...
+
+    def rollback(self, execution_id: str) -> None: ...
+
+
+class HostCall(Protocol):
+    """What a host function receives as its first argument: the running execution.
+
+    Memory accessors check every range (negative, overflowing or past the end raise ``Trap``).
+    """
+
+    context: ExecutionContext
+
+    def read(self, ptr: int, length: int) -> bytes: ...
+
+    def write(self, ptr: int, data: bytes) -> None: ...
+
+    def emit(self, effect: Effect) -> None: ...
+
+    def charge(self, fee: int) -> None: ...
+
+    def fee_remaining(self) -> int: ...
+
+
+class CoordinatorConfig(Protocol):
+    """The effective configuration as plugins see it in registration hooks."""
+
+    data_dir: Path
+
+    def section(self, name: str) -> Any:
+        """The structured config of the plugin section ``name`` (see ``ConfigSection``)."""
+        ...
+
+
+__all__ = [
+    "AuditSink",
+    "CoordinatorConfig",
+    "DeployRequest",
+    "EffectProcessor",
+    "Engine",
+    "HostCall",
+    "HostFunctionRecord",
+    "MetricsSink",
+    "QuotaPolicy",
+    "SecurityValidator",
+]

@@ -1,0 +1,1 @@
+"""coordinator plugin: engine-onnxruntime."""
