@@ -101,7 +101,9 @@ class ResourceInfo:
 
 @attrs.frozen(slots=True)
 class DeployRequest:
-    """What a deploy-time validator sees: the canonical bytes and the requested metadata."""
+    """What a deploy-time validator sees: the canonical bytes, the requested metadata, and
+    ``meta``, what the engine's ``inspect`` learned (for example
+    ``meta["required_capabilities"]``, the capabilities the code's imports need)."""
 
     code: bytes
     resource_type: str
@@ -110,6 +112,7 @@ class DeployRequest:
     owner: str = ""
     capabilities: frozenset[str] = frozenset()
     policy: AccessPolicy = AccessPolicy()
+    meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False, eq=False)
 
 
 @attrs.frozen(slots=True)

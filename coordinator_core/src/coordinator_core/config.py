@@ -1,0 +1,249 @@
+"""Configuration: attrs classes built by a cattrs converter from TOML and the environment.
+
+Layout of a config file (every key optional)::
+
+    [coordinator]              # SPEC.md's fields and the core's own
+    default_fee_limit = 10_000_000
+    max_execution_timeout = 30.0
+
+    [records.no-mallory]       # enable/disable/reorder any registered record by name
+    enabled = false
+
+    [store]                    # a section per plugin (built-ins included), see
+    durability = "full"        # `coordinator config show`
+
+Environment variables override the file: ``COORDINATOR_<KEY>`` for ``[coordinator]`` keys
+(``COORDINATOR_DEFAULT_FEE_LIMIT=5000``) and ``COORDINATOR_<SECTION>__<KEY>`` for sections
+(``COORDINATOR_STORE__DURABILITY=full``). Values are read as TOML literals when they parse
+(numbers, booleans, arrays) and as strings otherwise. Unknown keys are refused with an
+error naming them (DESIGN.md §5.8).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+
+from coordinator_hookspecs import InvalidRequest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+ENV_PREFIX = "COORDINATOR_"
+#: Environment variables with their own meaning, never read as config keys.
+_RESERVED_ENV = frozenset({"DATA_DIR", "CONFIG", "DISABLE_PLUGINS", "STRICT_PLUGINS", "LOG_LEVEL"})
+
+
+def default_data_dir() -> Path:
+    """``$COORDINATOR_DATA_DIR``, else ``$XDG_DATA_HOME/coordinator`` (``~/.local/share``)."""
+    explicit = os.environ.get(ENV_PREFIX + "DATA_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "coordinator"
+
+
+def _positive(_i: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
+
+
+@attrs.frozen
+class CoreSettings:
+    """The ``[coordinator]`` section: SPEC.md's configuration fields plus the core's own."""
+
+    #: Emit audit records to audit sinks (SPEC: EnableAuditEvents).
+    enable_audit_events: bool = True
+    #: Keep the durable, hash-chained audit log (SPEC: EnableAuditTracking).
+    enable_audit_tracking: bool = True
+    #: Run quota policies (SPEC: EnableQuotaManagement).
+    enable_quota_management: bool = True
+    #: Run security validators at execution time (SPEC: EnableSecurityValidation).
+    #: Deploy-time validation always runs: it protects the engines themselves.
+    enable_security_validation: bool = True
+    #: Upper bound on any execution's timeout, seconds (SPEC: MaxExecutionTimeout).
+    max_execution_timeout: float = attrs.field(default=30.0, validator=_positive)
+    #: Timeout of a request that names none, seconds.
+    default_timeout: float = attrs.field(default=5.0, validator=_positive)
+    #: Fee limit of a request that names none (SPEC: DefaultExecutionFeeLimit).
+    default_fee_limit: int = attrs.field(default=10_000_000, validator=_positive)
+    #: Worker threads behind submit() and execute_async().
+    workers: int = attrs.field(default=2, validator=_positive)
+    #: Finished executions kept in memory for status(); older ones are read from the log.
+    ledger_retention: int = attrs.field(default=10_000, validator=_positive)
+    #: Depth limit of nested (hybrid) executions.
+    max_depth: int = 2
+    #: Risk score (sum of validator score x weight) at which an execution is rejected.
+    risk_threshold: float = 1.0
+    #: Re-raise plugin loading errors instead of logging and skipping them.
+    strict_plugins: bool = False
+    #: Plugin names (entry-point names or built-in names) never loaded.
+    disable_plugins: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class RecordOverride:
+    """``[records.<name>]``: switch a registered record off or change its position."""
+
+    enabled: bool = True
+    order: int | None = None
+
+
+def make_converter() -> cattrs.Converter:
+    """The converter every config section goes through: unknown keys are errors."""
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    converter.register_structure_hook(Path, lambda value, _t: Path(value))
+    converter.register_unstructure_hook(Path, str)
+    converter.register_structure_hook(bool, _structure_bool)
+    converter.register_structure_hook(frozenset[str], lambda v, _t: frozenset(_strings(v)))
+    converter.register_unstructure_hook(frozenset, sorted)
+    return converter
+
+
+def _structure_bool(value: Any, _type: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [part for part in (p.strip() for p in value.split(",")) if part]
+    return [str(v) for v in value]
+
+
+CONVERTER = make_converter()
+
+
+def structure(data: Any, cls: type, where: str) -> Any:
+    """Structure ``data`` into ``cls``; raise ``InvalidRequest`` naming every bad key."""
+    try:
+        return CONVERTER.structure(data, cls)
+    except Exception as exc:  # cattrs raises ClassValidationError and friends
+        lines = cattrs.transform_error(exc, path=where) if isinstance(exc, cattrs.BaseValidationError) else [f"{exc} @ {where}"]
+        raise InvalidRequest("invalid configuration: " + "; ".join(lines)) from None
+
+
+@attrs.define
+class Config:
+    """The effective configuration: core settings, record overrides, plugin sections.
+
+    Plugins get it in registration hooks and read their own part with :meth:`section`.
+    """
+
+    core: CoreSettings
+    data_dir: Path
+    records: dict[str, RecordOverride]
+    raw_sections: dict[str, dict[str, Any]]
+    source: Path | None = None
+    _sections: dict[str, Any] = attrs.field(factory=dict)
+
+    def bind_sections(self, section_types: Mapping[str, type]) -> list[str]:
+        """Structure every declared plugin section; return undeclared section names."""
+        for name, cls in section_types.items():
+            self._sections[name] = structure(self.raw_sections.get(name, {}), cls, f"[{name}]")
+        return sorted(set(self.raw_sections) - set(section_types))
+
+    def section(self, name: str) -> Any:
+        """The structured section ``name``; ``KeyError`` if no plugin declared it."""
+        return self._sections[name]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The effective configuration as plain data (``coordinator config show``)."""
+        out: dict[str, Any] = {
+            "data_dir": str(self.data_dir),
+            "source": str(self.source) if self.source else None,
+            "coordinator": CONVERTER.unstructure(self.core),
+        }
+        if self.records:
+            out["records"] = CONVERTER.unstructure(self.records)
+        for name in sorted(self._sections):
+            out[name] = CONVERTER.unstructure(self._sections[name])
+        return out
+
+
+def _env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX):]
+        if key in _RESERVED_ENV or not key:
+            continue
+        section, _, field = key.partition("__")
+        if not field:
+            section, field = "coordinator", section
+        out.setdefault(section.lower().replace("_", "-") if section != "coordinator" else section, {})[
+            field.lower()
+        ] = _env_value(text)
+    return out
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read the TOML file at ``path`` (or ``$COORDINATOR_CONFIG``), apply environment
+    variables, then ``overrides`` (a mapping shaped like the file), and validate the core
+    part. Plugin sections are validated once plugins have declared them."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get(ENV_PREFIX + "CONFIG") or None
+    data: dict[str, Any] = {}
+    source = None
+    if path is not None:
+        source = Path(path)
+        try:
+            data = tomllib.loads(source.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InvalidRequest(f"config file {source} does not exist") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidRequest(f"config file {source} is not valid TOML: {exc}") from None
+    data = _merge(data, _env_overrides(environ))
+    if overrides:
+        data = _merge(data, overrides)
+    core_data = dict(data.pop("coordinator", {}))
+    file_data_dir = core_data.pop("data_dir", None)
+    records = structure(data.pop("records", {}), dict[str, RecordOverride], "[records]")
+    core = structure(core_data, CoreSettings, "[coordinator]")
+    disabled = environ.get(ENV_PREFIX + "DISABLE_PLUGINS")
+    if disabled:
+        core = attrs.evolve(core, disable_plugins=(*core.disable_plugins, *_strings(disabled)))
+    if environ.get(ENV_PREFIX + "STRICT_PLUGINS", "").lower() in ("1", "true", "yes"):
+        core = attrs.evolve(core, strict_plugins=True)
+    if data_dir is not None:
+        resolved = Path(data_dir)
+    elif environ.get(ENV_PREFIX + "DATA_DIR"):
+        resolved = Path(environ[ENV_PREFIX + "DATA_DIR"])
+    elif file_data_dir is not None:
+        resolved = Path(file_data_dir)
+    else:
+        resolved = default_data_dir()
+    return Config(core=core, data_dir=resolved, records=records, raw_sections=data, source=source)

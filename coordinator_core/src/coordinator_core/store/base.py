@@ -1,0 +1,99 @@
+"""The store interface the coordinator talks to: resources, state, events, audit log.
+
+Two implementations: ``SqliteStore`` (the embedded default: SQLite in WAL mode plus
+content-addressed files in the data directory) and ``MemoryStore`` (the NoOp collaborator for
+tests and development: same behaviour, nothing on disk).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from coordinator_hookspecs import AccessPolicy, AuditRecord, Effect, ErrorInfo, ResourceInfo
+
+
+@attrs.frozen
+class BoundProcessor:
+    """An effect processor with the kinds it handles, as frozen in the pipeline."""
+
+    name: str
+    processor: Any
+    kinds: frozenset[str]
+
+
+@attrs.frozen
+class Finished:
+    """What ``Store.finish`` returns: the committed records (the execution's final record
+    last) and, when an effect processor vetoed or failed, the error that replaced success."""
+
+    records: tuple[AuditRecord, ...]
+    error: ErrorInfo | None = None
+
+
+@attrs.frozen
+class VerifyReport:
+    """Result of walking the audit chain: ``first_bad_seq`` is None when intact."""
+
+    ok: bool
+    count: int
+    first_bad_seq: int | None = None
+    reason: str = ""
+
+
+class Store(Protocol):
+    """Everything the coordinator persists. All methods are thread-safe."""
+
+    # -- resources -----------------------------------------------------------------------
+    def put_resource(self, info: ResourceInfo, code: bytes) -> tuple[ResourceInfo, bool]:
+        """Store bytes content-addressed under ``info.id``; return (stored info, created).
+        Deploying the same bytes again returns the existing info and False."""
+        ...
+
+    def get_resource(self, resource_id: str) -> ResourceInfo | None: ...
+
+    def load_code(self, resource_id: str) -> bytes: ...
+
+    def list_resources(self) -> list[ResourceInfo]: ...
+
+    def set_policy(self, resource_id: str, policy: AccessPolicy) -> ResourceInfo: ...
+
+    # -- state and events ----------------------------------------------------------------
+    def state_get(self, resource_id: str, key: bytes) -> bytes | None:
+        """Committed value of ``key`` in the resource's namespace (hot path: keep it cheap)."""
+        ...
+
+    def state_items(self, resource_id: str) -> list[tuple[bytes, bytes]]: ...
+
+    def events(self, resource_id: str, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    # -- audit and commit ----------------------------------------------------------------
+    def finish(
+        self,
+        record: AuditRecord,
+        effects: Sequence[Effect],
+        processors: Sequence[BoundProcessor],
+    ) -> Finished:
+        """Commit one finished execution: its effects (only if ``record.status`` is
+        succeeded) and its final audit record, atomically, then return. ``record`` comes with
+        ``seq``/hashes unset; the store assigns them. Group commit may batch several callers
+        into one transaction, but each caller returns only after its own records are durable.
+        If a processor's ``prepare`` raises, every processor is rolled back, no effect is
+        written, a ``rollback`` record is added and the final record says failed."""
+        ...
+
+    def append(self, record: AuditRecord) -> AuditRecord:
+        """Commit a standalone audit record (deploy, security or quota decision)."""
+        ...
+
+    def execution(self, execution_id: str) -> AuditRecord | None:
+        """The final record of a finished execution, from the durable log."""
+        ...
+
+    def audit_records(self, start: int = 1) -> Iterator[AuditRecord]: ...
+
+    def verify(self) -> VerifyReport: ...
+
+    def close(self) -> None: ...
