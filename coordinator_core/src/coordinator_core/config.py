@@ -103,7 +103,10 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook(Path, lambda value, _t: Path(value))
     converter.register_unstructure_hook(Path, str)
     converter.register_structure_hook(bool, _structure_bool)
-    converter.register_structure_hook(frozenset[str], lambda v, _t: frozenset(_strings(v)))
+    converter.register_structure_hook_func(
+        lambda t: getattr(t, "__origin__", None) is frozenset,
+        lambda v, _t: frozenset(_strings(v)),
+    )
     converter.register_unstructure_hook(frozenset, sorted)
     return converter
 
@@ -128,7 +131,11 @@ def structure(data: Any, cls: type, where: str) -> Any:
     try:
         return CONVERTER.structure(data, cls)
     except Exception as exc:  # cattrs raises ClassValidationError and friends
-        lines = cattrs.transform_error(exc, path=where) if isinstance(exc, cattrs.BaseValidationError) else [f"{exc} @ {where}"]
+        lines = (
+            cattrs.transform_error(exc, path=where)
+            if isinstance(exc, cattrs.BaseValidationError)
+            else [f"{exc} @ {where}"]
+        )
         raise InvalidRequest("invalid configuration: " + "; ".join(lines)) from None
 
 
@@ -182,15 +189,15 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     for name, text in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        key = name[len(ENV_PREFIX):]
+        key = name[len(ENV_PREFIX) :]
         if key in _RESERVED_ENV or not key:
             continue
         section, _, field = key.partition("__")
         if not field:
             section, field = "coordinator", section
-        out.setdefault(section.lower().replace("_", "-") if section != "coordinator" else section, {})[
-            field.lower()
-        ] = _env_value(text)
+        out.setdefault(
+            section.lower().replace("_", "-") if section != "coordinator" else section, {}
+        )[field.lower()] = _env_value(text)
     return out
 
 

@@ -64,7 +64,9 @@ class QuotaPolicy(Protocol):
     called exactly once for every successful ``acquire``, on every path, with the fee used.
     """
 
-    def acquire(self, request: ExecutionRequest, resource: ResourceInfo, deadline: float) -> Any: ...
+    def acquire(
+        self, request: ExecutionRequest, resource: ResourceInfo, deadline: float
+    ) -> Any: ...
 
     def release(self, lease: Any, fee_used: int) -> None: ...
 

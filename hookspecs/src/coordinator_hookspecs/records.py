@@ -112,7 +112,9 @@ class EffectProcessorRecord:
     order: int = 100
 
 
-def _check_types(_instance: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+def _check_types(
+    _instance: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]
+) -> None:
     bad = [t for t in value if t not in _WASM_TYPES]
     if bad:
         raise ValueError(f"{attribute.name} has unknown value types {bad}; use i32, i64, f32, f64")

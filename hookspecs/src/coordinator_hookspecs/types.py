@@ -238,12 +238,12 @@ class CancelToken:
     on the cancelling thread and must be quick and thread-safe.
     """
 
-    __slots__ = ("deadline", "reason", "_callbacks", "_lock")
+    __slots__ = ("_callbacks", "_lock", "deadline", "reason")
 
     def __init__(self, deadline: float = float("inf")) -> None:
         self.deadline = deadline
         self.reason: ErrorKind | None = None
-        self._callbacks: list[Callable[[ErrorKind], None]] = []
+        self._callbacks: list[Callable[[ErrorKind], object]] = []
         self._lock = threading.Lock()
 
     def cancel(self, reason: ErrorKind = ErrorKind.CANCELLED) -> bool:
@@ -257,7 +257,7 @@ class CancelToken:
             callback(reason)
         return True
 
-    def on_cancel(self, callback: Callable[[ErrorKind], None]) -> None:
+    def on_cancel(self, callback: Callable[[ErrorKind], object]) -> None:
         """Run ``callback(reason)`` on cancellation (at once if already cancelled)."""
         with self._lock:
             if self.reason is None:

@@ -1,0 +1,182 @@
+"""The ``coordinator`` command line.
+
+Sub-commands come from plugins like everything else (``coordinator_register_cli_commands``;
+the core's own are in ``cli/core_commands.py``). ``plugins`` and ``config show`` are built in
+here because they must work without opening the store. Exit codes: 0 success, 1 execution
+failed or was rejected, 2 usage or bad input. Logging goes to stderr through loguru, set up
+here and only here (libraries never add handlers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from loguru import logger
+
+from coordinator_core.cli.output import emit, fail
+from coordinator_core.config import Config, load_config
+from coordinator_core.plugins import BUILTIN_PLUGINS, PluginHost
+from coordinator_core.registry import build_registry, collect_cli_commands, collect_sections
+from coordinator_hookspecs import CoordinatorError, ErrorKind
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors with exit code 2 and a one-line message."""
+
+    def error(self, message: str) -> Any:
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _global_options(sub: bool = False) -> _Parser:
+    """Options accepted before and after the sub-command. On sub-parsers their defaults are
+    suppressed, so a value given before the sub-command is not reset by the sub-parser."""
+    parser = _Parser(add_help=False)
+    unset: dict[str, Any] = {"default": argparse.SUPPRESS} if sub else {}
+    parser.add_argument(
+        "--data-dir",
+        help="data directory (default: $COORDINATOR_DATA_DIR, else ~/.local/share/coordinator)",
+        **unset,
+    )
+    parser.add_argument("--config", help="TOML config file (default: $COORDINATOR_CONFIG)", **unset)
+    counts: dict[str, Any] = unset or {"default": 0}
+    parser.add_argument("-v", "--verbose", action="count", help="more log output", **counts)
+    parser.add_argument("-q", "--quiet", action="count", help="less log output", **counts)
+    return parser
+
+
+def _json_option() -> _Parser:
+    parser = _Parser(add_help=False)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def setup_logging(verbose: int, quiet: int) -> None:
+    """The CLI's loguru handler on stderr: warnings by default, -v info, -vv debug."""
+    level = {-2: "CRITICAL", -1: "ERROR", 0: "WARNING", 1: "INFO"}.get(
+        max(-2, min(verbose - quiet, 2)), "DEBUG"
+    )
+    logger.remove()
+    logger.add(
+        sys.stderr,
+        level=level,
+        format="<level>{level: <7}</level> {message}",
+        backtrace=False,
+        diagnose=False,
+    )
+
+
+def build_parser(commands: dict[str, tuple[str, Any]]) -> argparse.ArgumentParser:
+    common = [_global_options(sub=True), _json_option()]
+    parser = _Parser(
+        prog="coordinator",
+        description="Execute WebAssembly contracts and ONNX models through one safe pipeline.",
+        parents=[_global_options()],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    plugins = sub.add_parser("plugins", parents=common, help="list plugins and what they register")
+    plugins.set_defaults(handler=_cmd_plugins)
+    config = sub.add_parser("config", parents=common, help="configuration")
+    config_sub = config.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    config_sub.required = True
+    show = config_sub.add_parser("show", parents=common, help="print the effective config")
+    show.set_defaults(handler=_cmd_config_show)
+    for name, (plugin, command) in sorted(commands.items()):
+        p = sub.add_parser(name, parents=common, help=f"{command.help} [{plugin}]")
+        command.add_arguments(p)
+        p.set_defaults(plugin_command=command)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, PluginHost]:
+    config = load_config(args.config, data_dir=args.data_dir)
+    host = PluginHost(disabled=config.core.disable_plugins, strict=config.core.strict_plugins)
+    host.load_builtins(BUILTIN_PLUGINS)
+    host.load_entry_points()
+    return config, host
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    early, _ = _global_options().parse_known_args(argv)
+    setup_logging(early.verbose, early.quiet)
+    want_json = "--json" in argv
+    try:
+        config, host = _load(early)
+        commands = collect_cli_commands(host)
+    except CoordinatorError as exc:
+        return fail(exc, want_json, EXIT_USAGE)
+    args = build_parser(commands).parse_args(argv)
+    try:
+        if hasattr(args, "plugin_command"):
+            return int(args.plugin_command.run(args, _opener(args)))
+        return int(args.handler(args, config, host))
+    except CoordinatorError as exc:
+        code = EXIT_USAGE if exc.kind in (ErrorKind.INVALID_REQUEST,) else EXIT_FAILED
+        return fail(exc, getattr(args, "json", False), code)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _opener(args: argparse.Namespace) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+    """``open_coordinator`` for plugin commands: a Coordinator honouring the global options."""
+
+    @contextlib.contextmanager
+    def open_coordinator() -> Iterator[Any]:
+        from coordinator_core.coordinator import Coordinator
+
+        with Coordinator.open(args.config, data_dir=args.data_dir) as coordinator:
+            yield coordinator
+
+    return open_coordinator
+
+
+def _cmd_plugins(args: argparse.Namespace, config: Config, host: PluginHost) -> int:
+    config.bind_sections(collect_sections(host))
+    registry = build_registry(host, config)
+    data: dict[str, Any] = {"plugins": host.describe(), "records": registry.describe()}
+    if args.json:
+        emit(data)
+        return EXIT_OK
+    for info in data["plugins"]:
+        where = info["distribution"] or info["source"]
+        version = f" {info['version']}" if info["version"] else ""
+        line = f"{info['name']:<22} {info['status']:<9} {where}{version}  ({info['module']})"
+        if info["error"]:
+            line += f"\n{'':<23}error: {info['error']}"
+        print(line)
+    print()
+    for kind, records in data["records"].items():
+        if records:
+            names = ", ".join(f"{r['name']} [{r['plugin']}]" for r in records)
+            print(f"{kind.replace('_', ' ')}: {names}")
+    return EXIT_OK
+
+
+def _cmd_config_show(args: argparse.Namespace, config: Config, host: PluginHost) -> int:
+    config.bind_sections(collect_sections(host))
+    data = config.as_dict()
+    if args.json:
+        emit(data)
+        return EXIT_OK
+    print(f"# data_dir = {data.pop('data_dir')}")
+    source = data.pop("source")
+    print(f"# source = {source or '(defaults and environment)'}")
+    for section, values in data.items():
+        print(f"\n[{section}]")
+        for key, value in (values or {}).items():
+            print(f"{key} = {json.dumps(value)}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""The execution ledger: every request gets an id at entry; status and cancel work on it.
+
+Active executions (queued or running) live in ``active``; finished ones move to a bounded
+``finished`` map (``[coordinator] ledger_retention``) and, beyond it, are found in the durable
+audit log. A state change of an entry (queued -> running, queued -> cancelled) happens under
+one short lock, so a queued execution is either run by a worker or finished by ``cancel``,
+never both.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
+
+from coordinator_hookspecs import CancelToken, ExecutionRequest, ExecutionResult, Status
+
+
+class Entry:
+    """One execution's live record."""
+
+    __slots__ = ("execution_id", "future", "request", "result", "status", "token")
+
+    def __init__(
+        self, execution_id: str, request: ExecutionRequest, token: CancelToken, status: Status
+    ) -> None:
+        self.execution_id = execution_id
+        self.request = request
+        self.token = token
+        self.status = status
+        self.result: ExecutionResult | None = None
+        self.future: Future[ExecutionResult] | None = None
+
+
+class Ledger:
+    """Thread-safe map of execution id -> entry."""
+
+    def __init__(self, retention: int = 10_000) -> None:
+        self.retention = retention
+        # ids unique across processes sharing one data dir: a random prefix per ledger
+        self._prefix = "ex-" + os.urandom(5).hex() + "-"
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+        self.active: dict[str, Entry] = {}
+        self.finished: OrderedDict[str, Entry] = OrderedDict()
+
+    def open(self, request: ExecutionRequest, deadline: float, status: Status) -> Entry:
+        """Register a new execution (``running`` for inline calls, ``queued`` for submit)."""
+        entry = Entry(
+            f"{self._prefix}{next(self._counter):08d}", request, CancelToken(deadline), status
+        )
+        self.active[entry.execution_id] = entry
+        return entry
+
+    def claim(self, entry: Entry) -> bool:
+        """queued -> running, unless cancel got there first."""
+        with self._lock:
+            if entry.status is not Status.QUEUED:
+                return False
+            entry.status = Status.RUNNING
+            return True
+
+    def claim_for_cancel(self, entry: Entry) -> bool:
+        """queued -> cancelled (the canceller finishes it); False if it already runs."""
+        with self._lock:
+            if entry.status is not Status.QUEUED:
+                return False
+            entry.status = Status.CANCELLED
+            return True
+
+    def close(self, entry: Entry, result: ExecutionResult) -> None:
+        """Record the final result and move the entry to the bounded finished map."""
+        entry.result = result
+        entry.status = result.status
+        self.active.pop(entry.execution_id, None)
+        with self._lock:
+            self.finished[entry.execution_id] = entry
+            while len(self.finished) > self.retention:
+                self.finished.popitem(last=False)
+        if entry.future is not None and not entry.future.done():
+            entry.future.set_result(result)
+
+    def get(self, execution_id: str) -> Entry | None:
+        return self.active.get(execution_id) or self.finished.get(execution_id)
+
+    def running(self) -> list[Entry]:
+        """A snapshot of the active entries (the watchdog scans it)."""
+        return list(self.active.values())

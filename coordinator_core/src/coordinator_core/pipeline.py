@@ -1,0 +1,359 @@
+"""The execution pipeline of SPEC.md, run once per execution as plain code over frozen tuples.
+
+validate -> security -> quota -> select engine -> execute (deadline, cancel) -> commit effects
+and the final audit record -> audit sinks -> metrics sinks. No pluggy call happens here: every
+plugin was bound to a tuple when the coordinator opened (DESIGN.md §2).
+
+Whatever happens, an execution ends with exactly one final audit record and one result; quota
+is released on every path; a failed execution leaves no state change; a failing sink is
+logged once and never changes the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+from loguru import logger
+
+from coordinator_core.config import CoreSettings
+from coordinator_core.dispatcher import Dispatcher
+from coordinator_core.ledger import Entry, Ledger
+from coordinator_core.quota import Held, QuotaManager
+from coordinator_core.security import SecurityIntegrator
+from coordinator_core.store.base import BoundProcessor, Store
+from coordinator_hookspecs import (
+    ERROR_OF_KIND,
+    STATUS_OF_KIND,
+    AuditRecord,
+    CoordinatorError,
+    Effect,
+    EngineError,
+    ErrorInfo,
+    ErrorKind,
+    ExecutionContext,
+    ExecutionReport,
+    ExecutionRequest,
+    ExecutionResult,
+    InvalidRequest,
+    NotFound,
+    ResourceInfo,
+    Status,
+)
+
+_SUCCEEDED = Status.SUCCEEDED
+
+
+def effect_digest(effects: Sequence[Effect]) -> str | None:
+    """sha256 over the effects in order (length-prefixed fields), None when there are none."""
+    if not effects:
+        return None
+    h = hashlib.sha256()
+    for e in effects:
+        for part in (e.kind.encode(), e.resource_id.encode(), e.key, e.value):
+            h.update(len(part).to_bytes(4, "big"))
+            h.update(part)
+    return h.hexdigest()
+
+
+class Pipeline:
+    """Holds the frozen collaborators and runs executions through them."""
+
+    def __init__(
+        self,
+        *,
+        settings: CoreSettings,
+        store: Store,
+        ledger: Ledger,
+        dispatcher: Dispatcher,
+        security: SecurityIntegrator,
+        quota: QuotaManager,
+        processors: Sequence[BoundProcessor],
+        metrics_sinks: Sequence[tuple[str, Any]],
+        audit_sinks: Sequence[tuple[str, Any]],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.ledger = ledger
+        self.dispatcher = dispatcher
+        self.security = security
+        self.quota = quota
+        self.processors = tuple(processors)
+        self.metrics_sinks = tuple((name, sink.record) for name, sink in metrics_sinks)
+        self.audit_sinks = tuple((name, sink.emit) for name, sink in audit_sinks)
+        self._check_security = settings.enable_security_validation and bool(
+            security.execution_validators
+        )
+        self._check_quota = settings.enable_quota_management and bool(quota.policies)
+        self._audit_tracking = settings.enable_audit_tracking
+        self._audit_events = settings.enable_audit_events and bool(self.audit_sinks)
+        self._resources: dict[str, ResourceInfo] = {}
+        self._failed_sinks: set[str] = set()
+
+    # -- request entry ---------------------------------------------------------------------
+    def deadline(self, request: ExecutionRequest) -> float:
+        """Absolute monotonic deadline: the request's timeout capped by the configured max."""
+        timeout = request.timeout
+        if timeout is None:
+            timeout = self.settings.default_timeout
+        elif not isinstance(timeout, (int, float)) or timeout != timeout or timeout <= 0:
+            timeout = 0.0  # refused in validation; the entry still needs a deadline
+        return time.monotonic() + min(timeout, self.settings.max_execution_timeout)
+
+    def resource(self, resource_id: str) -> ResourceInfo:
+        """The resource's metadata (cached); ``NotFound`` if it was never deployed."""
+        info = self._resources.get(resource_id)
+        if info is None:
+            if not isinstance(resource_id, str) or not resource_id:
+                raise InvalidRequest(f"resource_id must be a non-empty string, got {resource_id!r}")
+            info = self.store.get_resource(resource_id)
+            if info is None:
+                raise NotFound(f"no resource with id {resource_id!r} is deployed")
+            self._resources[resource_id] = info
+        return info
+
+    def forget(self, resource_id: str) -> None:
+        """Drop cached metadata and verdicts of a resource whose metadata changed."""
+        self._resources.pop(resource_id, None)
+        self.security.invalidate(resource_id)
+
+    def _validate(self, request: ExecutionRequest) -> int:
+        """validateParameters of SPEC.md: the shape of the request; returns the fee limit."""
+        if not isinstance(request, ExecutionRequest):
+            raise InvalidRequest(f"expected an ExecutionRequest, got {type(request).__name__}")
+        if not isinstance(request.caller, str) or not request.caller:
+            raise InvalidRequest(f"caller must be a non-empty string, got {request.caller!r}")
+        fee_limit = request.fee_limit
+        if fee_limit is None:
+            return self.settings.default_fee_limit
+        if type(fee_limit) is not int or fee_limit <= 0:
+            raise InvalidRequest(f"fee_limit must be a positive integer, got {fee_limit!r}")
+        timeout = request.timeout
+        if timeout is not None and (
+            not isinstance(timeout, (int, float)) or not timeout > 0 or isinstance(timeout, bool)
+        ):
+            raise InvalidRequest(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if request.entry is not None and not isinstance(request.entry, str):
+            raise InvalidRequest(f"entry must be a string, got {request.entry!r}")
+        return fee_limit
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self, entry: Entry, *, commit: bool = True) -> ExecutionResult:
+        """Run one execution to its end; never raises for an execution failure."""
+        clock = time.perf_counter
+        t0 = clock()
+        request = entry.request
+        token = entry.token
+        stages: list[tuple[str, float]] = []
+        resource: ResourceInfo | None = None
+        bound = None
+        output: Any = None
+        fee_used = 0
+        effects: tuple[Effect, ...] = ()
+        error: ErrorInfo | None = None
+        held: Held = []
+        stage = "validation"
+        try:
+            if token.reason is not None:  # cancelled or timed out while queued
+                raise _stopped(token.reason, "before it started")
+            fee_limit = self._validate(request)
+            resource = self.resource(request.resource_id)
+            t1 = clock()
+            stages.append(("validation", t1 - t0))
+            if self._check_security:
+                stage = "security"
+                self.security.check_execution(request, resource)
+                t2 = clock()
+                stages.append(("security", t2 - t1))
+                t1 = t2
+            if self._check_quota:
+                stage = "quota"
+                self.quota.acquire(request, resource, token.deadline, held)
+                t2 = clock()
+                stages.append(("quota", t2 - t1))
+                t1 = t2
+            stage = "selection"
+            bound = self.dispatcher.select(resource)
+            t2 = clock()
+            stages.append(("selection", t2 - t1))
+            reason = token.poll()
+            if reason is not None:
+                raise _stopped(reason, "before it started")
+            stage = "execution"
+            ctx = ExecutionContext(
+                execution_id=entry.execution_id,
+                request=request,
+                resource=resource,
+                fee_limit=fee_limit,
+                token=token,
+                state_get=_state_reader(self.store, resource.id),
+                load_code=_code_loader(self.store, resource.id),
+                invoke=(_Nested(self, entry) if request.depth < self.settings.max_depth else None),
+            )
+            bound.inflight += 1
+            try:
+                outcome = bound.engine.execute(ctx)
+            finally:
+                bound.inflight -= 1
+                bound.executions += 1
+                t3 = clock()
+                bound.busy_seconds += t3 - t2
+                stages.append(("execution", t3 - t2))
+            output, fee_used, effects = outcome.output, outcome.fee_used, tuple(outcome.effects)
+        except CoordinatorError as exc:
+            error = ErrorInfo(exc.kind, exc.message, exc.source)
+            fee_used = exc.fee_used
+        except Exception as exc:
+            error = self._unexpected(exc, stage, bound)
+        finally:
+            if held:
+                self.quota.release(held, fee_used)
+        status = _SUCCEEDED if error is None else STATUS_OF_KIND[error.kind]
+        if status is not _SUCCEEDED:
+            effects, output = (), None
+        t_commit = clock()
+        record = AuditRecord(
+            seq=0,
+            record_kind="execution",
+            timestamp=time.time(),
+            execution_id=entry.execution_id,
+            parent_id=request.parent_id,
+            caller=request.caller if isinstance(request.caller, str) else repr(request.caller),
+            resource_id=request.resource_id if isinstance(request.resource_id, str) else None,
+            status=status.value,
+            error_kind=error.kind.value if error else None,
+            message=error.message if error else None,
+            fee_used=fee_used,
+            duration=t_commit - t0,
+            effect_digest=effect_digest(effects),
+            detail=_detail(request, bound, error),
+        )
+        committed: tuple[AuditRecord, ...] = (record,)
+        if self._audit_tracking or (effects and commit):
+            try:
+                finished = self.store.finish(record, effects if commit else (), self.processors)
+                committed = finished.records
+                if finished.error is not None:
+                    error, status, effects, output = finished.error, Status.FAILED, (), None
+            except Exception as exc:
+                logger.opt(exception=exc).error("commit of {} failed", entry.execution_id)
+                error = ErrorInfo(ErrorKind.INTERNAL, f"commit failed: {type(exc).__name__}: {exc}")
+                status, effects, output = Status.FAILED, (), None
+        t_end = clock()
+        stages.append(("commit", t_end - t_commit))
+        result = ExecutionResult(
+            execution_id=entry.execution_id,
+            status=status,
+            resource_id=request.resource_id,
+            caller=request.caller,
+            output=output,
+            fee_used=fee_used,
+            effects=effects,
+            error=error,
+            engine=bound.name if bound is not None else None,
+            duration=t_end - t0,
+            parent_id=request.parent_id,
+        )
+        self.ledger.close(entry, result)
+        if self._audit_events:
+            self._emit_audit(committed)
+            stages.append(("audit_sinks", clock() - t_end))
+        self._report(ExecutionReport(result, resource.type if resource else None, tuple(stages)))
+        return result
+
+    # -- post-processing (fails open) ------------------------------------------------------
+    def _emit_audit(self, records: Sequence[AuditRecord]) -> None:
+        for name, emit in self.audit_sinks:
+            for record in records:
+                try:
+                    emit(record)
+                except Exception as exc:
+                    self._sink_failed("audit sink", name, exc)
+
+    def _report(self, report: ExecutionReport) -> None:
+        for name, record in self.metrics_sinks:
+            try:
+                record(report)
+            except Exception as exc:
+                self._sink_failed("metrics sink", name, exc)
+
+    def _sink_failed(self, kind: str, name: str, exc: Exception) -> None:
+        """Log a failing sink once (per sink) with its name; the result stays as it was."""
+        if name in self._failed_sinks:
+            return
+        self._failed_sinks.add(name)
+        logger.error(
+            "{} {} failed: {}: {} (result unaffected; further failures of this sink are not "
+            "logged)",
+            kind,
+            name,
+            type(exc).__name__,
+            exc,
+        )
+
+    def _unexpected(self, exc: Exception, stage: str, bound: Any) -> ErrorInfo:
+        if stage == "execution" and bound is not None:
+            logger.opt(exception=exc).warning("engine {} raised {}", bound.name, type(exc).__name__)
+            return ErrorInfo(
+                ErrorKind.ENGINE_ERROR,
+                f"engine {bound.name} raised {type(exc).__name__}: {exc}",
+                bound.name,
+            )
+        logger.opt(exception=exc).error("internal error in the {} stage", stage)
+        return ErrorInfo(ErrorKind.INTERNAL, f"{stage} stage failed: {type(exc).__name__}: {exc}")
+
+
+class _Nested:
+    """``ExecutionContext.invoke`` of a running execution: runs a child execution through
+    the whole pipeline, linked to the parent, bounded by its deadline, cancelled with it,
+    its effects returned (not committed) so they stand or fall with the parent's."""
+
+    __slots__ = ("_parent", "_pipeline")
+
+    def __init__(self, pipeline: Pipeline, parent: Entry) -> None:
+        self._pipeline = pipeline
+        self._parent = parent
+
+    def __call__(self, request: ExecutionRequest) -> ExecutionResult:
+        parent = self._parent
+        child = attrs.evolve(request, parent_id=parent.execution_id, depth=parent.request.depth + 1)
+        deadline = min(parent.token.deadline, self._pipeline.deadline(child))
+        entry = self._pipeline.ledger.open(child, deadline, Status.RUNNING)
+        parent.token.on_cancel(entry.token.cancel)
+        return self._pipeline.run(entry, commit=False)
+
+
+def _state_reader(store: Store, resource_id: str) -> Any:
+    state_get = store.state_get
+
+    def get(key: bytes) -> bytes | None:
+        return state_get(resource_id, key)
+
+    return get
+
+
+def _code_loader(store: Store, resource_id: str) -> Any:
+    def load() -> bytes:
+        return store.load_code(resource_id)
+
+    return load
+
+
+def _stopped(reason: ErrorKind, when: str) -> CoordinatorError:
+    cls = ERROR_OF_KIND.get(reason, EngineError)
+    text = "cancelled" if reason is ErrorKind.CANCELLED else "deadline passed"
+    return cls(f"{text} {when}")
+
+
+def _detail(request: ExecutionRequest, bound: Any, error: ErrorInfo | None) -> dict[str, Any]:
+    detail: dict[str, Any] = {"entry": request.entry}
+    if bound is not None:
+        detail["engine"] = bound.name
+    if error is not None and error.source:
+        detail["source"] = error.source
+    if request.depth:
+        detail["depth"] = request.depth
+    return detail

@@ -1,0 +1,78 @@
+"""QuotaManager: acquires quota policies in order and releases them in reverse, on every path.
+
+``acquire`` returns the list of (release, lease) pairs taken so far; the pipeline hands it
+back to ``release`` in a ``finally``, so success, failure, timeout, cancel and an exception in
+any later stage all give back what was taken. A policy that raises anything but
+``QuotaExceeded`` fails closed (the execution is refused as ``quota_exceeded``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from loguru import logger
+
+from coordinator_hookspecs import (
+    CoordinatorError,
+    ExecutionRequest,
+    QuotaExceeded,
+    QuotaPolicyRecord,
+    ResourceInfo,
+)
+
+Held = list[tuple[str, Callable[[Any, int], None], Any]]
+
+
+class QuotaManager:
+    """Walks the quota policy records as a frozen tuple."""
+
+    def __init__(self, records: Sequence[QuotaPolicyRecord]) -> None:
+        self.policies = tuple(
+            (r.name, r.policy.acquire, r.policy.release, r.applies_to) for r in records
+        )
+        self.snapshots = tuple(
+            (r.name, r.policy.snapshot)
+            for r in records
+            if callable(getattr(r.policy, "snapshot", None))
+        )
+
+    def acquire(
+        self, request: ExecutionRequest, resource: ResourceInfo, deadline: float, held: Held
+    ) -> None:
+        """Acquire every applicable policy, appending to ``held`` as it goes."""
+        for name, acquire, release, applies_to in self.policies:
+            if applies_to is not None and resource.type not in applies_to:
+                continue
+            try:
+                lease = acquire(request, resource, deadline)
+            except CoordinatorError as exc:
+                if exc.source is None:
+                    exc.source = name
+                raise
+            except Exception as exc:
+                raise QuotaExceeded(
+                    f"quota policy {name} failed ({type(exc).__name__}: {exc}); refusing",
+                    source=name,
+                ) from exc
+            held.append((name, release, lease))
+
+    @staticmethod
+    def release(held: Held, fee_used: int) -> None:
+        """Give back everything in ``held``, newest first; a failing release is logged."""
+        while held:
+            name, release, lease = held.pop()
+            try:
+                release(lease, fee_used)
+            except Exception as exc:
+                logger.opt(exception=exc).error("quota policy {} failed to release: {}", name, exc)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Each policy's own usage report (for ``metrics()`` and ``quota status``)."""
+        out: dict[str, Any] = {}
+        for name, snapshot in self.snapshots:
+            try:
+                out[name] = snapshot()
+            except Exception as exc:  # a report must never break metrics()
+                out[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        return out

@@ -1,0 +1,46 @@
+"""The deadline watchdog: one daemon thread that times out overdue executions.
+
+Engines that can poll (wasm's epoch callback) check the deadline themselves; engines that
+cannot (onnxruntime's ``RunOptions.terminate``) rely on a cancellation callback. Rather than
+arm a timer per execution (a cost on every call), one thread scans the ledger's active
+entries every few milliseconds and cancels the tokens whose deadline has passed with reason
+``timeout``, which fires the engines' callbacks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from coordinator_core.ledger import Ledger
+from coordinator_hookspecs import ErrorKind
+
+
+class Watchdog:
+    """Scans ``ledger`` every ``period`` seconds while executions are active."""
+
+    def __init__(self, ledger: Ledger, period: float = 0.005, idle_period: float = 0.02) -> None:
+        self._ledger = ledger
+        self._period = period
+        self._idle_period = idle_period
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="coordinator-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=1.0)
+
+    def _run(self) -> None:
+        ledger, clock = self._ledger, time.monotonic
+        while not self._stop.is_set():
+            entries = ledger.running()
+            now = clock()
+            for entry in entries:
+                token = entry.token
+                if token.reason is None and now >= token.deadline:
+                    token.cancel(ErrorKind.TIMEOUT)
+            self._stop.wait(self._period if entries else self._idle_period)
