@@ -35,12 +35,35 @@ class Finished:
 
 @attrs.frozen
 class VerifyReport:
-    """Result of walking the audit chain: ``first_bad_seq`` is None when intact."""
+    """Result of walking the audit chain: ``first_bad_seq`` is None when intact.
+
+    ``count`` is the number of records that verified; ``head`` the hex chain hash of the last
+    of them (publish it elsewhere to detect a rewrite of the whole tail)."""
 
     ok: bool
     count: int
     first_bad_seq: int | None = None
     reason: str = ""
+    head: str = ""
+
+
+class StoreTxn(Protocol):
+    """The open store transaction an effect processor's ``prepare`` receives as ``txn``.
+
+    Writes made through it commit together with the execution's final audit record, or not
+    at all (a veto by any processor of the same execution discards them).
+    """
+
+    def put_state(self, resource_id: str, key: bytes, value: bytes) -> None: ...
+
+    def delete_state(self, resource_id: str, key: bytes) -> None: ...
+
+    def add_event(self, resource_id: str, execution_id: str, payload: bytes) -> None: ...
+
+    def add_log(self, resource_id: str, execution_id: str, level: str, message: bytes) -> None:
+        """Keep a guest log line as an event of kind ``log`` (dropped when the store was
+        opened with ``keep_logs=False``)."""
+        ...
 
 
 class Store(Protocol):
@@ -67,7 +90,11 @@ class Store(Protocol):
 
     def state_items(self, resource_id: str) -> list[tuple[bytes, bytes]]: ...
 
-    def events(self, resource_id: str, limit: int = 100) -> list[dict[str, Any]]: ...
+    def events(self, resource_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The resource's latest ``limit`` events and logs, oldest first: dicts with ``seq``,
+        ``execution_id``, ``kind`` (``event`` or ``log``), ``level`` (logs), ``payload``
+        (bytes) and ``timestamp``."""
+        ...
 
     # -- audit and commit ----------------------------------------------------------------
     def finish(

@@ -1,0 +1,23 @@
+"""Built-in plugin: declares the ``[store]`` config section (durability, group commit).
+
+Example::
+
+    [store]
+    durability = "full"        # fsync per group commit (default "normal")
+    busy_timeout = 5.0         # seconds to wait for another process's write lock
+    group_commit_max = 256     # most executions per transaction
+    keep_logs = true           # keep guest logs as events of kind "log"
+
+or ``COORDINATOR_STORE__DURABILITY=full`` in the environment.
+"""
+
+from __future__ import annotations
+
+from coordinator_hookspecs import ConfigSection, hookimpl
+
+from coordinator_core.store import StoreSettings
+
+
+@hookimpl
+def coordinator_register_config_sections() -> list[ConfigSection]:
+    return [ConfigSection(name="store", type=StoreSettings)]

@@ -1,0 +1,70 @@
+"""The coordinator's store: resources, state, events and the hash-chained audit log.
+
+``open_store(config)`` is how the core gets one: a ``MemoryStore`` when the data directory
+is the string ``":memory:"``, else a ``SqliteStore`` in ``config.data_dir`` configured by the
+``[store]`` section (declared by the built-in plugin ``builtin/store_config.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from coordinator_core.store.base import (
+    BoundProcessor,
+    Finished,
+    Store,
+    StoreTxn,
+    VerifyReport,
+)
+from coordinator_core.store.memory import MemoryStore
+from coordinator_core.store.sqlite import SqliteStore
+
+MEMORY = ":memory:"
+
+
+def _positive(_i: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
+
+
+@attrs.frozen
+class StoreSettings:
+    """The ``[store]`` config section; every field is a ``SqliteStore`` keyword."""
+
+    #: ``normal``: WAL + synchronous=NORMAL, survives a killed process, may lose the last
+    #: transactions on power loss. ``full``: synchronous=FULL, an fsync per group commit.
+    durability: str = attrs.field(default="normal",
+                                  validator=attrs.validators.in_(("normal", "full")))
+    #: Seconds a write waits for another process holding the database lock.
+    busy_timeout: float = attrs.field(default=5.0, validator=_positive)
+    #: Most executions committed in one transaction.
+    group_commit_max: int = attrs.field(default=256, validator=_positive)
+    #: Keep guest log lines as events of kind ``log`` (False drops them).
+    keep_logs: bool = True
+
+
+def open_store(config: Any) -> Store:
+    """The store for ``config`` (anything with ``data_dir`` and ``section(name)``)."""
+    try:
+        settings = config.section("store")
+    except KeyError:  # the [store] section's plugin was disabled: defaults
+        settings = StoreSettings()
+    if str(config.data_dir) == MEMORY:
+        return MemoryStore(keep_logs=settings.keep_logs)
+    return SqliteStore(config.data_dir, **attrs.asdict(settings))
+
+
+__all__ = [
+    "MEMORY",
+    "BoundProcessor",
+    "Finished",
+    "MemoryStore",
+    "SqliteStore",
+    "Store",
+    "StoreSettings",
+    "StoreTxn",
+    "VerifyReport",
+    "open_store",
+]

@@ -1,0 +1,171 @@
+"""The audit log's hash chain (RFC 6962 style) and the walk that verifies it.
+
+Every record is sealed when it is written: ``leaf = sha256(0x00 || canonical(record))`` and
+``chain_n = sha256(0x01 || chain_{n-1} || leaf_n)`` with ``chain_0`` = 32 zero bytes. The
+0x00/0x01 prefixes keep leaf and interior hashes in separate domains (RFC 6962 §2.1), so a
+leaf can never be passed off as a chain value. Because ``seq`` is inside the leaf, moving a
+record to another position breaks its leaf; because each chain value covers the previous one,
+deleting or editing a record breaks every chain value after it.
+
+The canonical encoding is the ASCII JSON array of the record's fields in the order of
+:data:`FIELDS` (compact separators, sorted keys inside ``detail``, floats in Python's shortest
+round-trip form). Both stores use this module, so a log verifies the same in memory and on disk.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from coordinator_core.store.base import VerifyReport
+from coordinator_hookspecs import AuditRecord, Effect
+
+#: The hashed fields, in canonical order (everything except the two hashes).
+FIELDS = (
+    "seq", "record_kind", "timestamp", "execution_id", "parent_id", "caller", "resource_id",
+    "status", "error_kind", "message", "fee_used", "duration", "effect_digest", "detail",
+)
+GENESIS = bytes(32)
+_MAX_FEE = 2**63 - 1  # SQLite INTEGER range: larger fees are clamped, never wrapped
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+
+
+def _jsonable(value: Any) -> Any:
+    """Fallback for detail values JSON lacks: bytes as hex, sets sorted, the rest as text."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    if hasattr(value, "value") and isinstance(value.value, str | int):  # enums
+        return value.value
+    return str(value)
+
+
+def detail_json(detail: Any) -> str:
+    """The canonical JSON text of a record's ``detail`` (what is stored and hashed)."""
+    if not detail:
+        return "{}"
+    return json.dumps(detail, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      default=_jsonable)
+
+
+def canonical(scalars: Sequence[Any], detail_text: str) -> bytes:
+    """Canonical bytes of a record: its 13 scalar fields (``FIELDS`` minus detail) plus the
+    detail's canonical JSON text, spliced in so verification needs no re-parse."""
+    head = _dumps(list(scalars))
+    return (head[:-1] + "," + detail_text + "]").encode("ascii")
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def chain_hash(previous: bytes, leaf: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + previous + leaf).digest()
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if type(value) is not str:
+        # str enums (Status, ErrorKind) are stored by value, never as "Status.FAILED".
+        value = value.value if isinstance(value, enum.Enum) else str(value)
+    if value.isascii():
+        return str(value)
+    # Lone surrogates (from a careless decode) cannot be stored as UTF-8: replace them.
+    return str(value.encode("utf-8", "replace").decode("utf-8"))
+
+
+def scalars_of(record: AuditRecord, seq: int, digest: str | None = None) -> list[Any]:
+    """The record's scalar fields, normalised to the types the database gives back.
+    ``digest`` replaces a missing ``effect_digest`` (the store computes it from the effects)."""
+    fee = int(record.fee_used)
+    if not 0 <= fee <= _MAX_FEE:
+        fee = _MAX_FEE if fee > 0 else 0
+    t = _text
+    return [
+        seq, t(record.record_kind) or "", float(record.timestamp or time.time()),
+        t(record.execution_id), t(record.parent_id), t(record.caller), t(record.resource_id),
+        t(record.status), t(record.error_kind), t(record.message),
+        fee, float(record.duration), t(record.effect_digest or digest),
+    ]
+
+
+def seal(record: AuditRecord, seq: int, previous: bytes,
+         digest: str | None = None) -> tuple[AuditRecord, list[Any]]:
+    """Normalise ``record``, give it ``seq`` and its hashes. Returns the sealed record and
+    its row: 13 scalar fields, detail text, leaf and chain hash (ready for an INSERT)."""
+    scalars = scalars_of(record, seq, digest)
+    text = detail_json(record.detail)
+    leaf = leaf_hash(canonical(scalars, text))
+    chain = chain_hash(previous, leaf)
+    row = [*scalars, text, leaf, chain]
+    return record_of_row(row), row
+
+
+def effect_digest(effects: Iterable[Effect]) -> str:
+    """sha256 over the effects, each field length-prefixed so boundaries cannot shift."""
+    parts: list[bytes] = []
+    for effect in effects:
+        for part in (effect.kind.encode(), effect.resource_id.encode(), effect.key, effect.value):
+            parts.append(len(part).to_bytes(8, "big"))
+            parts.append(part)
+    return hashlib.sha256(b"".join(parts)).hexdigest()
+
+
+def _hex(value: Any) -> str:
+    return value.hex() if isinstance(value, bytes) else str(value)
+
+
+def record_of_row(row: Sequence[Any]) -> AuditRecord:
+    """An ``AuditRecord`` from a stored row (13 scalars, detail text, leaf, chain)."""
+    try:
+        detail = json.loads(row[13]) if row[13] != "{}" else {}
+    except (TypeError, ValueError):  # a tampered row still reads; verify() reports it
+        detail = {"unparsable": str(row[13])}
+    r = row  # positional in FIELDS order, which is AuditRecord's own field order
+    return AuditRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
+                       r[11], r[12], detail, _hex(r[14]), _hex(r[15]))
+
+
+class ChainWalker:
+    """Checks stored rows one by one; the first failure is kept with its reason."""
+
+    def __init__(self) -> None:
+        self.expected = 1
+        self.head = GENESIS
+        self.bad: int | None = None
+        self.reason = ""
+
+    def feed(self, scalars: Sequence[Any], detail_text: str, leaf: bytes, chain: bytes) -> bool:
+        """Check one row (in seq order); return False once the chain is broken."""
+        seq = scalars[0]
+        if seq != self.expected:
+            reason = (f"expected record {self.expected} but found record {seq}: a record was "
+                      "deleted or records were reordered")
+            return self._fail(self.expected, reason)
+        if leaf_hash(canonical(scalars, detail_text)) != leaf:
+            return self._fail(seq, f"record {seq} was altered: its content does not match its "
+                                   "leaf hash")
+        expected_chain = chain_hash(self.head, leaf)
+        if expected_chain != chain:
+            return self._fail(seq, f"record {seq} breaks the chain: its chain hash does not "
+                                   "follow from the previous record")
+        self.head = expected_chain
+        self.expected += 1
+        return True
+
+    def _fail(self, seq: int, reason: str) -> bool:
+        self.bad, self.reason = seq, reason
+        return False
+
+    def report(self) -> VerifyReport:
+        count = self.expected - 1
+        if self.bad is not None:
+            return VerifyReport(ok=False, count=count, first_bad_seq=self.bad,
+                                reason=self.reason, head=self.head.hex())
+        return VerifyReport(ok=True, count=count, head=self.head.hex())

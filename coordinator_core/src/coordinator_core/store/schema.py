@@ -1,0 +1,124 @@
+"""The SQLite schema of the data directory and how connections are opened.
+
+One database file, ``coordinator.db``, in WAL mode: readers never block the writer and a
+killed process loses nothing that was committed. Resource bytes live beside it as
+content-addressed files (see ``files.py``); the ``resources`` table holds their metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from coordinator_hookspecs import AccessPolicy, InvalidRequest, ResourceInfo
+
+SCHEMA_VERSION = 1
+DURABILITY = {"normal": "NORMAL", "full": "FULL"}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS resources (
+    id           TEXT PRIMARY KEY,          -- sha256 hex of the canonical bytes
+    type         TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    owner        TEXT NOT NULL,
+    capabilities TEXT NOT NULL,             -- JSON array, sorted
+    policy       TEXT NOT NULL,             -- JSON {public, allow, deny}
+    size         INTEGER NOT NULL,
+    deployed_at  REAL NOT NULL,
+    meta         TEXT NOT NULL              -- JSON object from the engine's inspect()
+);
+CREATE TABLE IF NOT EXISTS state (
+    resource_id  TEXT NOT NULL,
+    key          BLOB NOT NULL,
+    value        BLOB NOT NULL,
+    PRIMARY KEY (resource_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    seq          INTEGER PRIMARY KEY,
+    resource_id  TEXT NOT NULL,
+    execution_id TEXT NOT NULL,
+    kind         TEXT NOT NULL,             -- 'event' or 'log'
+    level        TEXT,                      -- logs only
+    payload      BLOB NOT NULL,
+    timestamp    REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_resource ON events (resource_id, seq);
+CREATE TABLE IF NOT EXISTS audit (
+    seq           INTEGER PRIMARY KEY,      -- 1, 2, 3 ... without gaps
+    record_kind   TEXT NOT NULL,
+    timestamp     REAL NOT NULL,
+    execution_id  TEXT,
+    parent_id     TEXT,
+    caller        TEXT,
+    resource_id   TEXT,
+    status        TEXT,
+    error_kind    TEXT,
+    message       TEXT,
+    fee_used      INTEGER NOT NULL,
+    duration      REAL NOT NULL,
+    effect_digest TEXT,
+    detail        TEXT NOT NULL,            -- canonical JSON, hashed as stored
+    leaf_hash     BLOB NOT NULL,            -- sha256(0x00 || canonical record)
+    chain_hash    BLOB NOT NULL             -- sha256(0x01 || previous chain || leaf)
+);
+-- Exactly one final record per execution, enforced by the database itself.
+CREATE UNIQUE INDEX IF NOT EXISTS audit_final ON audit (execution_id)
+    WHERE record_kind = 'execution';
+"""
+
+AUDIT_COLUMNS = ("seq, record_kind, timestamp, execution_id, parent_id, caller, resource_id, "
+                 "status, error_kind, message, fee_used, duration, effect_digest, detail, "
+                 "leaf_hash, chain_hash")
+INSERT_AUDIT = f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ({', '.join('?' * 16)})"
+RESOURCE_COLUMNS = "id, type, name, owner, capabilities, policy, size, deployed_at, meta"
+
+
+def connect(path: Path, *, durability: str, busy_timeout: float,
+            readonly: bool) -> sqlite3.Connection:
+    """Open one connection with the store's pragmas. ``isolation_level=None``: the store
+    issues BEGIN/COMMIT itself, so Python's implicit transactions never hold a snapshot."""
+    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
+                           check_same_thread=False, cached_statements=64)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    conn.execute(f"PRAGMA synchronous = {DURABILITY[durability]}")
+    if readonly:
+        conn.execute("PRAGMA query_only = 1")
+    return conn
+
+
+def initialise(conn: sqlite3.Connection) -> None:
+    """Switch to WAL and create the schema; refuse a database from a newer version."""
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]
+    if mode.lower() != "wal":
+        raise InvalidRequest(f"cannot switch the database to WAL mode (got {mode!r})")
+    version = conn.execute("PRAGMA user_version").fetchall()[0][0]
+    if version > SCHEMA_VERSION:
+        raise InvalidRequest(f"the data directory has schema version {version}; this "
+                             f"coordinator understands up to {SCHEMA_VERSION}")
+    conn.executescript("BEGIN IMMEDIATE;" + SCHEMA +
+                       f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+
+
+def policy_json(policy: AccessPolicy) -> str:
+    return json.dumps({"public": policy.public, "allow": sorted(policy.allow),
+                       "deny": sorted(policy.deny)}, separators=(",", ":"))
+
+
+def resource_row(info: ResourceInfo) -> tuple[Any, ...]:
+    return (info.id, info.type, info.name, info.owner,
+            json.dumps(sorted(info.capabilities), separators=(",", ":")),
+            policy_json(info.policy), info.size, info.deployed_at,
+            json.dumps(dict(info.meta), sort_keys=True, separators=(",", ":"), default=str))
+
+
+def resource_of(row: tuple[Any, ...]) -> ResourceInfo:
+    policy = json.loads(row[5])
+    return ResourceInfo(
+        id=row[0], type=row[1], name=row[2], owner=row[3],
+        capabilities=frozenset(json.loads(row[4])),
+        policy=AccessPolicy(public=policy["public"], allow=frozenset(policy["allow"]),
+                            deny=frozenset(policy["deny"])),
+        size=row[6], deployed_at=row[7], meta=json.loads(row[8]),
+    )

@@ -1,0 +1,279 @@
+"""``SqliteStore``: the embedded default store, one data directory, no server.
+
+Layout: ``<data_dir>/coordinator.db`` (SQLite, WAL mode; schema in ``schema.py``) and
+``<data_dir>/resources/<aa>/<sha256>`` (content-addressed bytes, ``files.py``).
+
+Reads run on a connection per thread (``state_get`` is called from engine host functions on
+the hot path, and WAL readers never wait for the writer). Writes go through one writer
+connection driven by the group-commit leader (``groupcommit.py``): each ``finish`` returns
+only after the transaction holding its records is committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+from loguru import logger
+
+from coordinator_core.store.base import BoundProcessor, Finished, VerifyReport
+from coordinator_core.store.chain import ChainWalker, effect_digest, record_of_row
+from coordinator_core.store.effects import (
+    Prepared,
+    Router,
+    failed_records,
+    finish_processors,
+    prepare_all,
+)
+from coordinator_core.store.files import BlobFiles, check_id
+from coordinator_core.store.groupcommit import GroupCommitter, Job
+from coordinator_core.store.schema import (
+    AUDIT_COLUMNS,
+    DURABILITY,
+    RESOURCE_COLUMNS,
+    connect,
+    initialise,
+    policy_json,
+    resource_of,
+    resource_row,
+)
+from coordinator_core.store.sqlite_writer import Writer
+from coordinator_hookspecs import (
+    AccessPolicy,
+    AuditRecord,
+    Effect,
+    ErrorInfo,
+    InvalidRequest,
+    NotFound,
+    ResourceInfo,
+)
+
+_PAGE = 500  # audit rows per query when walking the log: no snapshot held across yields
+
+
+class SqliteStore:
+    """SQLite + content-addressed files; see the module docstring and docs/storage.md."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], durability: str = "normal",
+                 busy_timeout: float = 5.0, group_commit_max: int = 256,
+                 keep_logs: bool = True) -> None:
+        if durability not in DURABILITY:
+            raise InvalidRequest(f"durability must be one of {sorted(DURABILITY)}, "
+                                 f"got {durability!r}")
+        if busy_timeout <= 0 or group_commit_max < 1:
+            raise InvalidRequest("busy_timeout must be positive and group_commit_max at least 1")
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.data_dir / "coordinator.db"
+        self.durability = durability
+        self._busy_timeout = busy_timeout
+        self._files = BlobFiles(self.data_dir / "resources", fsync=durability == "full")
+        conn = connect(self.path, durability=durability, busy_timeout=busy_timeout,
+                       readonly=False)
+        initialise(conn)
+        self._writer = Writer(conn, keep_logs=keep_logs)
+        self._committer = GroupCommitter(self._writer.commit_batch, group_commit_max)
+        self._router = Router()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+
+    # -- connections ---------------------------------------------------------------------
+    def _reader(self) -> sqlite3.Connection:
+        try:
+            conn: sqlite3.Connection = self._local.conn
+            return conn
+        except AttributeError:
+            if self._closed:
+                raise InvalidRequest("the store is closed") from None
+            conn = connect(self.path, durability=self.durability,
+                           busy_timeout=self._busy_timeout, readonly=True)
+            with self._readers_lock:
+                self._readers.append(conn)
+            self._local.conn = conn
+            return conn
+
+    def _write(self, run: Any) -> Any:
+        if self._closed:
+            raise InvalidRequest("the store is closed")
+        return self._committer.submit(Job(run))
+
+    @property
+    def commit_stats(self) -> tuple[int, int]:
+        """(transactions committed, jobs committed): their ratio is the mean group size."""
+        return self._committer.groups, self._committer.jobs
+
+    # -- resources -----------------------------------------------------------------------
+    def put_resource(self, info: ResourceInfo, code: bytes) -> tuple[ResourceInfo, bool]:
+        check_id(info.id)
+        if hashlib.sha256(code).hexdigest() != info.id:
+            raise InvalidRequest(f"resource id {info.id} is not the sha256 of the given bytes")
+        if not info.type:
+            raise InvalidRequest("a resource needs a type")
+        info = attrs.evolve(info, size=len(code), deployed_at=info.deployed_at or time.time())
+        self._files.write(info.id, code)  # before the row: a row never points at no file
+
+        def run(w: Writer) -> tuple[ResourceInfo, bool]:
+            cursor = w.conn.execute(
+                f"INSERT OR IGNORE INTO resources ({RESOURCE_COLUMNS}) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?)", resource_row(info))
+            if cursor.rowcount:
+                return info, True
+            rows = w.conn.execute(f"SELECT {RESOURCE_COLUMNS} FROM resources WHERE id = ?",
+                                  (info.id,)).fetchall()
+            return resource_of(rows[0]), False
+
+        result: tuple[ResourceInfo, bool] = self._write(run)
+        return result
+
+    def get_resource(self, resource_id: str) -> ResourceInfo | None:
+        rows = self._reader().execute(
+            f"SELECT {RESOURCE_COLUMNS} FROM resources WHERE id = ?", (resource_id,)).fetchall()
+        return resource_of(rows[0]) if rows else None
+
+    def load_code(self, resource_id: str) -> bytes:
+        if self.get_resource(check_id(resource_id)) is None:
+            raise NotFound(f"no resource with id {resource_id}")
+        return self._files.read(resource_id)
+
+    def list_resources(self) -> list[ResourceInfo]:
+        rows = self._reader().execute(
+            f"SELECT {RESOURCE_COLUMNS} FROM resources ORDER BY deployed_at, id").fetchall()
+        return [resource_of(row) for row in rows]
+
+    def set_policy(self, resource_id: str, policy: AccessPolicy) -> ResourceInfo:
+        def run(w: Writer) -> ResourceInfo:
+            w.conn.execute("UPDATE resources SET policy = ? WHERE id = ?",
+                           (policy_json(policy), resource_id))
+            rows = w.conn.execute(f"SELECT {RESOURCE_COLUMNS} FROM resources WHERE id = ?",
+                                  (resource_id,)).fetchall()
+            if not rows:
+                raise NotFound(f"no resource with id {resource_id}")
+            return resource_of(rows[0])
+
+        info: ResourceInfo = self._write(run)
+        return info
+
+    # -- state and events ----------------------------------------------------------------
+    def state_get(self, resource_id: str, key: bytes) -> bytes | None:
+        # fetchall, never fetchone: an unfinished statement would pin an old WAL snapshot.
+        rows = self._reader().execute(
+            "SELECT value FROM state WHERE resource_id = ? AND key = ?",
+            (resource_id, key)).fetchall()
+        return rows[0][0] if rows else None
+
+    def state_items(self, resource_id: str) -> list[tuple[bytes, bytes]]:
+        rows = self._reader().execute(
+            "SELECT key, value FROM state WHERE resource_id = ? ORDER BY key",
+            (resource_id,)).fetchall()
+        return [(bytes(k), bytes(v)) for k, v in rows]
+
+    def events(self, resource_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        if type(limit) is not int or limit < 1:
+            raise InvalidRequest(f"limit must be a positive integer, got {limit!r}")
+        rows = self._reader().execute(
+            "SELECT seq, execution_id, kind, level, payload, timestamp FROM events "
+            "WHERE resource_id = ? ORDER BY seq DESC LIMIT ?", (resource_id, limit)).fetchall()
+        keys = ("seq", "execution_id", "kind", "level", "payload", "timestamp")
+        return [dict(zip(keys, row, strict=True)) for row in reversed(rows)]
+
+    # -- audit and commit ----------------------------------------------------------------
+    def finish(self, record: AuditRecord, effects: Sequence[Effect],
+               processors: Sequence[BoundProcessor]) -> Finished:
+        digest = effect_digest(effects) if effects and record.effect_digest is None else None
+        apply = bool(effects) and record.status == "succeeded"
+        prepared: list[Prepared] = []
+
+        def run(w: Writer) -> tuple[tuple[AuditRecord, ...], ErrorInfo | None]:
+            if not apply:
+                return (w.insert(record, digest),), None
+            w.savepoint()
+            try:
+                routed = self._router.route(effects, processors)
+                done = (Prepared([], routed) if isinstance(routed, ErrorInfo)
+                        else prepare_all(record.execution_id or "", routed, w.txn))
+                prepared.append(done)
+                if done.error is None:
+                    return (w.insert(record, digest),), None
+                w.undo()
+                rollback, final = failed_records(record, done.error, done.processors,
+                                                 len(effects))
+                return (w.insert(rollback, digest), w.insert(final, digest)), done.error
+            except BaseException:
+                w.undo()
+                raise
+            finally:
+                w.release()
+
+        try:
+            records, error = self._write(run)
+        except BaseException:
+            if prepared:
+                finish_processors(record, prepared[0].processors, committed=False)
+            raise
+        if prepared:
+            done = prepared[0]
+            for failure in finish_processors(record, done.processors, done.error is None):
+                self._append_quietly(failure)
+        return Finished(records, error)
+
+    def _append_quietly(self, record: AuditRecord) -> None:
+        try:
+            self.append(record)
+        except Exception:
+            logger.opt(exception=True).error("could not append {} record of execution {}",
+                                             record.record_kind, record.execution_id)
+
+    def append(self, record: AuditRecord) -> AuditRecord:
+        sealed: AuditRecord = self._write(lambda w: w.insert(record))
+        return sealed
+
+    def execution(self, execution_id: str) -> AuditRecord | None:
+        rows = self._reader().execute(
+            f"SELECT {AUDIT_COLUMNS} FROM audit WHERE execution_id = ? "
+            "AND record_kind = 'execution'", (execution_id,)).fetchall()
+        return record_of_row(rows[0]) if rows else None
+
+    def _rows(self, start: int) -> Iterator[tuple[Any, ...]]:
+        conn = self._reader()
+        while True:
+            rows = conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit WHERE seq >= ? "
+                                "ORDER BY seq LIMIT ?", (start, _PAGE)).fetchall()
+            yield from rows
+            if len(rows) < _PAGE:
+                return
+            start = rows[-1][0] + 1
+
+    def audit_records(self, start: int = 1) -> Iterator[AuditRecord]:
+        for row in self._rows(start):
+            yield record_of_row(row)
+
+    def verify(self) -> VerifyReport:
+        walker = ChainWalker()
+        for row in self._rows(-(2**63)):
+            if not walker.feed(row[:13], row[13], row[14], row[15]):
+                break
+        return walker.report()
+
+    def integrity_check(self) -> str:
+        """SQLite's own ``PRAGMA integrity_check`` ("ok" when the file is sound)."""
+        rows = self._reader().execute("PRAGMA integrity_check").fetchall()
+        return "; ".join(str(row[0]) for row in rows)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+        self._writer.conn.close()

@@ -1,0 +1,124 @@
+"""The write side of ``SqliteStore``: one connection, driven by the group-commit leader.
+
+Only the current leader (see ``groupcommit.py``) touches this object, so the connection and
+the chain head need no lock. Each group is one ``BEGIN IMMEDIATE`` ... ``COMMIT``; an
+execution whose effects go through processors gets a SAVEPOINT of its own, so one execution's
+veto rolls back its writes without aborting the other executions of the group.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from coordinator_core.store.chain import GENESIS, seal
+from coordinator_core.store.effects import blob
+from coordinator_core.store.groupcommit import Job
+from coordinator_core.store.schema import INSERT_AUDIT
+from coordinator_hookspecs import AuditRecord, InternalError, InvalidRequest
+
+
+class SqliteTxn:
+    """The ``txn`` effect processors write through (``StoreTxn``): statements on the open
+    group transaction, inside the execution's savepoint."""
+
+    __slots__ = ("_writer",)
+
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
+
+    def put_state(self, resource_id: str, key: bytes, value: bytes) -> None:
+        self._writer.conn.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?)",
+                                  (resource_id, blob(key, "state key"), blob(value, "state value")))
+
+    def delete_state(self, resource_id: str, key: bytes) -> None:
+        self._writer.conn.execute("DELETE FROM state WHERE resource_id = ? AND key = ?",
+                                  (resource_id, blob(key, "state key")))
+
+    def add_event(self, resource_id: str, execution_id: str, payload: bytes) -> None:
+        self._writer.conn.execute(
+            "INSERT INTO events (resource_id, execution_id, kind, level, payload, timestamp) "
+            "VALUES (?, ?, 'event', NULL, ?, ?)",
+            (resource_id, execution_id, blob(payload, "event payload"), self._writer.now))
+
+    def add_log(self, resource_id: str, execution_id: str, level: str, message: bytes) -> None:
+        if not self._writer.keep_logs:
+            return
+        self._writer.conn.execute(
+            "INSERT INTO events (resource_id, execution_id, kind, level, payload, timestamp) "
+            "VALUES (?, ?, 'log', ?, ?, ?)",
+            (resource_id, execution_id, str(level), blob(message, "log message"),
+             self._writer.now))
+
+
+class Writer:
+    """Owns the writer connection and the in-transaction chain head."""
+
+    def __init__(self, conn: sqlite3.Connection, *, keep_logs: bool) -> None:
+        self.conn = conn
+        self.keep_logs = keep_logs
+        self.txn = SqliteTxn(self)
+        self.now = 0.0
+        self.seq = 0
+        self.head = GENESIS
+        self._mark: tuple[int, bytes] = (0, GENESIS)
+
+    # -- the group transaction -----------------------------------------------------------
+    def commit_batch(self, jobs: list[Job]) -> None:
+        """Run ``jobs`` in one transaction. A job's own failure stays its own; a failure of
+        the transaction (disk full, I/O error, lock timeout) fails every job of the group."""
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            # Re-read the head each group: another process (the CLI) may have appended.
+            rows = conn.execute(
+                "SELECT seq, chain_hash FROM audit ORDER BY seq DESC LIMIT 1").fetchall()
+            self.seq, self.head = (rows[0][0], rows[0][1]) if rows else (0, GENESIS)
+            self.now = time.time()
+            for job in jobs:
+                try:
+                    job.result = job.run(self)
+                except sqlite3.Error as exc:
+                    if not conn.in_transaction:  # SQLite aborted the whole transaction
+                        raise
+                    job.error = InternalError(f"store write failed: {exc}")
+                except Exception as exc:
+                    job.error = exc
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = InternalError(f"store commit failed, nothing of this group was written: "
+                                  f"{type(exc).__name__}: {exc}")
+            for job in jobs:
+                job.result = None
+                if job.error is None:
+                    job.error = error
+
+    # -- helpers for jobs ----------------------------------------------------------------
+    def savepoint(self) -> None:
+        self.conn.execute("SAVEPOINT execution")
+        self._mark = (self.seq, self.head)
+
+    def release(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("RELEASE execution")
+
+    def undo(self) -> None:
+        """Roll back to the savepoint (keeping it open) and restore the chain head."""
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK TO execution")
+        self.seq, self.head = self._mark
+
+    def insert(self, record: AuditRecord, digest: str | None = None) -> AuditRecord:
+        """Seal ``record`` as the next link of the chain and insert it."""
+        sealed, row = seal(record, self.seq + 1, self.head, digest)
+        try:
+            self.conn.execute(INSERT_AUDIT, row)
+        except sqlite3.IntegrityError:
+            if record.record_kind == "execution":
+                raise InvalidRequest(f"execution {record.execution_id} already has a final "
+                                     "audit record") from None
+            raise
+        self.seq, self.head = row[0], row[-1]
+        return sealed
