@@ -130,13 +130,18 @@ def structure(data: Any, cls: type, where: str) -> Any:
     """Structure ``data`` into ``cls``; raise ``InvalidRequest`` naming every bad key."""
     try:
         return CONVERTER.structure(data, cls)
-    except Exception as exc:  # cattrs raises ClassValidationError and friends
-        lines = (
-            cattrs.transform_error(exc, path=where)
-            if isinstance(exc, cattrs.BaseValidationError)
-            else [f"{exc} @ {where}"]
-        )
+    except cattrs.BaseValidationError as exc:
+        lines = cattrs.transform_error(exc, path=where, format_exception=_describe_error)
         raise InvalidRequest("invalid configuration: " + "; ".join(lines)) from None
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"invalid configuration: {exc} @ {where}") from None
+
+
+def _describe_error(exc: BaseException, type_: Any) -> str:
+    """cattrs' wording, plus the validator's own message (which names the field)."""
+    if isinstance(exc, ValueError) and not isinstance(exc, cattrs.BaseValidationError):
+        return f"invalid value ({exc})"
+    return cattrs.v.format_exception(exc, type_)
 
 
 @attrs.define

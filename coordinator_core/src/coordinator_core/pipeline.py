@@ -126,11 +126,6 @@ class Pipeline:
             raise InvalidRequest(f"expected an ExecutionRequest, got {type(request).__name__}")
         if not isinstance(request.caller, str) or not request.caller:
             raise InvalidRequest(f"caller must be a non-empty string, got {request.caller!r}")
-        fee_limit = request.fee_limit
-        if fee_limit is None:
-            return self.settings.default_fee_limit
-        if type(fee_limit) is not int or fee_limit <= 0:
-            raise InvalidRequest(f"fee_limit must be a positive integer, got {fee_limit!r}")
         timeout = request.timeout
         if timeout is not None and (
             not isinstance(timeout, (int, float)) or not timeout > 0 or isinstance(timeout, bool)
@@ -138,6 +133,11 @@ class Pipeline:
             raise InvalidRequest(f"timeout must be a positive number of seconds, got {timeout!r}")
         if request.entry is not None and not isinstance(request.entry, str):
             raise InvalidRequest(f"entry must be a string, got {request.entry!r}")
+        fee_limit = request.fee_limit
+        if fee_limit is None:
+            return self.settings.default_fee_limit
+        if type(fee_limit) is not int or fee_limit <= 0:
+            raise InvalidRequest(f"fee_limit must be a positive integer, got {fee_limit!r}")
         return fee_limit
 
     # -- the run ---------------------------------------------------------------------------
@@ -157,9 +157,9 @@ class Pipeline:
         held: Held = []
         stage = "validation"
         try:
+            fee_limit = self._validate(request)
             if token.reason is not None:  # cancelled or timed out while queued
                 raise _stopped(token.reason, "before it started")
-            fee_limit = self._validate(request)
             resource = self.resource(request.resource_id)
             t1 = clock()
             stages.append(("validation", t1 - t0))

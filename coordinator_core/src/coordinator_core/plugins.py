@@ -169,7 +169,7 @@ class PluginHost:
         """
         caller = getattr(self.manager.hook, hook_name)
         out: list[tuple[str, Any]] = []
-        for impl in reversed(caller.get_hookimpls()):
+        for impl in caller.get_hookimpls():  # registration order: built-ins first
             plugin_name = self.manager.get_name(impl.plugin) or repr(impl.plugin)
             try:
                 items = impl.function(**{k: kwargs[k] for k in impl.argnames})
@@ -183,7 +183,7 @@ class PluginHost:
     def broadcast(self, hook_name: str, **kwargs: Any) -> None:
         """Call a lifecycle hook on every plugin; a failing plugin is logged, not fatal."""
         caller = getattr(self.manager.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
+        for impl in caller.get_hookimpls():  # registration order: built-ins first
             plugin_name = self.manager.get_name(impl.plugin) or repr(impl.plugin)
             try:
                 impl.function(**{k: kwargs[k] for k in impl.argnames})

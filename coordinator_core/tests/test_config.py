@@ -1,0 +1,71 @@
+"""Config: TOML + environment, unknown keys refused with readable errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coordinator_core.config import load_config
+from coordinator_core.testing import EchoPlugin
+from coordinator_hookspecs import InvalidRequest
+
+
+def test_defaults_follow_the_spec_fields(tmp_path: Path) -> None:
+    config = load_config(environ={}, data_dir=tmp_path)
+    core = config.core
+    assert core.enable_audit_events and core.enable_audit_tracking
+    assert core.enable_quota_management and core.enable_security_validation
+    assert core.max_execution_timeout == 30.0 and core.default_fee_limit == 10_000_000
+    assert config.data_dir == tmp_path
+
+
+def test_file_then_environment(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[coordinator]\ndefault_fee_limit = 500\nworkers = 3\n[store]\ndurability = "full"\n'
+    )
+    config = load_config(
+        path, environ={"COORDINATOR_WORKERS": "4", "COORDINATOR_STORE__DURABILITY": "normal"}
+    )
+    assert config.core.default_fee_limit == 500 and config.core.workers == 4
+    assert config.raw_sections["store"] == {"durability": "normal"}
+    assert config.source == path
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[coordinator]\nmax_timeout = 3\n", "max_timeout"),
+        ("[coordinator]\nworkers = 'many'\n", "workers"),
+        ("[coordinator]\nworkers = -1\n", "workers must be positive"),
+        ("[coordinator]\nenable_audit_events = 'yes'\n", "enable_audit_events"),
+        ("[records.x]\nenabld = false\n", "enabld"),
+        ("not toml at all [", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(InvalidRequest, match=needle):
+        load_config(path, environ={})
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest, match="does not exist"):
+        load_config(tmp_path / "nope.toml", environ={})
+
+
+def test_plugin_sections_refuse_unknown_keys(make_coordinator) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidRequest, match=r"extra fields.*colour.*\[dispatch\]"):
+        make_coordinator(EchoPlugin(), overrides={"dispatch": {"colour": "red"}})
+    with pytest.raises(InvalidRequest, match="unknown strategy"):
+        make_coordinator(EchoPlugin(), overrides={"dispatch": {"strategy": "fastest"}})
+
+
+def test_as_dict_shows_every_section(make_coordinator) -> None:  # type: ignore[no-untyped-def]
+    coord = make_coordinator(EchoPlugin())
+    shown = coord.config.as_dict()
+    assert shown["coordinator"]["default_fee_limit"] == 10_000_000
+    assert shown["dispatch"]["strategy"] == "least_loaded"
+    assert "store" in shown
