@@ -111,7 +111,10 @@ def effect_digest(effects: Iterable[Effect]) -> str:
     """sha256 over the effects, each field length-prefixed so boundaries cannot shift."""
     parts: list[bytes] = []
     for effect in effects:
-        for part in (effect.kind.encode(), effect.resource_id.encode(), effect.key, effect.value):
+        for field in (effect.kind, effect.resource_id, effect.key, effect.value):
+            # A malformed effect (str where bytes belong) still digests; its processor
+            # refuses it later with a typed error.
+            part = field if type(field) is bytes else str(field).encode("utf-8", "replace")
             parts.append(len(part).to_bytes(8, "big"))
             parts.append(part)
     return hashlib.sha256(b"".join(parts)).hexdigest()

@@ -1,0 +1,129 @@
+"""The audit hash chain: tampering with a record, deleting one or reordering two is found,
+and ``verify`` names the first bad sequence number (both stores)."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from coordinator_core.store import MemoryStore, SqliteStore
+from coordinator_core.store.chain import GENESIS, canonical, chain_hash, leaf_hash
+from coordinator_hookspecs import AuditRecord
+
+Tamper = Callable[[sqlite3.Connection], object]
+
+
+_ids = itertools.count(1)
+
+
+def fill(store: SqliteStore | MemoryStore, n: int = 6) -> None:
+    for i in range(1, n + 1):
+        store.append(AuditRecord(seq=0, record_kind="execution", timestamp=time.time(),
+                                 execution_id=f"e{next(_ids)}", caller="alice", status="succeeded",
+                                 fee_used=i, detail={"i": i}))
+
+
+def tampered(tmp_path: Path, tamper: Tamper) -> SqliteStore:
+    store = SqliteStore(tmp_path)
+    fill(store)
+    assert store.verify().ok
+    store.close()
+    with sqlite3.connect(tmp_path / "coordinator.db") as conn:
+        tamper(conn)
+    return SqliteStore(tmp_path)
+
+
+def _recompute_leaf(conn: sqlite3.Connection, seq: int) -> None:
+    row = conn.execute("SELECT * FROM audit WHERE seq = ?", (seq,)).fetchone()
+    conn.execute("UPDATE audit SET leaf_hash = ? WHERE seq = ?",
+                 (leaf_hash(canonical(row[:13], row[13])), seq))
+
+
+def _edit_and_rehash(conn: sqlite3.Connection) -> None:
+    conn.execute("UPDATE audit SET status = 'failed' WHERE seq = 2")
+    _recompute_leaf(conn, 2)
+
+
+def _swap(conn: sqlite3.Connection, a: int, b: int) -> None:
+    conn.execute("UPDATE audit SET seq = -1 WHERE seq = ?", (a,))
+    conn.execute("UPDATE audit SET seq = ? WHERE seq = ?", (a, b))
+    conn.execute("UPDATE audit SET seq = ? WHERE seq = -1", (b,))
+
+
+CASES: dict[str, tuple[Tamper, int, str]] = {
+    "edit a middle record": (
+        lambda c: c.execute("UPDATE audit SET fee_used = 0 WHERE seq = 3"), 3, "altered"),
+    "edit detail text only": (
+        lambda c: c.execute("UPDATE audit SET detail = '{\"i\": 4}' WHERE seq = 4"), 4,
+        "altered"),
+    "edit and recompute the leaf": (_edit_and_rehash, 2, "breaks the chain"),
+    "delete a record": (lambda c: c.execute("DELETE FROM audit WHERE seq = 3"), 3, "deleted"),
+    "swap two records": (lambda c: _swap(c, 2, 5), 2, "altered"),
+    "forge the last chain hash": (
+        lambda c: c.execute("UPDATE audit SET chain_hash = zeroblob(32) WHERE seq = 6"), 6,
+        "breaks the chain"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_sqlite_tampering_is_detected(tmp_path: Path, case: str) -> None:
+    tamper, bad, reason = CASES[case]
+    store = tampered(tmp_path, tamper)
+    report = store.verify()
+    store.close()
+    assert not report.ok and report.first_bad_seq == bad
+    assert reason in report.reason and str(bad) in report.reason
+    assert report.count == bad - 1
+
+
+def test_memory_tampering_is_detected() -> None:
+    for mutate, bad in [(lambda rows: rows[2].__setitem__(10, 99), 3),
+                        (lambda rows: rows.pop(3), 4),
+                        (lambda rows: rows.__setitem__(slice(1, 3), [rows[2], rows[1]]), 2)]:
+        store = MemoryStore()
+        fill(store)
+        assert store.verify().ok
+        mutate(store.rows)
+        report = store.verify()
+        assert not report.ok and report.first_bad_seq == bad, report
+
+
+def test_chain_is_rfc6962_style_and_continues_across_reopen(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path)
+    fill(store, 3)
+    store.close()
+    store = SqliteStore(tmp_path)
+    fill(store, 2)
+    records = list(store.audit_records())
+    assert [r.seq for r in records] == [1, 2, 3, 4, 5]
+    previous = GENESIS
+    with sqlite3.connect(tmp_path / "coordinator.db") as conn:
+        rows = conn.execute("SELECT * FROM audit ORDER BY seq").fetchall()
+    for rec, row in zip(records, rows, strict=True):
+        leaf = leaf_hash(canonical(row[:13], row[13]))
+        assert rec.leaf_hash == leaf.hex() and leaf[:1] != b""
+        previous = chain_hash(previous, leaf)
+        assert rec.chain_hash == previous.hex()
+    report = store.verify()
+    assert report.ok and report.count == 5 and report.head == previous.hex()
+    store.close()
+
+
+def test_two_stores_on_one_directory_keep_one_chain(tmp_path: Path) -> None:
+    first, second = SqliteStore(tmp_path), SqliteStore(tmp_path)
+    for _ in range(3):
+        fill(first, 1)
+        fill(second, 1)
+    assert first.verify().ok and first.verify().count == 6
+    first.close()
+    second.close()
+
+
+def test_empty_log_verifies() -> None:
+    report = MemoryStore().verify()
+    assert report.ok and report.count == 0 and report.head == GENESIS.hex()
