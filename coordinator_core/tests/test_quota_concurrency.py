@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+
 from coordinator_core.builtin.quota_concurrency import (
     ConcurrencyConfig,
     ConcurrencyOverride,

@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 import pytest
+
 from coordinator_core.builtin.quota_fee import FeeBudgetPolicy, FeeConfig, FeeOverride
 from coordinator_hookspecs import (
     ErrorKind,

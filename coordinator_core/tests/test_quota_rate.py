@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+
 from coordinator_core.builtin.quota_rate import RateConfig, RateOverride, TokenBucketPolicy
 from coordinator_hookspecs import (
     ErrorKind,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+
 from coordinator_core.builtin.security_blocklist import BlocklistConfig, BlocklistValidator
 from coordinator_hookspecs import (
     DeployRequest,

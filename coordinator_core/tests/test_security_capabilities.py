@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from coordinator_core.builtin.security_capabilities import (
     CapabilitiesConfig,
     CapabilityGrantValidator,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from coordinator_core.builtin.security_request import RequestLimitsConfig, RequestValidator
 from coordinator_hookspecs import ErrorKind, ExecutionRequest, InvalidRequest, ResourceInfo
 

@@ -32,14 +32,6 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from coordinator_hookspecs import (
-    ConfigSection,
-    ExecutionRequest,
-    QuotaExceeded,
-    QuotaPolicyRecord,
-    ResourceInfo,
-    hookimpl,
-)
 
 from coordinator_core.builtin.quota_common import (
     Mode,
@@ -48,6 +40,14 @@ from coordinator_core.builtin.quota_common import (
     non_negative,
     pick,
     wait_bound,
+)
+from coordinator_hookspecs import (
+    ConfigSection,
+    ExecutionRequest,
+    QuotaExceeded,
+    QuotaPolicyRecord,
+    ResourceInfo,
+    hookimpl,
 )
 
 NAME = "quota-concurrency"

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+
+from coordinator_core.builtin.quota_common import bad_config, default_fee_limit, non_negative, pick
 from coordinator_hookspecs import (
     ConfigSection,
     ExecutionRequest,
@@ -34,8 +36,6 @@ from coordinator_hookspecs import (
     ResourceInfo,
     hookimpl,
 )
-
-from coordinator_core.builtin.quota_common import bad_config, default_fee_limit, non_negative, pick
 
 NAME = "quota-fee"
 _PRUNE_AT = 10_000

@@ -30,14 +30,6 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from coordinator_hookspecs import (
-    ConfigSection,
-    ExecutionRequest,
-    QuotaExceeded,
-    QuotaPolicyRecord,
-    ResourceInfo,
-    hookimpl,
-)
 
 from coordinator_core.builtin.quota_common import (
     Mode,
@@ -46,6 +38,14 @@ from coordinator_core.builtin.quota_common import (
     non_negative,
     pick,
     wait_bound,
+)
+from coordinator_hookspecs import (
+    ConfigSection,
+    ExecutionRequest,
+    QuotaExceeded,
+    QuotaPolicyRecord,
+    ResourceInfo,
+    hookimpl,
 )
 
 NAME = "quota-rate"

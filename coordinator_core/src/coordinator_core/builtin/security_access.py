@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+
 from coordinator_hookspecs import (
     ConfigSection,
     ExecutionRequest,

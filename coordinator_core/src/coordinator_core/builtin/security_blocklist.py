@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 import attrs
+
 from coordinator_hookspecs import (
     ConfigSection,
     DeployRequest,

@@ -26,6 +26,7 @@ import re
 from typing import Any
 
 import attrs
+
 from coordinator_hookspecs import (
     ConfigSection,
     ExecutionRequest,
