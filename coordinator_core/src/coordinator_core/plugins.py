@@ -30,7 +30,15 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "coordinator_core.builtin.store_config",
     "coordinator_core.builtin.state_processor",
     "coordinator_core.builtin.metrics_collector",
+    "coordinator_core.builtin.security_request",
+    "coordinator_core.builtin.security_access",
+    "coordinator_core.builtin.security_capabilities",
+    "coordinator_core.builtin.security_blocklist",
+    "coordinator_core.builtin.quota_rate",
+    "coordinator_core.builtin.quota_concurrency",
+    "coordinator_core.builtin.quota_fee",
     "coordinator_core.cli.core_commands",
+    "coordinator_core.cli.quota_commands",
 )
 
 
