@@ -29,6 +29,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "coordinator_core.builtin.core_config",
     "coordinator_core.builtin.store_config",
     "coordinator_core.builtin.state_processor",
+    "coordinator_core.builtin.audit_jsonl",
     "coordinator_core.builtin.metrics_collector",
     "coordinator_core.builtin.security_request",
     "coordinator_core.builtin.security_access",
@@ -39,6 +40,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "coordinator_core.builtin.quota_fee",
     "coordinator_core.cli.core_commands",
     "coordinator_core.cli.quota_commands",
+    "coordinator_core.cli.store_commands",
 )
 
 
