@@ -29,14 +29,21 @@ BIN = Path(sys.executable).parent
 
 
 def run_cli(
-    *args: str, data_dir: Path, env: dict[str, str] | None = None, python: Path | None = None
+    *args: str,
+    data_dir: Path | None,
+    env: dict[str, str] | None = None,
+    python: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the ``coordinator`` console script in a subprocess with a data directory."""
+    """Run the ``coordinator`` console script in a subprocess (``--data-dir`` first if given)."""
     exe = (python.parent if python else BIN) / "coordinator"
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [str(exe), "--data-dir", str(data_dir), *args],
-        capture_output=True, text=True, env=full_env, timeout=120, check=False,
+        [str(exe), *(("--data-dir", str(data_dir)) if data_dir else ()), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+        check=False,
     )
 
 
@@ -48,5 +55,3 @@ def cli_json(*args: str, data_dir: Path, **kw: Any) -> tuple[int, Any]:
         raise AssertionError(
             f"not JSON (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
         ) from None
-
-

@@ -42,7 +42,8 @@ def _write_dist(root: Path, dist: str, module: str, ep_name: str, source: str) -
     project = root / dist
     (project / "src").mkdir(parents=True)
     (project / "src" / f"{module}.py").write_text(textwrap.dedent(source))
-    (project / "pyproject.toml").write_text(textwrap.dedent(f"""
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent(f"""
         [project]
         name = "{dist}"
         version = "0.3.1"
@@ -58,22 +59,34 @@ def _write_dist(root: Path, dist: str, module: str, ep_name: str, source: str) -
         [tool.setuptools]
         package-dir = {{"" = "src"}}
         py-modules = ["{module}"]
-    """))
+    """)
+    )
     return project
 
 
 def _pip(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
-                   check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     root = tmp_path_factory.mktemp("dists")
-    good = _write_dist(root, "coordinator-block-mallory", "block_mallory", "block-mallory",
-                       VALIDATOR)
-    bad = _write_dist(root, "coordinator-broken-import", "broken_import", "broken-import",
-                      "raise ImportError('this plugin needs a library that is not installed')\n")
+    good = _write_dist(
+        root, "coordinator-block-mallory", "block_mallory", "block-mallory", VALIDATOR
+    )
+    bad = _write_dist(
+        root,
+        "coordinator-broken-import",
+        "broken_import",
+        "broken-import",
+        "raise ImportError('this plugin needs a library that is not installed')\n",
+    )
     _pip("install", "--no-deps", str(good), str(bad))
     try:
         yield
@@ -108,8 +121,7 @@ def test_installed_validator_is_enforced_by_exec(
     code, deployed = cli_json("deploy", str(echo_wat), "--type", "wasm", data_dir=tmp_path)
     assert code == 0, deployed
     rid = deployed["resource_id"]
-    code, result = cli_json("exec", rid, "--input", "hi", "--caller", "mallory",
-                            data_dir=tmp_path)
+    code, result = cli_json("exec", rid, "--input", "hi", "--caller", "mallory", data_dir=tmp_path)
     assert code == 1 and result["status"] == "rejected"
     assert result["error"]["kind"] == "security_rejected"
     assert result["error"]["source"] == "block-mallory"
