@@ -38,6 +38,26 @@ def test_timeout_of_0_2_s_on_a_long_loop_ends_within_0_6_s(engine: OnnxEngine, r
     assert "deadline" in info.value.message
 
 
+def test_one_long_kernel_overruns_then_ends_as_timeout(engine: OnnxEngine, run: Any,
+                                                       models: Any) -> None:
+    # One MatMul (about 7 GFLOP) has no point where the terminate flag is checked: the run
+    # finishes past the deadline, and the engine still reports the timeout.
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    n = 1536
+    graph = h.make_graph([h.make_node("MatMul", ["a", "b"], ["c"], name="big")], "mm",
+                         [h.make_tensor_value_info("a", T.FLOAT, [n, n]),
+                          h.make_tensor_value_info("b", T.FLOAT, [n, n])],
+                         [h.make_tensor_value_info("c", T.FLOAT, [n, n])])
+    code, a = models.finish(graph), np.ones((n, n), np.float32)
+    run(engine, code, {"a": a, "b": a})  # warm the session
+    token = CancelToken(time.monotonic() + 0.005)
+    arm(token, 0.005, ErrorKind.TIMEOUT)
+    with pytest.raises(Timeout, match="the last kernel finished after it"):
+        run(engine, code, {"a": a, "b": a}, token=token)
+
+
 def test_cancel_stops_a_running_loop(engine: OnnxEngine, run: Any, models: Any) -> None:
     token = CancelToken(time.monotonic() + 30)
     arm(token, 0.05, ErrorKind.CANCELLED)

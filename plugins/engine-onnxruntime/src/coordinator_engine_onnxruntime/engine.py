@@ -10,9 +10,11 @@ the token at the deadline (reason ``timeout``) and ``Coordinator.cancel`` does s
 ``Timeout`` or ``Cancelled`` by ``token.reason``, charging the fee (the run had started).
 
 A single huge kernel (a MatMul of two large matrices) is not interrupted: the execution
-overruns its deadline until that kernel returns, then ends as ``timed_out`` all the same. The
-memory cap bounds how large one kernel's tensors can be, and the fee grows with input size,
-which bounds the overrun without removing it (docs/onnx.md).
+overruns its deadline until that kernel returns (the calling thread, and any quota the
+execution holds, stay busy meanwhile), then ends as ``timed_out`` all the same: a run that
+completes after its token was cancelled is reported by ``token.reason`` and its output
+discarded. The memory cap bounds how large one kernel's tensors can be, and the fee grows with
+input size, which bounds the overrun without removing it (docs/onnx.md).
 
 Which run call
 --------------
@@ -113,7 +115,7 @@ class OnnxEngine:
                           budget) and self.external_dir is not None:
             embed_external(iter_tensors(model), self.external_dir)
             code = model.SerializeToString()
-        return LoadedModel(build_session(code, self.cfg), signature(model))
+        return LoadedModel(build_session(code, self.cfg), signature(model), self.cfg)
 
     # -- execution ---------------------------------------------------------------------------
     def fee(self, nodes: int, elements: int) -> int:
@@ -131,7 +133,7 @@ class OnnxEngine:
         feeds, elements = entry.signature.bind(
             given if type(given) is dict else as_mapping(given)
         )
-        fee = self.fee(entry.nodes, elements)
+        fee = entry.fee_fixed + -(-entry.fee_scale * elements // 1000)  # == self.fee(...)
         if fee > ctx.fee_limit:
             raise FeeExhausted(
                 f"running this model on {elements} input elements costs {fee}, over the fee "
@@ -145,6 +147,11 @@ class OnnxEngine:
             outputs = entry.run(entry.output_names, feeds, options)
         except Exception as exc:  # pybind raises Fail, InvalidArgument, RuntimeException...
             raise self._failure(exc, token.reason, fee) from None
+        if token.reason is not None:
+            # The flag was set but no check came before the run ended (one long kernel): the
+            # deadline or cancel still decides, so the status matches what the caller asked.
+            raise _stopped(token.reason, fee, "while running (the last kernel finished after "
+                           "it; the output is discarded)")
         return EngineResult(output=dict(zip(entry.output_names, outputs, strict=True)),
                             fee_used=fee)
 

@@ -136,7 +136,9 @@ class Signature:
     def __init__(self, inputs: list[Mapping[str, Any]]) -> None:
         self.specs = tuple(InputSpec(spec) for spec in inputs)
         self.names = frozenset(spec.name for spec in self.specs)
-        self.named = any(spec.named for spec in self.specs)
+        # Agreement only needs checking when some dimension name occurs twice.
+        names = [name for spec in self.specs for _, name in spec.named]
+        self.named = len(names) != len(set(names))
 
     def bind(self, given: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], int]:
         """Feeds for ``session.run`` and the total number of input elements."""
