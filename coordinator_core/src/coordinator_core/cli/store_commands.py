@@ -145,7 +145,8 @@ def _audit(args: argparse.Namespace, open_coordinator: Opener) -> int:
         return 0
     for r in records:
         error = f" {r.error_kind}: {r.message}" if r.error_kind else ""
-        print(f"{r.seq:>6} {r.record_kind:<9} {r.status or '-':<10} {r.execution_id or '-'} "
+        print(f"{r.seq:>6} {r.record_kind:<9} {r.status or '-':<10} "
+              f"{r.execution_id or r.resource_id or '-'} "
               f"caller={r.caller or '-'} fee={r.fee_used}{error}")
     return 0
 
