@@ -1,12 +1,24 @@
 """EngineManager, EngineSelector and LoadBalancer of SPEC.md, in one small dispatcher.
 
-Capability matching is precomputed per resource type at start-up: ``select`` looks up a
-tuple of candidate engines and, when there is one, returns it at once. With several, the
-configured strategy picks: ``least_loaded`` (default; in-flight over capacity),
-``round_robin``, ``power_of_two`` (two random candidates, the less loaded wins) or
-``affinity`` (an engine that already holds the resource warm, else least loaded). Config can
-pin a resource type or one resource to an engine. An engine whose ``health()`` fails or
-raises leaves rotation and is asked again after ``health_interval`` seconds.
+Capability matching is precomputed per resource type at start-up (SPEC: "capability
+precomputation"): ``select`` looks up a tuple of candidate engines and, when there is one
+healthy candidate, returns it at once. A resource may narrow the match further with
+``meta["required_features"]`` (set by an engine's ``inspect``); those filtered tuples are
+cached too. With several candidates the configured strategy picks:
+
+- ``least_loaded`` (default): lowest in-flight over capacity, then fewest executions;
+- ``round_robin``: the next candidate in turn;
+- ``power_of_two``: two random candidates, the less loaded wins (no herd on one engine);
+- ``affinity``: an engine that already holds the resource warm (``engine.holds(rid)``), else
+  the resource's "home" engine by rendezvous hashing, as long as it has spare capacity, so
+  repeats of one resource land on the same engine and warm its caches (SPEC: "affinity
+  scheduling").
+
+``[dispatch] pin_types`` / ``pin_resources`` pin a resource type or one resource to an engine.
+An engine whose ``health()`` returns false or raises leaves rotation and is asked again after
+``health_interval`` seconds. ``EngineRecord.concurrency`` is the capacity used for load ratios:
+a soft limit (an engine with spare capacity is preferred; nothing blocks here). A hard limit
+on concurrent executions is the job of the ``quota-concurrency`` policy.
 """
 
 from __future__ import annotations
@@ -23,6 +35,9 @@ from loguru import logger
 from coordinator_hookspecs import EngineError, EngineRecord, ResourceInfo
 
 STRATEGIES = ("least_loaded", "round_robin", "power_of_two", "affinity")
+
+#: ``ResourceInfo.meta`` key listing engine features one resource needs beyond its type's.
+META_FEATURES = "required_features"
 
 
 @attrs.define(eq=False)
@@ -41,6 +56,15 @@ class BoundEngine:
     busy_seconds: float = 0.0
     healthy: bool = True
     next_check: float = 0.0
+    executor: str = "threads"
+
+    @property
+    def load(self) -> float:
+        return self.inflight / self.capacity
+
+
+def _load_key(b: BoundEngine) -> tuple[float, int]:
+    return (b.inflight / b.capacity, b.executions)
 
 
 class Dispatcher:
@@ -62,39 +86,40 @@ class Dispatcher:
             )
         self.strategy = strategy
         self.health_interval = health_interval
+        self.started = time.monotonic()
         self.engines = tuple(
             BoundEngine(
                 name=r.name,
                 engine=r.engine,
                 resource_types=r.resource_types,
                 features=r.features,
-                capacity=r.concurrency or 1,
+                capacity=max(1, r.concurrency),
                 holds=getattr(r.engine, "holds", None),
                 health=getattr(r.engine, "health", None),
             )
             for r in records
         )
-        by_name = {b.name: b for b in self.engines}
-        needs = {t: frozenset(f) for t, f in (required_features or {}).items()}
-        types = {t for b in self.engines for t in b.resource_types}
+        self._by_name = {b.name: b for b in self.engines}
+        self._needs = {t: frozenset(f) for t, f in (required_features or {}).items()}
+        self._pin_types = dict(pin_types or {})
         self._candidates: dict[str, tuple[BoundEngine, ...]] = {}
-        for rtype in types:
-            pinned = (pin_types or {}).get(rtype)
+        for rtype in {t for b in self.engines for t in b.resource_types}:
+            pinned = self._pin_types.get(rtype)
             self._candidates[rtype] = tuple(
                 b
                 for b in self.engines
                 if rtype in b.resource_types
-                and needs.get(rtype, frozenset()) <= b.features
+                and self._needs.get(rtype, frozenset()) <= b.features
                 and (pinned is None or b.name == pinned)
             )
-        self._pins = {
-            rid: by_name[name] for rid, name in (pin_resources or {}).items() if name in by_name
-        }
-        self._unknown_pins = {
-            rid: name for rid, name in (pin_resources or {}).items() if name not in by_name
-        }
-        self._needs = needs
+        self._pin_resources = dict(pin_resources or {})
+        self._narrowed: dict[tuple[str, frozenset[str]], tuple[BoundEngine, ...]] = {}
         self._turn = itertools.count()
+
+    # -- lookup ----------------------------------------------------------------------------
+    def engine(self, name: str) -> BoundEngine:
+        """The bound engine called ``name`` (``KeyError`` if none is installed)."""
+        return self._by_name[name]
 
     def engines_for(self, resource_type: str) -> tuple[BoundEngine, ...]:
         """Every engine able to run ``resource_type`` (capability-matched, pins applied)."""
@@ -103,21 +128,28 @@ class Dispatcher:
             raise EngineError(self._none_message(resource_type), source="dispatcher")
         return found
 
+    def _candidates_for(self, resource: ResourceInfo) -> tuple[BoundEngine, ...]:
+        found = self._candidates.get(resource.type)
+        needs = resource.meta.get(META_FEATURES) if resource.meta else None
+        if needs and found:
+            key = (resource.type, frozenset(needs))
+            narrowed = self._narrowed.get(key)
+            if narrowed is None:
+                narrowed = self._narrowed[key] = tuple(b for b in found if key[1] <= b.features)
+            found = narrowed
+        if not found:
+            raise EngineError(
+                self._none_message(resource.type, frozenset(needs or ())), source="dispatcher"
+            )
+        return found
+
+    # -- selection (the hot path) ----------------------------------------------------------
     def select(self, resource: ResourceInfo) -> BoundEngine:
         """The engine to run ``resource`` now."""
-        pinned = self._pins.get(resource.id)
-        if pinned is not None:
-            return pinned
-        if resource.id in self._unknown_pins:
-            raise EngineError(
-                f"resource {resource.id[:12]} is pinned to engine "
-                f"{self._unknown_pins[resource.id]!r}, which is not installed",
-                source="dispatcher",
-            )
-        candidates = self._candidates.get(resource.type)
-        if not candidates:
-            raise EngineError(self._none_message(resource.type), source="dispatcher")
-        if len(candidates) == 1 and not candidates[0].health:
+        if self._pin_resources and resource.id in self._pin_resources:
+            return self._pinned(resource)
+        candidates = self._candidates_for(resource)
+        if len(candidates) == 1 and candidates[0].health is None:
             return candidates[0]
         now = time.monotonic()
         live = [b for b in candidates if self._is_healthy(b, now)]
@@ -131,17 +163,53 @@ class Dispatcher:
             return live[0]
         return self._pick(live, resource)
 
+    def _pinned(self, resource: ResourceInfo) -> BoundEngine:
+        name = self._pin_resources[resource.id]
+        bound = self._by_name.get(name)
+        if bound is None:
+            raise EngineError(
+                f"resource {resource.id[:12]} is pinned to engine {name!r}, which is not "
+                f"installed; installed engines: {', '.join(self._by_name) or 'none'}",
+                source="dispatcher",
+            )
+        needs = self._needs.get(resource.type, frozenset()) | frozenset(
+            (resource.meta or {}).get(META_FEATURES) or ()
+        )
+        if resource.type not in bound.resource_types or not needs <= bound.features:
+            # A resource pin is more specific than a type pin, so only fitness is checked.
+            raise EngineError(
+                f"resource {resource.id[:12]} (type {resource.type!r}) is pinned to engine "
+                f"{name!r}, which cannot run it: {self._describe(bound)}",
+                source="dispatcher",
+            )
+        if not self._is_healthy(bound, time.monotonic()):
+            raise EngineError(
+                f"resource {resource.id[:12]} is pinned to engine {name!r}, which is unhealthy",
+                source="dispatcher",
+            )
+        return bound
+
     def _pick(self, live: list[BoundEngine], resource: ResourceInfo) -> BoundEngine:
-        if self.strategy == "round_robin":
+        strategy = self.strategy
+        if strategy == "least_loaded":
+            return min(live, key=_load_key)
+        if strategy == "round_robin":
             return live[next(self._turn) % len(live)]
-        if self.strategy == "power_of_two":
+        if strategy == "power_of_two":
             a, b = random.sample(live, 2)
             return a if a.inflight / a.capacity <= b.inflight / b.capacity else b
-        if self.strategy == "affinity":
-            warm = [b for b in live if b.holds is not None and _holds(b, resource.id)]
-            if warm:
-                live = warm
-        return min(live, key=lambda b: (b.inflight / b.capacity, b.executions))
+        return self._affinity(live, resource.id)
+
+    def _affinity(self, live: list[BoundEngine], resource_id: str) -> BoundEngine:
+        warm = [b for b in live if b.holds is not None and _holds(b, resource_id)]
+        pool = warm or live
+        # Rendezvous hashing: each (engine, resource) pair gets a stable rank, so a resource
+        # keeps its home engine while engines join or leave rotation (only its own moves).
+        home = max(pool, key=lambda b: hash((b.name, resource_id)))
+        if home.inflight < home.capacity:
+            return home
+        spare = [b for b in pool if b.inflight < b.capacity]
+        return min(spare or live, key=_load_key)
 
     def _is_healthy(self, bound: BoundEngine, now: float) -> bool:
         if bound.health is None or now < bound.next_check:
@@ -156,36 +224,70 @@ class Dispatcher:
             if ok:
                 logger.info("engine {} is healthy again; back in rotation", bound.name)
             else:
-                logger.warning("engine {} {}; out of rotation", bound.name, why)
+                logger.warning(
+                    "engine {} {}; out of rotation for {} s", bound.name, why,
+                    self.health_interval,
+                )
         bound.healthy = ok
         return ok
 
-    def _none_message(self, resource_type: str) -> str:
-        installed = (
-            ", ".join(
-                f"{b.name} ({'/'.join(sorted(b.resource_types))}; features "
-                f"{'/'.join(sorted(b.features)) or 'none'})"
-                for b in self.engines
-            )
-            or "none"
+    # -- engine management -----------------------------------------------------------------
+    def replace_engine(
+        self, name: str, engine: Any, *, capacity: int | None = None, executor: str = "threads"
+    ) -> None:
+        """Swap the implementation behind engine ``name`` (the process pool wraps engines
+        this way at start-up); counters, pins and candidate tuples stay as they are."""
+        bound = self._by_name[name]
+        bound.engine = engine
+        bound.holds = getattr(engine, "holds", None)
+        bound.health = getattr(engine, "health", None)
+        bound.next_check = 0.0
+        bound.executor = executor
+        if capacity is not None:
+            bound.capacity = max(1, capacity)
+
+    # -- messages and metrics --------------------------------------------------------------
+    @staticmethod
+    def _describe(b: BoundEngine) -> str:
+        return (
+            f"{b.name} ({'/'.join(sorted(b.resource_types))}; features "
+            f"{'/'.join(sorted(b.features)) or 'none'})"
         )
-        needs = self._needs.get(resource_type)
+
+    def _none_message(self, resource_type: str, extra: frozenset[str] = frozenset()) -> str:
+        installed = ", ".join(self._describe(b) for b in self.engines) or "none"
+        needs = self._needs.get(resource_type, frozenset()) | extra
         asked = f"resource type {resource_type!r}" + (
             f" with features {'/'.join(sorted(needs))}" if needs else ""
         )
+        pinned = self._pin_types.get(resource_type)
+        if pinned is not None:
+            asked += f" pinned to engine {pinned!r}"
         return f"no engine can run {asked}; installed engines: {installed}"
 
     def utilisation(self) -> dict[str, dict[str, Any]]:
-        """Per-engine counters for ``metrics()``."""
-        return {
-            b.name: {
+        """Per-engine counters for ``metrics()``: executions (their sum is the number of
+        executions that reached an engine), in flight, capacity, share of all executions,
+        busy fraction of capacity since start, health and executor."""
+        total = sum(b.executions for b in self.engines)
+        uptime = max(time.monotonic() - self.started, 1e-9)
+        out: dict[str, dict[str, Any]] = {}
+        for b in self.engines:
+            entry: dict[str, Any] = {
                 "executions": b.executions,
                 "inflight": b.inflight,
+                "capacity": b.capacity,
+                "share": round(b.executions / total, 6) if total else 0.0,
                 "busy_seconds": round(b.busy_seconds, 6),
+                "utilisation": round(b.busy_seconds / (uptime * b.capacity), 6),
                 "healthy": b.healthy,
+                "executor": b.executor,
             }
-            for b in self.engines
-        }
+            stats = getattr(b.engine, "pool_stats", None)
+            if callable(stats):
+                entry["workers"] = stats()
+            out[b.name] = entry
+        return out
 
 
 def _holds(bound: BoundEngine, resource_id: str) -> bool:

@@ -1,23 +1,53 @@
-"""Built-in plugin: config sections of the core's own components (``[dispatch]``)."""
+"""Built-in plugin: config sections of the core's own components (``[dispatch]``), and the
+start-up step that moves engines into worker processes when ``executor = "processes"``.
+
+Example::
+
+    [dispatch]
+    strategy = "affinity"                 # least_loaded | round_robin | power_of_two | affinity
+    pin_types = { wasm = "wasmtime" }
+    health_interval = 5.0
+    executor = "processes"                # threads (default) | processes
+    processes = 2
+    process_engines = ["wasmtime"]        # empty: every engine
+
+See docs/scaling.md for which executor to use when.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
+from loguru import logger
 
 from coordinator_core.dispatcher import STRATEGIES
 from coordinator_hookspecs import ConfigSection, hookimpl
 
+EXECUTORS = ("threads", "processes")
 
-def _strategy(_i: object, _a: attrs.Attribute[str], value: str) -> None:
-    if value not in STRATEGIES:
-        raise ValueError(f"unknown strategy {value!r}; choose one of {', '.join(STRATEGIES)}")
+
+def _one_of(choices: tuple[str, ...]) -> Any:
+    def check(_i: object, attribute: attrs.Attribute[str], value: str) -> None:
+        if value not in choices:
+            raise ValueError(
+                f"unknown {attribute.name} {value!r}; choose one of {', '.join(choices)}"
+            )
+
+    return check
+
+
+def _positive(_i: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
 
 
 @attrs.frozen
 class DispatchSettings:
-    """``[dispatch]``: how an engine is chosen when several can run a resource type."""
+    """``[dispatch]``: how an engine is chosen when several can run a resource type, and
+    whether engines run in the coordinator's threads or in worker processes."""
 
-    strategy: str = attrs.field(default="least_loaded", validator=_strategy)
+    strategy: str = attrs.field(default="least_loaded", validator=_one_of(STRATEGIES))
     #: resource type -> engine name, e.g. ``{ wasm = "wasmtime" }``
     pin_types: dict[str, str] = attrs.field(factory=dict)
     #: resource id -> engine name
@@ -25,9 +55,33 @@ class DispatchSettings:
     #: resource type -> engine features it needs, e.g. ``{ wasm = ["fuel"] }``
     required_features: dict[str, list[str]] = attrs.field(factory=dict)
     #: seconds between health checks of an engine (and before retrying an unhealthy one)
-    health_interval: float = 5.0
+    health_interval: float = attrs.field(default=5.0, validator=_positive)
+    #: ``threads``: engines run on the calling/worker thread (best for executions of 1 ms and
+    #: more: wasmtime and onnxruntime release the GIL). ``processes``: each engine named in
+    #: ``process_engines`` runs in a pool of worker processes (best for many short executions).
+    executor: str = attrs.field(default="threads", validator=_one_of(EXECUTORS))
+    #: worker processes of the pool (shared by every engine moved into it)
+    processes: int = attrs.field(default=2, validator=_positive)
+    #: engines moved into the pool; empty means every engine
+    process_engines: list[str] = attrs.field(factory=list)
+    #: seconds a worker gets to stop after a cancel or timeout before it is killed and replaced
+    process_kill_grace: float = attrs.field(default=1.0, validator=_positive)
+    #: seconds a worker process may take to load its plugins and report ready
+    process_start_timeout: float = attrs.field(default=60.0, validator=_positive)
 
 
 @hookimpl
 def coordinator_register_config_sections() -> list[ConfigSection]:
     return [ConfigSection(name="dispatch", type=DispatchSettings)]
+
+
+@hookimpl
+def coordinator_startup(coordinator: Any) -> None:
+    settings: DispatchSettings = coordinator.config.section("dispatch")
+    if settings.executor != "processes":
+        return
+    # Imported here: a coordinator on threads never loads multiprocessing machinery.
+    from coordinator_core.procpool import install_process_pool
+
+    names = install_process_pool(coordinator, settings)
+    logger.info("engines {} run in {} worker processes", ", ".join(names), settings.processes)
