@@ -73,6 +73,10 @@ class OnnxConfig:
     #: shape is known at deploy and would not fit is refused then; at run time, an allocation
     #: over the cap fails the execution as ``trap`` instead of exhausting the machine.
     max_memory_mb: int = attrs.field(default=1024, validator=_not_negative)
+    #: Let onnxruntime fold constant subgraphs when it builds a session. Off by default:
+    #: folding runs at load time outside the memory arena, so a constant-shape
+    #: ``ConstantOfShape`` that static inference missed could allocate past the cap there.
+    constant_folding: bool = False
     #: ``SessionOptions.use_deterministic_compute``: same model and input, same output.
     deterministic_compute: bool = True
     #: At deploy, after every check passed, build a throw-away session so a model that

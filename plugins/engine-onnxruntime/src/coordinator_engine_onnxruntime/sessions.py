@@ -8,9 +8,11 @@ otherwise print an error line per timeout), and no custom op library, ever.
 Memory cap: onnxruntime's CPU arena can be shared by sessions through an environment
 allocator with an ``OrtArenaCfg`` ``max_mem``. Every session opts into it
 (``session.use_env_allocators``), so an allocation past the cap fails that execution instead
-of growing the process until the kernel kills it. The environment allocator is process-wide:
-registering it again replaces it for sessions built afterwards, so with several coordinators in
-one process the most recently opened one's cap applies to new sessions.
+of growing the process until the kernel kills it. Constant folding is off by default because
+it computes at load time, outside that arena (config ``constant_folding``). The environment
+allocator is process-wide: registering it again replaces it for sessions built afterwards, so
+with several coordinators in one process the most recently opened one's cap applies to new
+sessions.
 """
 
 from __future__ import annotations
@@ -71,8 +73,10 @@ def session_options(cfg: OnnxConfig) -> ort.SessionOptions:
 def build_session(code: bytes, cfg: OnnxConfig) -> ort.InferenceSession:
     """A session for model bytes that passed the policy; ``InvalidRequest`` if onnxruntime
     cannot load them (an op or opset this build lacks, a graph it finds invalid)."""
+    disabled = [] if cfg.constant_folding else ["ConstantFolding"]
     try:
-        return ort.InferenceSession(code, session_options(cfg), providers=list(cfg.providers))
+        return ort.InferenceSession(code, session_options(cfg), providers=list(cfg.providers),
+                                    disabled_optimizers=disabled)
     except Exception as exc:  # pybind raises Fail, InvalidGraph, NotImplemented, ...
         text = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else repr(exc)
         raise InvalidRequest(f"onnxruntime cannot load the model: {text}") from None
