@@ -106,6 +106,24 @@ def test_hostile_models_are_refused_at_deploy(coord: Coordinator) -> None:
         coord.deploy(foreign, "onnx")
 
 
+def test_constant_of_shape_2_pow_40(coord: Coordinator) -> None:
+    fill = h.make_node("ConstantOfShape", ["s"], ["y"],
+                       value=nh.from_array(np.array([1.0], np.float32)))
+    out = [h.make_tensor_value_info("y", T.FLOAT, ["n"])]
+    static = _model(h.make_graph([fill], "static", [], out,
+                                 [nh.from_array(np.array([2**40], np.int64), "s")]))
+    with pytest.raises(SecurityRejected, match=r"static shape \[1099511627776\]"):
+        coord.deploy(static, "onnx")
+    dynamic = _model(h.make_graph([fill], "dynamic",
+                                  [h.make_tensor_value_info("s", T.INT64, [1])], out))
+    rid = coord.deploy(dynamic, "onnx")
+    result = coord.execute(ExecutionRequest(resource_id=rid, input={"s": [2**40]}))
+    assert result.status is Status.FAILED and result.error is not None
+    assert result.error.kind == "trap" and "memory cap" in result.error.message
+    small = coord.execute(ExecutionRequest(resource_id=rid, input={"s": [2]}))
+    assert small.ok and small.output["y"].tolist() == [1.0, 1.0]
+
+
 def test_timeout_through_the_watchdog_is_timed_out(coord: Coordinator) -> None:
     rid = coord.deploy(long_loop(), "onnx")
     coord.execute(ExecutionRequest(resource_id=rid, input={"M": 1, "v0": [0.0]}))  # warm

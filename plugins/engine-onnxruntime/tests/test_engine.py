@@ -139,3 +139,36 @@ def test_session_cache_is_bounded_lru(run: Any, models: Any) -> None:
     assert [engine.holds(r) for r in rids] == [True, True, False]
     engine.close()
     assert not engine.health() and len(engine.sessions) == 0
+
+
+def test_concurrent_executions_with_evictions(run: Any, models: Any) -> None:
+    # Cache of one, three models, four threads: sessions are evicted while other threads
+    # still run them; every result must still be right.
+    import threading
+
+    engine = OnnxEngine(OnnxConfig(session_cache_size=1))
+    cases = [
+        (models.classifier(), {"x": np.ones((2, 4), np.float32)}, "y",
+         models.reference_classifier(np.ones((2, 4), np.float32))),
+        (models.if_model(), {"c": np.array(True), "x": np.ones(3, np.float32)}, "y",
+         np.full(3, 2.0, np.float32)),
+        (models.loop_model(), {"M": 5, "v0": [1.0]}, "v", np.array([6.0], np.float32)),
+    ]
+    failures: list[BaseException] = []
+
+    def worker(offset: int) -> None:
+        try:
+            for i in range(30):
+                code, inputs, name, want = cases[(i + offset) % 3]
+                np.testing.assert_allclose(run(engine, code, inputs).output[name], want,
+                                           rtol=1e-5)
+        except BaseException as exc:  # collected for the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert len(engine.sessions) == 1
