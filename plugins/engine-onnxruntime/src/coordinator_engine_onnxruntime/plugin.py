@@ -12,7 +12,7 @@ from typing import Any
 
 from coordinator_engine_onnxruntime.config import OnnxConfig
 from coordinator_engine_onnxruntime.engine import OnnxEngine
-from coordinator_engine_onnxruntime.validator import ModelPolicyValidator
+from coordinator_engine_onnxruntime.policy import ModelPolicyValidator
 from coordinator_hookspecs import ConfigSection, EngineRecord, ValidatorRecord, hookimpl
 
 SECTION = "onnxruntime"

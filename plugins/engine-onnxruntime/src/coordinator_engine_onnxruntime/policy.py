@@ -5,6 +5,8 @@ allowlist over every node onnxruntime could execute (subgraphs and model-local f
 included), the external data rule, ``onnx.checker``, and a static bound on tensor sizes
 computed by shape inference. Malformed bytes raise ``InvalidRequest``; a policy
 violation raises ``SecurityRejected`` naming the node, domain, tensor or limit.
+``ModelPolicyValidator`` is the ``ValidatorRecord`` object: these checks plus a trial load; it
+runs after the engine's ``inspect`` (which only parses) and before the bytes are stored.
 
 Custom operator libraries are never registered (``SessionOptions.register_custom_ops_library``
 is not called anywhere in this package), so a foreign domain could only execute through a
@@ -31,7 +33,8 @@ from coordinator_engine_onnxruntime.model import (
     node_label,
     parse_model,
 )
-from coordinator_hookspecs import InvalidRequest, SecurityRejected
+from coordinator_engine_onnxruntime.sessions import build_session
+from coordinator_hookspecs import DeployRequest, InvalidRequest, SecurityRejected
 
 
 def check_model(
@@ -124,6 +127,28 @@ def check_static_sizes(model: ModelProto, limit: int) -> None:
                 f"tensor '{info.name}'{by} in {where} has static shape {size[1]}, "
                 f"{size[0]} bytes, over the onnxruntime.max_memory_mb cap of {limit} bytes"
             )
+
+
+class ModelPolicyValidator:
+    """Refuses ONNX models that are malformed (``InvalidRequest``) or break the policy
+    (``SecurityRejected``: size, domains, denied ops, external data, static tensor size)."""
+
+    def __init__(self, cfg: OnnxConfig, external_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        self.external_dir = external_dir if cfg.allow_external_data else None
+
+    def validate_deploy(self, deploy: DeployRequest) -> None:
+        """Admit (return None) or raise; see ``policy.check_model`` for the order of checks."""
+        if deploy.resource_type != "onnx":
+            return None
+        model, embedded = check_model(deploy.code, self.cfg, self.external_dir)
+        if self.cfg.verify_load_at_deploy:
+            # Every check passed, so onnxruntime may now see the bytes: a model it cannot load
+            # (an op or opset this build lacks) is refused at deploy, not at first use. The
+            # session is dropped; the engine builds its own on first execution.
+            build_session(model.SerializeToString() if embedded else bytes(deploy.code),
+                          self.cfg)
+        return None
 
 
 def _first_line(exc: BaseException) -> str:
