@@ -121,7 +121,7 @@ def test_a_waiter_blocked_by_its_own_limit_does_not_block_others() -> None:
     held = policy.acquire(req("alice"), RES, FAR)
     got: list[str] = []
     alice = threading.Thread(target=lambda: got.append(
-        str(policy.acquire(req("alice"), RES, soon()).caller)))  # type: ignore[union-attr]
+        str(policy.acquire(req("alice"), RES, soon())[0])))  # type: ignore[index]
     alice.start()
     wait_for(lambda: queued(policy) == 1)
     bob = policy.acquire(req("bob"), RES, soon(0.5))  # admitted at once, alice still queued

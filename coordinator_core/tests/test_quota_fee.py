@@ -134,3 +134,27 @@ def test_concurrent_executions_never_overspend() -> None:
     snap = policy.snapshot()["callers"]["alice"]
     assert snap["spent"] == used[0] <= budget and snap["reserved"] == 0
     assert used[0] > budget - 70  # everything that fit was admitted
+
+
+def test_fee_is_charged_to_the_window_it_was_admitted_in() -> None:
+    clock = FakeClock()
+    policy = FeeBudgetPolicy(FeeConfig(budget=100, window=60), clock=clock)
+    straddler = policy.acquire(req(fee=50), RES, FAR)
+    clock.now += 61
+    fresh = policy.acquire(req(fee=50), RES, FAR)  # rolls the window; 50 still reserved
+    with pytest.raises(QuotaExceeded):
+        policy.acquire(req(fee=1), RES, FAR)
+    policy.release(straddler, 40)  # its window is over: the charge does not spill over
+    policy.release(fresh, 30)
+    snap = policy.snapshot()["callers"]["alice"]
+    assert snap["spent"] == 30 and snap["reserved"] == 0 and snap["left"] == 70
+    assert policy.snapshot()["charged"] == 70
+
+
+def test_table_of_accounts_stays_bounded() -> None:
+    clock = FakeClock()
+    policy = FeeBudgetPolicy(FeeConfig(budget=100, window=1), clock=clock)
+    for i in range(25_000):
+        policy.release(policy.acquire(req(f"u{i}", fee=1), RES, FAR), 1)
+        clock.now += 0.001
+    assert len(policy._accounts) < 20_000

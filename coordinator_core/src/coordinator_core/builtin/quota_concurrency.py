@@ -88,14 +88,10 @@ def _limit(cfg: ConcurrencyConfig, over: ConcurrencyOverride, where: str) -> _Li
     return _Limit(int(limit), mode == "wait", float(max_wait))
 
 
-class _Lease:
-    """One held slot; ``released`` makes a second release a no-op, so counts never go
-    negative even if a caller of ``release`` misbehaves."""
-
-    __slots__ = ("caller", "released")
-
-    def __init__(self, caller: str) -> None:
-        self.caller, self.released = caller, False
+#: A held slot: ``[caller]``, set to ``[None]`` by its release so that a stray second release
+#: is a no-op and counts never go negative. A list rather than an object because it is
+#: allocated on every execution's hot path (about 40 ns against 250 ns for a class instance).
+Lease = list
 
 
 class _Waiter:
@@ -138,47 +134,65 @@ class ConcurrencyPolicy:
             self.peak = self._total
 
     def acquire(self, request: ExecutionRequest, resource: ResourceInfo,
-                deadline: float) -> _Lease | None:
+                deadline: float) -> Lease | None:
         if request.parent_id is not None:
             return None
         caller = request.caller
         limit = self._limits.get(caller, self._default)
-        with self._lock:
-            # Eligible waiters are always granted at release time, so anyone still queued is
-            # blocked by a full limit that blocks this newcomer too: admitting it is fair.
-            if self._fits(caller, limit.limit):
-                self._take(caller)
+        lock = self._lock
+        # Explicit acquire/release, not ``with``: half the cost on CPython 3.11 (see
+        # quota_rate), on every execution's hot path. ``_wait`` runs holding the lock.
+        lock.acquire()
+        try:
+            # The fast path, inlined: a free slot under both limits. Eligible waiters are
+            # always granted at release time, so anyone still queued is blocked by a full
+            # limit that blocks this newcomer too: admitting it at once is fair.
+            running = self._running.get(caller, 0)
+            if (not limit.limit or running < limit.limit) and (
+                    not self.overall or self._total < self.overall):
+                self._running[caller] = running + 1
+                total = self._total = self._total + 1
+                if total > self.peak:
+                    self.peak = total
                 self.admitted += 1
-                return _Lease(caller)
-            now = self._clock()
-            until = wait_bound(now, deadline, limit.max_wait)
-            if not limit.wait or until <= now or len(self._waiters) >= self.max_waiters:
-                self.rejected += 1
-                raise QuotaExceeded(self._refusal(caller, limit, queued=limit.wait), source=NAME)
-            waiter = _Waiter(caller, limit.limit, threading.Condition(self._lock))
-            self._waiters.append(waiter)
-            self.waited += 1
-            remaining = until - now
-            while not waiter.granted and remaining > 0:
-                waiter.cond.wait(remaining)
-                remaining = until - self._clock()
-            self.wait_seconds += max(0.0, self._clock() - now)
-            if waiter.granted:
-                self.admitted += 1
-                return _Lease(caller)
-            self._waiters.remove(waiter)
-            self.rejected += 1
-            raise QuotaExceeded(self._refusal(caller, limit, queued=True, waited=until - now),
-                                source=NAME)
+                return [caller]
+            return self._wait(caller, limit, deadline)
+        finally:
+            lock.release()
 
-    def release(self, lease: _Lease | None, fee_used: int) -> None:
+    def _wait(self, caller: str, limit: _Limit, deadline: float) -> Lease:
+        """Queue for a slot (called holding the lock; ``cond.wait`` releases it)."""
+        now = self._clock()
+        until = wait_bound(now, deadline, limit.max_wait)
+        if not limit.wait or until <= now or len(self._waiters) >= self.max_waiters:
+            self.rejected += 1
+            raise QuotaExceeded(self._refusal(caller, limit, queued=limit.wait), source=NAME)
+        waiter = _Waiter(caller, limit.limit, threading.Condition(self._lock))
+        self._waiters.append(waiter)
+        self.waited += 1
+        remaining = until - now
+        while not waiter.granted and remaining > 0:
+            waiter.cond.wait(remaining)
+            remaining = until - self._clock()
+        self.wait_seconds += max(0.0, self._clock() - now)
+        if waiter.granted:
+            self.admitted += 1
+            return [caller]
+        self._waiters.remove(waiter)
+        self.rejected += 1
+        raise QuotaExceeded(self._refusal(caller, limit, queued=True, waited=until - now),
+                            source=NAME)
+
+    def release(self, lease: Lease | None, fee_used: int) -> None:
         if lease is None:
             return
-        with self._lock:
-            if lease.released:
+        lock = self._lock
+        lock.acquire()
+        try:
+            caller = lease[0]
+            if caller is None:
                 return
-            lease.released = True
-            caller = lease.caller
+            lease[0] = None
             left = self._running[caller] - 1
             if left:
                 self._running[caller] = left
@@ -187,6 +201,8 @@ class ConcurrencyPolicy:
             self._total -= 1
             if self._waiters:
                 self._hand_over()
+        finally:
+            lock.release()
 
     def _hand_over(self) -> None:
         """Grant freed slots to the oldest waiters that fit, in queue order."""

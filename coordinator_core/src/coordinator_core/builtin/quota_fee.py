@@ -3,8 +3,9 @@
 Admission reserves the request's fee limit (``[coordinator].default_fee_limit`` when the
 request names none) against the caller's budget; a request whose fee limit exceeds what is
 left (budget - spent - reserved) is refused before it runs. Release gives the reservation
-back and charges the fee actually used to the window current at that moment. Reserving the
-whole limit means concurrent executions can never jointly overspend the budget.
+back and charges the fee actually used to the window the execution was admitted in (so
+release needs no clock). Reserving the whole limit means concurrent executions can never
+jointly overspend the budget.
 
 Windows are fixed and start at a caller's first execution; ``spent`` returns to 0 when one
 ends. The policy only refuses: waiting for the next window would block for up to a window.
@@ -87,11 +88,10 @@ class _Account:
             self.spent = 0
 
 
-class _Lease:
-    __slots__ = ("account", "fee", "released", "window")
-
-    def __init__(self, account: _Account, fee: int, window: float) -> None:
-        self.account, self.fee, self.window, self.released = account, fee, window, False
+#: A reservation: ``[account, fee, window start]``; its release sets the account to None so that a
+#: stray second release is a no-op. A list rather than an object because it is allocated on
+#: every execution's hot path.
+Lease = list
 
 
 class FeeBudgetPolicy:
@@ -112,20 +112,23 @@ class FeeBudgetPolicy:
         self.charged = 0
 
     def acquire(self, request: ExecutionRequest, resource: ResourceInfo,
-                deadline: float) -> _Lease | None:
+                deadline: float) -> Lease | None:
         caller = request.caller
         limit = self._limits.get(caller, self._default)
         if limit is None or request.parent_id is not None:
             return None
         fee = self._default_fee if request.fee_limit is None else request.fee_limit
         now = self._clock()
-        with self._lock:
+        lock = self._lock
+        # Explicit acquire/release, not ``with``: half the cost on CPython 3.11 (see
+        # quota_rate), on every execution's hot path.
+        lock.acquire()
+        try:
             account = self._accounts.get(caller)
             if account is None:
-                if len(self._accounts) >= self._prune_at:
-                    self._prune(now)
-                account = self._accounts[caller] = _Account(now)
-            account.roll(now, limit.window)
+                account = self._open(caller, now)
+            if now - account.start >= limit.window:
+                account.roll(now, limit.window)
             left = limit.budget - account.spent - account.reserved
             if fee > left:
                 self.rejected += 1
@@ -135,22 +138,35 @@ class FeeBudgetPolicy:
                     f"{fee} exceeds it", source=NAME)
             account.reserved += fee
             self.admitted += 1
-            return _Lease(account, fee, limit.window)
+        finally:
+            lock.release()
+        return [account, fee, account.start]
 
-    def release(self, lease: _Lease | None, fee_used: int) -> None:
+    def release(self, lease: Lease | None, fee_used: int) -> None:
         if lease is None:
             return
-        now = self._clock()
-        with self._lock:
-            if lease.released:
+        lock = self._lock
+        lock.acquire()
+        try:
+            account, fee, window_start = lease
+            if account is None:
                 return
-            lease.released = True
-            account = lease.account
-            account.reserved -= lease.fee
-            account.roll(now, lease.window)
+            lease[0] = None
+            account.reserved -= fee
             charge = fee_used if fee_used > 0 else 0
-            account.spent += charge
             self.charged += charge
+            # Charged to the window the execution was admitted in; if that window has been
+            # rolled over since, the charge has nothing left to count against.
+            if account.start == window_start:
+                account.spent += charge
+        finally:
+            lock.release()
+
+    def _open(self, caller: str, now: float) -> _Account:
+        if len(self._accounts) >= self._prune_at:
+            self._prune(now)
+        account = self._accounts[caller] = _Account(now)
+        return account
 
     def _prune(self, now: float) -> None:
         # An account with nothing reserved whose window has ended is the same as no account.

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from typing import Any
 
 import attrs
@@ -86,24 +87,36 @@ class RequestValidator:
         self._caller = _compile(cfg.caller_pattern, "caller_pattern")
         self._good_callers: set[str] = set()
         self._good_entries: set[str] = set()
+        self._max_bytes = cfg.max_input_bytes
+        self._max_fee = cfg.max_fee_limit
+        self._max_timeout = sys.float_info.max if cfg.max_timeout is None else cfg.max_timeout
 
     def validate_execution(self, request: ExecutionRequest, resource: ResourceInfo) -> None:
+        # Each check has an inlined fast path for the ordinary case (a known caller and
+        # entry, bytes input, int fee, float timeout) and a slow path that explains.
         caller = request.caller
         if caller not in self._good_callers:
             self._check_caller(caller)
         entry = request.entry
         if entry is not None and entry not in self._good_entries:
             self._check_entry(entry)
-        self._check_input(request.input)
+        data = request.input
+        if type(data) is not bytes or len(data) > self._max_bytes:
+            self._check_input(data)
         args = request.args
         if args is not None and len(args) > self.cfg.max_args:
             raise InvalidRequest(
                 f"args has {len(args)} values, over the limit of {self.cfg.max_args} "
                 f"([{NAME}].max_args)", source=NAME)
-        if request.fee_limit is not None:
-            self._check_fee_limit(request.fee_limit)
-        if request.timeout is not None:
-            self._check_timeout(request.timeout)
+        fee_limit = request.fee_limit
+        if fee_limit is not None and (type(fee_limit) is not int
+                                      or not 0 < fee_limit <= self._max_fee):
+            self._check_fee_limit(fee_limit)
+        timeout = request.timeout
+        # NaN fails every comparison and inf is above _max_timeout: both take the slow path.
+        if timeout is not None and (type(timeout) is not float
+                                    or not 0.0 < timeout <= self._max_timeout):
+            self._check_timeout(timeout)
 
     # -- the checks, each naming its field -----------------------------------------------
     def _check_caller(self, caller: Any) -> None:
