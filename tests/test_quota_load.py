@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from typing import Any
 
-from coordinator_core.plugins import BUILTIN_PLUGINS
 from coordinator_hookspecs import (
     EngineRecord,
     EngineResult,
@@ -30,9 +29,6 @@ from coordinator_hookspecs import (
 THREADS, TOTAL, CALLERS = 16, 2000, ("c0", "c1", "c2", "c3")
 OVERALL, PER_CALLER, RATE, BURST = 5, 2, 100.0, 10.0
 FEE = 7
-QUOTA_MODULES = tuple(f"coordinator_core.builtin.{m}"
-                      for m in ("quota_fee", "quota_rate", "quota_concurrency"))
-EXTRA = tuple(m for m in QUOTA_MODULES if m not in BUILTIN_PLUGINS)
 
 
 class ProbeEngine:
@@ -84,7 +80,7 @@ def most_in_window(starts: list[float], window: float) -> int:
 def test_limits_hold_under_load(make_coordinator: Any) -> None:
     probe = ProbeEngine()
     wait_mode = {"mode": "wait", "max_wait": 0.05}
-    coord = make_coordinator(probe, *EXTRA, overrides={
+    coord = make_coordinator(probe, overrides={
         "quota-concurrency": {"overall": OVERALL, "limit": PER_CALLER, "mode": "wait",
                               "max_wait": 0.05},
         "quota-rate": {"rate": RATE, "burst": BURST, "mode": "reject",

@@ -11,19 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 from coordinator_core import Coordinator
-from coordinator_core.plugins import BUILTIN_PLUGINS
 from coordinator_core.testing import EchoPlugin
 from coordinator_hookspecs import ExecutionRequest, Status
-
-QUOTA_MODULES = tuple(f"coordinator_core.builtin.{m}"
-                      for m in ("quota_fee", "quota_rate", "quota_concurrency"))
-#: Registered inline only while the core's built-in list does not include them yet.
-EXTRA = tuple(m for m in QUOTA_MODULES if m not in BUILTIN_PLUGINS)
 
 
 def open_coord(make_coordinator: Callable[..., Coordinator], **sections: Any) -> tuple[
         Coordinator, str]:
-    coord = make_coordinator(EchoPlugin(), *EXTRA, overrides=sections)
+    coord = make_coordinator(EchoPlugin(), overrides=sections)
     return coord, coord.deploy(b"echo resource", "echo", owner="olga")
 
 

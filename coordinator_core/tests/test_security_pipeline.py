@@ -3,20 +3,15 @@ CLI commands against a real data directory."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import importlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from coordinator_core import Coordinator
-from coordinator_core.cli import quota_commands
-from coordinator_core.cli.main import build_parser
-from coordinator_core.plugins import BUILTIN_PLUGINS
+from coordinator_core.cli import main as cli_main
 from coordinator_core.testing import EchoPlugin
 from coordinator_hookspecs import (
     AccessPolicy,
@@ -30,18 +25,9 @@ from coordinator_hookspecs import (
     hookimpl,
 )
 
-MINE = (
-    *(f"coordinator_core.builtin.{m}" for m in (
-        "security_request", "security_access", "security_capabilities", "security_blocklist",
-        "quota_fee", "quota_rate", "quota_concurrency")),
-    "coordinator_core.cli.quota_commands",
-)
-#: Registered inline only while the core's built-in list does not include them yet.
-EXTRA = tuple(m for m in MINE if m not in BUILTIN_PLUGINS)
-
 
 def test_private_resource_and_owner_policy_change(make_coordinator: Any) -> None:
-    coord = make_coordinator(EchoPlugin(), *EXTRA)
+    coord = make_coordinator(EchoPlugin())
     rid = coord.deploy(b"private", "echo", owner="olga",
                        policy=AccessPolicy(public=False, allow=frozenset({"bob"})))
     assert coord.execute(ExecutionRequest(resource_id=rid, caller="bob")).ok
@@ -67,21 +53,21 @@ def test_private_resource_and_owner_policy_change(make_coordinator: Any) -> None
 def test_blocklist_at_deploy_and_execution(make_coordinator: Any, tmp_path: Path) -> None:
     code = b"soon to be blocked"
     rid = hashlib.sha256(code).hexdigest()
-    first = make_coordinator(EchoPlugin(), *EXTRA, data_dir=tmp_path / "d")
+    first = make_coordinator(EchoPlugin(), data_dir=tmp_path / "d")
     assert first.deploy(code, "echo") == rid
     first.close()
     blocked = {"security-blocklist": {"hashes": [rid], "reason": "known bad"}}
-    coord = make_coordinator(EchoPlugin(), *EXTRA, data_dir=tmp_path / "d", overrides=blocked)
+    coord = make_coordinator(EchoPlugin(), data_dir=tmp_path / "d", overrides=blocked)
     result = coord.execute(ExecutionRequest(resource_id=rid))
     assert result.error is not None and result.error.source == "security-blocklist"
     assert "known bad" in result.error.message
-    fresh = make_coordinator(EchoPlugin(), *EXTRA, overrides=blocked)
+    fresh = make_coordinator(EchoPlugin(), overrides=blocked)
     with pytest.raises(SecurityRejected, match="blocklisted"):
         fresh.deploy(code, "echo")
 
 
 def test_request_limits_from_config(make_coordinator: Any) -> None:
-    coord = make_coordinator(EchoPlugin(), *EXTRA, overrides={
+    coord = make_coordinator(EchoPlugin(), overrides={
         "security-request": {"max_input_bytes": 100, "max_timeout": 10.0}})
     rid = coord.deploy(b"limits", "echo")
     assert coord.execute(ExecutionRequest(resource_id=rid, input=b"x" * 100)).ok
@@ -111,7 +97,7 @@ class NeedsEngine:
 
 
 def test_capability_grants_at_deploy(make_coordinator: Any) -> None:
-    coord = make_coordinator(NeedsEngine(), *EXTRA)
+    coord = make_coordinator(NeedsEngine())
     with pytest.raises(SecurityRejected, match="models") as info:
         coord.deploy(b"needs:models,storage", "needs", capabilities=["storage"])
     assert info.value.source == "security-capabilities"
@@ -120,25 +106,22 @@ def test_capability_grants_at_deploy(make_coordinator: Any) -> None:
     assert coord.execute(ExecutionRequest(resource_id=rid)).ok
 
 
-# -- the CLI commands ------------------------------------------------------------------------
-def run_cli(argv: list[str], data_dir: Path, overrides: dict[str, Any] | None = None) -> int:
-    commands = {c.name: ("quota_commands", c)
-                for c in quota_commands.coordinator_register_cli_commands()}
-    args = build_parser(commands).parse_args(argv)
+# -- the CLI commands, through the real ``coordinator`` entry function ----------------------
+@pytest.fixture(autouse=True)
+def _keep_test_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    # main() installs the CLI's stderr log handler process-wide; in-process runs keep ours.
+    monkeypatch.setattr(cli_main, "setup_logging", lambda verbose, quiet: None)
 
-    @contextlib.contextmanager
-    def opener() -> Iterator[Coordinator]:
-        plugins = [importlib.import_module(m) for m in EXTRA]
-        with Coordinator.open(data_dir=data_dir, plugins=plugins, entry_points=False,
-                              overrides=overrides) as coord:
-            yield coord
 
-    return int(args.plugin_command.run(args, opener))
+def run_cli(argv: list[str], data_dir: Path, config: str = "") -> int:
+    path = data_dir / "coordinator.toml"
+    path.write_text(config)
+    return cli_main.main(["--data-dir", str(data_dir), "--config", str(path), *argv])
 
 
 def test_policy_command_changes_the_policy_for_the_owner_only(
         make_coordinator: Any, tmp_path: Path, capsys: Any) -> None:
-    coord = make_coordinator(EchoPlugin(), *EXTRA, data_dir=tmp_path / "d")
+    coord = make_coordinator(EchoPlugin(), data_dir=tmp_path / "d")
     rid = coord.deploy(b"cli policy", "echo", owner="olga")
     coord.close()
     capsys.readouterr()
@@ -152,17 +135,26 @@ def test_policy_command_changes_the_policy_for_the_owner_only(
     assert run_cli(["policy", rid, "--deny", "--caller", "olga"], tmp_path / "d") == 0
     out = capsys.readouterr().out
     assert "private" in out and "allow: bob, carol" in out and "deny: -" in out
-    with pytest.raises(SecurityRejected, match="owner"):
-        run_cli(["policy", rid, "--public", "--caller", "mallory"], tmp_path / "d")
+    assert run_cli(["policy", rid, "--public", "--caller", "mallory", "--json"],
+                   tmp_path / "d") == 1
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["kind"] == "security_rejected" and "owner" in error["message"]
     with Coordinator.open(data_dir=tmp_path / "d", entry_points=False) as again:
         assert again.resource(rid).policy == AccessPolicy(public=False,
                                                          allow=frozenset({"bob", "carol"}))
 
 
 def test_quota_status_command(tmp_path: Path, capsys: Any) -> None:
-    overrides = {"quota-rate": {"rate": 5, "callers": {"alice": {"rate": 1}}},
-                 "quota-concurrency": {"limit": 2, "overall": 8}}
-    assert run_cli(["quota", "status", "alice", "--json"], tmp_path, overrides) == 0
+    config = """
+[quota-rate]
+rate = 5
+[quota-rate.callers.alice]
+rate = 1
+[quota-concurrency]
+limit = 2
+overall = 8
+"""
+    assert run_cli(["quota", "status", "alice", "--json"], tmp_path, config) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["caller"] == "alice"
     policies = data["policies"]
@@ -170,6 +162,6 @@ def test_quota_status_command(tmp_path: Path, capsys: Any) -> None:
     assert policies["quota-concurrency"]["callers"]["alice"] == {
         "limit": 2, "running": 0, "queued": 0}
     assert policies["quota-fee"]["callers"]["alice"] == {"unlimited": True}
-    assert run_cli(["quota", "status"], tmp_path, overrides) == 0
+    assert run_cli(["quota", "status"], tmp_path, config) == 0
     out = capsys.readouterr().out
     assert "quota-rate" in out and "rate=5" in out and "overall: limit=8" in out
