@@ -77,35 +77,41 @@ class MetricsCollector:
 
     def reset(self) -> None:
         with self._lock:
-            self.statuses: Counter[str] = Counter()
-            self.error_kinds: Counter[str] = Counter()
+            self.statuses: Counter[Any] = Counter()
+            self.error_kinds: Counter[Any] = Counter()
             self.engines: Counter[str] = Counter()
             self.resource_types: Counter[str] = Counter()
             self.fee_used = 0
-            self.end_to_end = Histogram()
             self.stages: dict[str, Histogram] = {}
             self.first: float | None = None
             self.last = 0.0
 
     def record(self, report: ExecutionReport) -> None:
+        # Hot path: histogram updates are inlined (a method call per stage costs more than
+        # the update itself); counters are keyed by the enum members, names resolved on read.
         result = report.result
         now = time.monotonic()
+        log10, low, per, top = math.log10, _LOW_EXP, _PER_DECADE, _BUCKETS - 1
         with self._lock:
-            self.statuses[result.status.value] += 1
+            self.statuses[result.status] += 1
             if result.error is not None:
-                self.error_kinds[result.error.kind.value] += 1
+                self.error_kinds[result.error.kind] += 1
             if result.engine is not None:
                 self.engines[result.engine] += 1
             if report.resource_type is not None:
                 self.resource_types[report.resource_type] += 1
             self.fee_used += result.fee_used
-            self.end_to_end.add(result.duration)
             stages = self.stages
-            for name, seconds in report.stages:
-                histogram = stages.get(name)
-                if histogram is None:
-                    histogram = stages[name] = Histogram()
-                histogram.add(seconds)
+            for name, seconds in (("end_to_end", result.duration), *report.stages):
+                h = stages.get(name)
+                if h is None:
+                    h = stages[name] = Histogram()
+                index = int((log10(seconds) - low) * per) if seconds > 1e-7 else 0
+                h.buckets[index if index < top else top] += 1
+                h.count += 1
+                h.total += seconds
+                if seconds > h.max:
+                    h.max = seconds
             if self.first is None:
                 self.first = now - result.duration
             self.last = now
@@ -114,16 +120,18 @@ class MetricsCollector:
         with self._lock:
             total = sum(self.statuses.values())
             elapsed = (self.last - self.first) if self.first is not None else 0.0
-            succeeded = self.statuses.get("succeeded", 0)
+            by_status = {status.value: n for status, n in self.statuses.items()}
+            stages = {name: h.snapshot() for name, h in self.stages.items()}
+            empty = Histogram().snapshot()
             return {
                 "executions": total,
-                "by_status": dict(self.statuses),
-                "by_error_kind": dict(self.error_kinds),
+                "by_status": by_status,
+                "by_error_kind": {kind.value: n for kind, n in self.error_kinds.items()},
                 "by_engine": dict(self.engines),
                 "by_resource_type": dict(self.resource_types),
-                "success_rate": round(succeeded / total, 6) if total else None,
+                "success_rate": round(by_status.get("succeeded", 0) / total, 6) if total else None,
                 "throughput_per_s": round(total / elapsed, 2) if elapsed > 0 else None,
                 "fee_used": self.fee_used,
-                "latency": self.end_to_end.snapshot(),
-                "stages": {name: h.snapshot() for name, h in self.stages.items()},
+                "latency": stages.pop("end_to_end", empty),
+                "stages": stages,
             }

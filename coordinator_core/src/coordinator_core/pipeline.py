@@ -45,6 +45,8 @@ from coordinator_hookspecs import (
 )
 
 _SUCCEEDED = Status.SUCCEEDED
+#: enum member -> its string, without the (slow) ``.value`` descriptor on the hot path
+_VALUE: dict[Any, str] = {m: m.value for m in (*Status, *ErrorKind)}
 
 
 def effect_digest(effects: Sequence[Effect]) -> str | None:
@@ -215,33 +217,25 @@ class Pipeline:
         if status is not _SUCCEEDED:
             effects, output = (), None
         t_commit = clock()
-        record = AuditRecord(
-            seq=0,
-            record_kind="execution",
-            timestamp=time.time(),
-            execution_id=entry.execution_id,
-            parent_id=request.parent_id,
-            caller=request.caller if isinstance(request.caller, str) else repr(request.caller),
-            resource_id=request.resource_id if isinstance(request.resource_id, str) else None,
-            status=status.value,
-            error_kind=error.kind.value if error else None,
-            message=error.message if error else None,
-            fee_used=fee_used,
-            duration=t_commit - t0,
-            effect_digest=effect_digest(effects),
-            detail=_detail(request, bound, error),
-        )
-        committed: tuple[AuditRecord, ...] = (record,)
-        if self._audit_tracking or (effects and commit):
-            try:
-                finished = self.store.finish(record, effects if commit else (), self.processors)
-                committed = finished.records
-                if finished.error is not None:
-                    error, status, effects, output = finished.error, Status.FAILED, (), None
-            except Exception as exc:
-                logger.opt(exception=exc).error("commit of {} failed", entry.execution_id)
-                error = ErrorInfo(ErrorKind.INTERNAL, f"commit failed: {type(exc).__name__}: {exc}")
-                status, effects, output = Status.FAILED, (), None
+        committed: Sequence[AuditRecord] = ()
+        to_commit = effects if commit else ()
+        if self._audit_tracking or self._audit_events or to_commit:
+            record = self._final_record(
+                entry, status, error, fee_used, t_commit - t0, effects, bound
+            )
+            committed = (record,)
+            if self._audit_tracking or to_commit:
+                try:
+                    finished = self.store.finish(record, to_commit, self.processors)
+                    committed = finished.records
+                    if finished.error is not None:
+                        error, status, effects, output = finished.error, Status.FAILED, (), None
+                except Exception as exc:
+                    logger.opt(exception=exc).error("commit of {} failed", entry.execution_id)
+                    error = ErrorInfo(
+                        ErrorKind.INTERNAL, f"commit failed: {type(exc).__name__}: {exc}"
+                    )
+                    status, effects, output = Status.FAILED, (), None
         t_end = clock()
         stages.append(("commit", t_end - t_commit))
         result = ExecutionResult(
@@ -263,6 +257,36 @@ class Pipeline:
             stages.append(("audit_sinks", clock() - t_end))
         self._report(ExecutionReport(result, resource.type if resource else None, tuple(stages)))
         return result
+
+    def _final_record(
+        self,
+        entry: Entry,
+        status: Status,
+        error: ErrorInfo | None,
+        fee_used: int,
+        duration: float,
+        effects: tuple[Effect, ...],
+        bound: Any,
+    ) -> AuditRecord:
+        """The one final audit record of an execution (seq and hashes set by the store)."""
+        request = entry.request
+        caller, resource_id = request.caller, request.resource_id
+        return AuditRecord(
+            seq=0,
+            record_kind="execution",
+            timestamp=time.time(),
+            execution_id=entry.execution_id,
+            parent_id=request.parent_id,
+            caller=caller if isinstance(caller, str) else repr(caller),
+            resource_id=resource_id if isinstance(resource_id, str) else None,
+            status=_VALUE[status],
+            error_kind=_VALUE[error.kind] if error else None,
+            message=error.message if error else None,
+            fee_used=fee_used,
+            duration=duration,
+            effect_digest=effect_digest(effects),
+            detail=_detail(request, bound, error),
+        )
 
     # -- post-processing (fails open) ------------------------------------------------------
     def _emit_audit(self, records: Sequence[AuditRecord]) -> None:
