@@ -127,3 +127,14 @@ def test_two_stores_on_one_directory_keep_one_chain(tmp_path: Path) -> None:
 def test_empty_log_verifies() -> None:
     report = MemoryStore().verify()
     assert report.ok and report.count == 0 and report.head == GENESIS.hex()
+
+
+def test_a_deleted_tail_is_not_papered_over(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path)
+    fill(store, 3)
+    with sqlite3.connect(tmp_path / "coordinator.db") as conn:
+        conn.execute("DELETE FROM audit WHERE seq = 3")
+    fill(store, 1)  # the store keeps numbering from what it wrote, leaving the gap visible
+    report = store.verify()
+    assert not report.ok and report.first_bad_seq == 3
+    store.close()

@@ -45,12 +45,16 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+# Built once: json.dumps with options constructs a new encoder on every call.
+_dumps_detail = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                                 default=_jsonable).encode
+
+
 def detail_json(detail: Any) -> str:
     """The canonical JSON text of a record's ``detail`` (what is stored and hashed)."""
     if not detail:
         return "{}"
-    return json.dumps(detail, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      default=_jsonable)
+    return _dumps_detail(detail)
 
 
 def canonical(scalars: Sequence[Any], detail_text: str) -> bytes:
@@ -104,7 +108,25 @@ def seal(record: AuditRecord, seq: int, previous: bytes,
     leaf = leaf_hash(canonical(scalars, text))
     chain = chain_hash(previous, leaf)
     row = [*scalars, text, leaf, chain]
-    return record_of_row(row), row
+    detail = record.detail
+    if text == "{}":
+        detail = {}
+    elif not _flat(detail):  # nested or non-JSON values: return them as stored
+        detail = json.loads(text)
+    r = scalars
+    sealed = AuditRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
+                         r[11], r[12], dict(detail), leaf.hex(), chain.hex())
+    return sealed, row
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _flat(detail: Any) -> bool:
+    """True if JSON gives ``detail`` back unchanged: a dict of str keys to plain values
+    (the usual case; saves a json.loads per record)."""
+    return type(detail) is dict and all(
+        type(k) is str and type(v) in _PLAIN for k, v in detail.items())
 
 
 def effect_digest(effects: Iterable[Effect]) -> str:

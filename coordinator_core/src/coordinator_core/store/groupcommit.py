@@ -22,10 +22,13 @@ class Job:
     """One unit of work for the writer: ``run(writer)`` executes inside the group's
     transaction; ``result``/``error`` are read by the submitting thread after commit."""
 
-    __slots__ = ("_promoted", "_waiter", "error", "result", "run")
+    __slots__ = ("_promoted", "_waiter", "error", "result", "run", "single")
 
-    def __init__(self, run: Callable[[Any], Any]) -> None:
+    def __init__(self, run: Callable[[Any], Any], single: bool = False) -> None:
         self.run = run
+        #: ``run`` executes exactly one statement, atomic by itself: alone in its group it
+        #: may skip BEGIN/COMMIT.
+        self.single = single
         self.result: Any = None
         self.error: BaseException | None = None
         self._waiter: Any = None

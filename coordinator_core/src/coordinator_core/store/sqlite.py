@@ -101,10 +101,10 @@ class SqliteStore:
             self._local.conn = conn
             return conn
 
-    def _write(self, run: Any) -> Any:
+    def _write(self, run: Any, single: bool = False) -> Any:
         if self._closed:
             raise InvalidRequest("the store is closed")
-        return self._committer.submit(Job(run))
+        return self._committer.submit(Job(run, single))
 
     @property
     def commit_stats(self) -> tuple[int, int]:
@@ -214,7 +214,7 @@ class SqliteStore:
                 w.release()
 
         try:
-            records, error = self._write(run)
+            records, error = self._write(run, single=not apply)
         except BaseException:
             if prepared:
                 finish_processors(record, prepared[0].processors, committed=False)
@@ -233,7 +233,7 @@ class SqliteStore:
                                              record.record_kind, record.execution_id)
 
     def append(self, record: AuditRecord) -> AuditRecord:
-        sealed: AuditRecord = self._write(lambda w: w.insert(record))
+        sealed: AuditRecord = self._write(lambda w: w.insert(record), single=True)
         return sealed
 
     def execution(self, execution_id: str) -> AuditRecord | None:
