@@ -91,3 +91,15 @@ def test_readers_on_many_threads_see_commits(tmp_path: Path) -> None:
         thread.join(5)
     assert stale == []  # no reader ever went back in time
     store.close()
+
+
+def test_a_thread_s_read_connection_closes_with_the_thread(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path)
+    threads = [threading.Thread(target=store.state_get, args=(RID, b"k")) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+        thread.join()
+    del threads
+    assert len(store._readers) <= 1  # not 20 open connections
+    store.state_get(RID, b"k")
+    store.close()

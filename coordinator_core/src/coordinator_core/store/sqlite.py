@@ -16,6 +16,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,12 +78,16 @@ class SqliteStore:
         self._files = BlobFiles(self.data_dir / "resources", fsync=durability == "full")
         conn = connect(self.path, durability=durability, busy_timeout=busy_timeout,
                        readonly=False)
-        initialise(conn)
-        self._writer = Writer(conn, keep_logs=keep_logs)
+        try:
+            initialise(conn)
+            self._writer = Writer(conn, keep_logs=keep_logs)
+        except BaseException:
+            conn.close()
+            raise
         self._committer = GroupCommitter(self._writer.commit_batch, group_commit_max)
         self._router = Router()
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
         self._readers_lock = threading.Lock()
         self._closed = False
 
@@ -96,9 +101,10 @@ class SqliteStore:
                 raise InvalidRequest("the store is closed") from None
             conn = connect(self.path, durability=self.durability,
                            busy_timeout=self._busy_timeout, readonly=True)
+            holder = _Reader(conn)
             with self._readers_lock:
-                self._readers.append(conn)
-            self._local.conn = conn
+                self._readers.add(holder)
+            self._local.conn, self._local.holder = conn, holder
             return conn
 
     def _write(self, run: Any, single: bool = False) -> Any:
@@ -273,7 +279,24 @@ class SqliteStore:
             return
         self._closed = True
         with self._readers_lock:
-            readers, self._readers = self._readers, []
-        for conn in readers:
-            conn.close()
+            readers = list(self._readers)
+        for holder in readers:
+            holder.conn.close()
         self._writer.conn.close()
+
+
+class _Reader:
+    """Owns one thread's read connection. The thread-local holds the only strong reference,
+    so the connection closes when its thread ends (a server starting a thread per request
+    must not leak file descriptors); ``close()`` closes the ones still alive."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __del__(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:  # interpreter shutdown: the module may be half torn down
+            pass
