@@ -1,1 +1,64 @@
-"""Hook implementations of this plugin."""
+"""Hook implementations of the WASM engine plugin (entry point ``wasmtime``).
+
+Registers the ``[wasmtime]`` config section, the ``wasmtime`` engine, the ``wasmtime-deploy``
+validator and the built-in host functions of the contract ABI. The engine, validator and host
+functions of one coordinator share one ``WasmtimeEngine``, found by the config object the
+registration hooks receive (a fresh one per coordinator, so coordinators never share state).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+from coordinator_hookspecs import (
+    ConfigSection,
+    EngineRecord,
+    HostFunctionRecord,
+    ValidatorRecord,
+    hookimpl,
+)
+
+from coordinator_engine_wasmtime.abi import builtin_host_functions
+from coordinator_engine_wasmtime.engine import WasmtimeEngine
+from coordinator_engine_wasmtime.settings import WasmtimeSettings
+from coordinator_engine_wasmtime.validator import DeployValidator
+
+SECTION = "wasmtime"
+_engines: weakref.WeakValueDictionary[int, WasmtimeEngine] = weakref.WeakValueDictionary()
+_lock = threading.Lock()
+
+
+def engine_for(config: Any) -> WasmtimeEngine:
+    """The engine of the coordinator whose configuration is ``config`` (created once)."""
+    with _lock:
+        engine = _engines.get(id(config))
+        if engine is None or engine.owner is not config:
+            engine = WasmtimeEngine(config.section(SECTION), config.data_dir)
+            # The strong reference keeps id(config) from being reused while the engine lives.
+            engine.owner = config
+            _engines[id(config)] = engine
+        return engine
+
+
+@hookimpl
+def coordinator_register_config_sections() -> list[ConfigSection]:
+    return [ConfigSection(name=SECTION, type=WasmtimeSettings)]
+
+
+@hookimpl
+def coordinator_register_engines(config: Any) -> list[EngineRecord]:
+    return [EngineRecord(name="wasmtime", engine=engine_for(config), resource_types={"wasm"},
+                         features={"fuel", "cancel", "deadline"})]
+
+
+@hookimpl
+def coordinator_register_validators(config: Any) -> list[ValidatorRecord]:
+    return [ValidatorRecord(name="wasmtime-deploy", validator=DeployValidator(engine_for(config)),
+                            priority=10, applies_to={"wasm"})]
+
+
+@hookimpl
+def coordinator_register_host_functions(config: Any) -> list[HostFunctionRecord]:
+    return builtin_host_functions(config.section(SECTION))

@@ -1,0 +1,249 @@
+"""Raw access to wasmtime's C API through the shared library that wasmtime-py ships.
+
+Why this module exists: the hot path must cost less than a hand-written call through
+wasmtime-py's public classes (issue 3's benchmark), and those classes are the expensive part
+(measured here: ``Func.__call__`` about 26 us against about 2 us through the C API; a fresh
+Store + instantiate + call about 70 us against about 21 us; a host-function crossing about
+10 us against 0.5 us). The public wrappers also keep the last host-function exception in a
+module global (two threads see each other's errors) and silently truncate or wrap memory
+reads, so the engine does not use them at run time at all.
+
+How: each C function gets its *own* ctypes function object built from wasmtime-py's loaded
+library (``CFUNCTYPE(...)((name, dll))``), declared with ``c_void_p``/integer argument types
+so calls take and return plain ints. wasmtime-py's own binding objects are left untouched.
+The prototypes mirror the C headers of wasmtime 50, which is why the distribution pins
+``wasmtime==50.0.1`` and this module refuses any other version at import.
+
+Everything that touches a raw pointer lives here; callers hold opaque ints.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from ctypes import c_bool, c_char_p, c_int64, c_size_t, c_uint8, c_uint64, c_void_p
+from importlib import metadata
+from typing import Any
+
+from wasmtime import _ffi
+
+WASMTIME_VERSION = metadata.version("wasmtime")
+if WASMTIME_VERSION != "50.0.1":  # the prototypes below are those of wasmtime 50
+    raise ImportError(
+        f"coordinator-engine-wasmtime needs wasmtime==50.0.1 (its raw C-API prototypes are "
+        f"that release's), found {WASMTIME_VERSION}"
+    )
+
+_dll = _ffi.dll
+P = c_void_p
+
+
+def _fn(name: str, restype: Any, *argtypes: Any) -> Any:
+    return ctypes.CFUNCTYPE(restype, *argtypes)((name, _dll))
+
+
+#: Host function trampoline: (env, caller, args_and_results, len) -> wasm_trap_t* or 0.
+HOST_CALLBACK = ctypes.CFUNCTYPE(c_size_t, c_size_t, c_void_p, c_size_t, c_size_t)
+#: Epoch deadline callback: (context, env, *deadline_delta, *update_kind) -> error* or 0.
+EPOCH_CALLBACK = ctypes.CFUNCTYPE(c_size_t, c_void_p, c_void_p, c_size_t, c_size_t)
+
+# -- engine and config ---------------------------------------------------------------------
+_config_new = _fn("wasm_config_new", P)
+_engine_new = _fn("wasm_engine_new_with_config", P, P)
+engine_delete = _fn("wasm_engine_delete", None, P)
+increment_epoch = _fn("wasmtime_engine_increment_epoch", None, P)
+_cfg_size = _fn("wasmtime_config_max_wasm_stack_set", None, P, c_size_t)
+_CFG_BOOL = [  # (setter, value): features off for determinism and simpler limits
+    # GC first: turning function references off while GC is on is an invalid config.
+    ("wasm_gc", False), ("wasm_function_references", False), ("wasm_threads", False),
+    ("shared_memory", False), ("wasm_relaxed_simd", False),
+    ("wasm_relaxed_simd_deterministic", True), ("wasm_memory64", False),
+    ("wasm_multi_memory", False), ("wasm_exceptions", False), ("wasm_stack_switching", False),
+    ("wasm_wide_arithmetic", False), ("wasm_custom_page_sizes", False),
+    ("cranelift_nan_canonicalization", True), ("consume_fuel", True),
+    ("epoch_interruption", True),
+    # Never wasm_reference_types=False: it aborts the process in wasmtime 50.
+]
+
+
+def make_engine(max_wasm_stack: int) -> tuple[int, str]:
+    """A deterministic, fuel-metered, epoch-interruptible engine and the fingerprint of its
+    configuration (part of every disk-cache key)."""
+    config = _config_new()
+    for name, value in _CFG_BOOL:
+        _fn(f"wasmtime_config_{name}_set", None, P, c_bool)(config, value)
+    _cfg_size(config, max_wasm_stack)
+    engine = _engine_new(config)  # takes ownership of config
+    if not engine:
+        raise RuntimeError("wasmtime refused the engine configuration")
+    fingerprint = ";".join(f"{n}={int(v)}" for n, v in _CFG_BOOL) + f";stack={max_wasm_stack}"
+    return engine, fingerprint
+
+
+# -- byte vectors, errors and traps --------------------------------------------------------
+_vec_delete = _fn("wasm_byte_vec_delete", None, P)
+_error_message = _fn("wasmtime_error_message", None, P, P)
+_error_delete = _fn("wasmtime_error_delete", None, P)
+error_new = _fn("wasmtime_error_new", P, c_char_p)
+_trap_message = _fn("wasm_trap_message", None, P, P)
+_trap_code = _fn("wasmtime_trap_code", c_bool, P, P)
+_trap_delete = _fn("wasm_trap_delete", None, P)
+trap_new = _fn("wasmtime_trap_new", P, c_char_p, c_size_t)
+
+TRAP_STACK_OVERFLOW = 0
+TRAP_MEMORY_OUT_OF_BOUNDS = 1
+TRAP_UNREACHABLE = 9
+TRAP_INTERRUPT = 10
+TRAP_OUT_OF_FUEL = 11
+
+
+def _take_vec(vec: Any) -> bytes:
+    data = ctypes.string_at(vec[1], vec[0]) if vec[0] else b""
+    _vec_delete(ctypes.addressof(vec))
+    return data.rstrip(b"\0")
+
+
+def take_error(error: int) -> str:
+    """The message of a ``wasmtime_error_t`` (which is freed)."""
+    vec = (c_size_t * 2)()
+    _error_message(error, ctypes.addressof(vec))
+    _error_delete(error)
+    return _take_vec(vec).decode("utf-8", "replace")
+
+
+def take_trap(trap: int) -> tuple[int | None, str]:
+    """(trap code or None, message) of a ``wasm_trap_t`` (which is freed)."""
+    code = c_uint8(255)
+    has_code = _trap_code(trap, ctypes.addressof(code))
+    vec = (c_size_t * 2)()
+    _trap_message(trap, ctypes.addressof(vec))
+    _trap_delete(trap)
+    return (code.value if has_code else None), _take_vec(vec).decode("utf-8", "replace")
+
+
+def new_trap(message: str) -> int:
+    data = message.encode("utf-8", "replace")
+    return int(trap_new(data, len(data)))
+
+
+# -- modules -------------------------------------------------------------------------------
+_module_new = _fn("wasmtime_module_new", P, P, c_char_p, c_size_t, P)
+_module_validate = _fn("wasmtime_module_validate", P, P, c_char_p, c_size_t)
+_module_serialize = _fn("wasmtime_module_serialize", P, P, P)
+_module_deserialize = _fn("wasmtime_module_deserialize", P, P, c_char_p, c_size_t, P)
+module_delete = _fn("wasmtime_module_delete", None, P)
+_wat2wasm = _fn("wasmtime_wat2wasm", P, c_char_p, c_size_t, P)
+
+
+class WasmError(Exception):
+    """wasmtime refused something; the message is wasmtime's."""
+
+
+def validate(engine: int, wasm: bytes) -> str | None:
+    """None when ``wasm`` is a valid module for ``engine``, else wasmtime's reason."""
+    error = _module_validate(engine, wasm, len(wasm))
+    return take_error(error) if error else None
+
+
+def compile_module(engine: int, wasm: bytes) -> int:
+    out = c_void_p()
+    error = _module_new(engine, wasm, len(wasm), ctypes.addressof(out))
+    if error:
+        raise WasmError(take_error(error))
+    return int(out.value or 0)
+
+
+def serialize(module: int) -> bytes:
+    vec = (c_size_t * 2)()
+    error = _module_serialize(module, ctypes.addressof(vec))
+    if error:
+        raise WasmError(take_error(error))
+    return _take_raw(vec)
+
+
+def _take_raw(vec: Any) -> bytes:
+    data = ctypes.string_at(vec[1], vec[0]) if vec[0] else b""
+    _vec_delete(ctypes.addressof(vec))
+    return data
+
+
+def deserialize(engine: int, artifact: bytes) -> int:
+    """Load an artifact this process's ``serialize`` wrote; never call it on foreign bytes."""
+    out = c_void_p()
+    error = _module_deserialize(engine, artifact, len(artifact), ctypes.addressof(out))
+    if error:
+        raise WasmError(take_error(error))
+    return int(out.value or 0)
+
+
+def wat2wasm(text: bytes) -> bytes:
+    vec = (c_size_t * 2)()
+    error = _wat2wasm(text, len(text), ctypes.addressof(vec))
+    if error:
+        raise WasmError(take_error(error))
+    return _take_raw(vec)
+
+
+# -- linker and pre-instantiated modules ---------------------------------------------------
+linker_new = _fn("wasmtime_linker_new", P, P)
+linker_delete = _fn("wasmtime_linker_delete", None, P)
+_define = _fn("wasmtime_linker_define_func_unchecked", P, P, c_char_p, c_size_t, c_char_p,
+              c_size_t, P, HOST_CALLBACK, c_size_t, P)
+_valtype_new = _fn("wasm_valtype_new", P, c_uint8)
+_valtype_vec_new = _fn("wasm_valtype_vec_new", None, P, c_size_t, P)
+_functype_new = _fn("wasm_functype_new", P, P, P)
+_functype_delete = _fn("wasm_functype_delete", None, P)
+_instantiate_pre = _fn("wasmtime_linker_instantiate_pre", P, P, P, P)
+pre_delete = _fn("wasmtime_instance_pre_delete", None, P)
+VALKIND = {"i32": 0, "i64": 1, "f32": 2, "f64": 3}
+
+
+def _valtypes(types: tuple[str, ...]) -> Any:
+    vec = (c_size_t * 2)()
+    items = (c_void_p * max(1, len(types)))(*[_valtype_new(VALKIND[t]) for t in types])
+    _valtype_vec_new(ctypes.addressof(vec), len(types), ctypes.addressof(items))  # copies
+    return vec  # ownership of the valtypes moves into the functype
+
+
+def define_host(linker: int, module: str, name: str, params: tuple[str, ...],
+                results: tuple[str, ...], callback: Any, env: int) -> None:
+    """Define ``module.name`` in ``linker`` as ``callback`` (unchecked trampoline) with
+    ``env`` passed back on every call."""
+    param_vec, result_vec = _valtypes(params), _valtypes(results)  # alive during the call
+    functype = _functype_new(ctypes.addressof(param_vec), ctypes.addressof(result_vec))
+    mod, fname = module.encode(), name.encode()
+    error = _define(linker, mod, len(mod), fname, len(fname), functype, callback, env, None)
+    _functype_delete(functype)
+    if error:
+        raise WasmError(take_error(error))
+
+
+def instantiate_pre(linker: int, module: int) -> int:
+    out = c_void_p()
+    error = _instantiate_pre(linker, module, ctypes.addressof(out))
+    if error:
+        raise WasmError(take_error(error))
+    return int(out.value or 0)
+
+
+# -- stores, instances, calls (the hot path: module-level names, plain int arguments) ------
+store_new = _fn("wasmtime_store_new", P, P, P, P)
+store_context = _fn("wasmtime_store_context", P, P)
+store_delete = _fn("wasmtime_store_delete", None, P)
+store_limiter = _fn("wasmtime_store_limiter", None, P, c_int64, c_int64, c_int64, c_int64,
+                    c_int64)
+set_fuel = _fn("wasmtime_context_set_fuel", P, P, c_uint64)
+get_fuel = _fn("wasmtime_context_get_fuel", P, P, P)
+set_epoch_deadline = _fn("wasmtime_context_set_epoch_deadline", None, P, c_uint64)
+set_epoch_callback = _fn("wasmtime_store_epoch_deadline_callback", None, P, EPOCH_CALLBACK, P, P)
+pre_instantiate = _fn("wasmtime_instance_pre_instantiate", P, P, P, P, P)
+export_get = _fn("wasmtime_instance_export_get", c_bool, P, P, c_char_p, c_size_t, P)
+call_unchecked = _fn("wasmtime_func_call_unchecked", P, P, P, P, c_size_t, P)
+memory_data = _fn("wasmtime_memory_data", c_size_t, P, P)
+memory_data_size = _fn("wasmtime_memory_data_size", c_size_t, P, P)
+
+EXTERN_FUNC = 0
+EXTERN_MEMORY = 3
+#: Scratch layout of one execution (one ctypes buffer): instance, the entry's extern, the
+#: memory's extern, the trap slot, the fuel slot, then the args/results slots (16 bytes each).
+OFF_INSTANCE, OFF_FUNC, OFF_MEMORY, OFF_TRAP, OFF_FUEL, OFF_RAW = 0, 16, 48, 80, 88, 96
+RAW_SLOT = 16

@@ -1,0 +1,307 @@
+"""The WASM engine: deploy-time canonicalisation and inspection, and metered execution.
+
+One wasmtime engine (deterministic config, fuel and epoch interruption on) per coordinator;
+one fresh store per execution, instantiated from a cached pre-linked module. Fee = fuel;
+deadline and cancel = epoch interruption polled against the execution's ``CancelToken``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from coordinator_hookspecs import (
+    Cancelled,
+    DeployRequest,
+    EngineError,
+    EngineResult,
+    ErrorKind,
+    ExecutionContext,
+    FeeExhausted,
+    HostFunctionRecord,
+    InvalidRequest,
+    SecurityRejected,
+    Timeout,
+)
+
+from coordinator_engine_wasmtime import _capi, runtime
+from coordinator_engine_wasmtime.abi import builtin_host_functions
+from coordinator_engine_wasmtime.artifacts import ArtifactStore
+from coordinator_engine_wasmtime.modcache import CompiledModule, ModuleCache
+from coordinator_engine_wasmtime.policy import (
+    ALWAYS_GRANTED,
+    HOST_MODULE,
+    SOURCE,
+    check_limits,
+    describe,
+    required_capabilities,
+)
+from coordinator_engine_wasmtime.settings import WasmtimeSettings
+from coordinator_engine_wasmtime.ticker import EpochTicker
+from coordinator_engine_wasmtime.values import host_params, host_results, pack_args, results_reader
+from coordinator_engine_wasmtime.wasmbin import read_module
+
+Signature = tuple[tuple[str, ...], tuple[str, ...]]
+MAX_FUEL = (1 << 63) - 1
+
+
+class WasmtimeEngine:
+    """Runs ``wasm`` resources (see docs/abi-wasm.md for the contract ABI)."""
+
+    def __init__(self, settings: WasmtimeSettings | None = None,
+                 data_dir: Path | None = None) -> None:
+        s = self.settings = settings or WasmtimeSettings()
+        stack = threading.stack_size()
+        if stack and stack < 4 * s.max_wasm_stack:
+            logger.warning("thread stack size {} is small for max_wasm_stack {}; deep guest "
+                           "recursion may crash", stack, s.max_wasm_stack)
+        self._engine, flags = _capi.make_engine(s.max_wasm_stack)
+        self.fingerprint = f"wasmtime {_capi.WASMTIME_VERSION};{flags}"
+        artifacts = None
+        if s.disk_cache and data_dir is not None:
+            artifacts = ArtifactStore(Path(data_dir) / "wasmtime-cache", self.fingerprint,
+                                      s.disk_cache_max_bytes)
+        self._cache = ModuleCache(self._engine, artifacts, s.memory_cache_entries,
+                                  s.compile_timeout)
+        self._ticker = EpochTicker(self._engine, s.epoch_tick)
+        self._limits = (s.memory_limit_bytes, s.max_table_elements, 1, s.max_tables, 1)
+        self._load_lock = threading.Lock()
+        self._linker = 0
+        self._table: tuple[runtime.HostEntry, ...] = ()
+        self.hosts: Mapping[str, HostFunctionRecord] = {}
+        self._readers: dict[tuple[str, ...], Callable[[int], list[Any]]] = {}
+        self._closed = False
+        #: what this engine belongs to (the plugin keeps the coordinator's config here)
+        self.owner: Any = None
+        self.bind_host_functions(builtin_host_functions(s))
+
+    # -- binding ----------------------------------------------------------------------------
+    def bind_host_functions(self, records: Iterable[HostFunctionRecord]) -> None:
+        """Define every host function of module ``env`` in a fresh linker (called once by the
+        core with all registered records, other plugins' included)."""
+        chosen = [r for r in records if r.module == HOST_MODULE]
+        names = [r.name for r in chosen]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise EngineError(f"host functions defined twice: {', '.join(duplicates)}")
+        linker = _capi.linker_new(self._engine)
+        try:
+            for index, r in enumerate(chosen):
+                _capi.define_host(linker, r.module, r.name, r.params, r.results,
+                                  runtime._trampoline, index)
+        except _capi.WasmError as exc:
+            _capi.linker_delete(linker)
+            raise EngineError(f"could not bind host functions: {exc}") from None
+        table = tuple((r.func, *host_params(r.params), host_results(r.results), r.fee, r.name)
+                      for r in chosen)
+        with self._load_lock:
+            old, self._linker = self._linker, linker
+            self._table, self.hosts = table, {r.name: r for r in chosen}
+            self._cache.clear()  # pre-linked modules refer to the old linker
+        if old:
+            _capi.linker_delete(old)
+
+    # -- deploy -----------------------------------------------------------------------------
+    def canonical_code(self, code: Any, source_format: str = "binary") -> bytes:
+        """The bytes to hash and store: binary as is; WAT text only when asked for."""
+        if source_format == "wat":
+            text = code.encode() if isinstance(code, str) else code
+            if not isinstance(text, (bytes, bytearray, memoryview)):
+                raise InvalidRequest(f"WAT source must be str or bytes, got {type(code).__name__}")
+            if len(text) > 4 * self.settings.max_module_bytes:
+                raise InvalidRequest(f"WAT source of {len(text)} bytes is too large")
+            try:
+                return _capi.wat2wasm(bytes(text))
+            except _capi.WasmError as exc:
+                raise InvalidRequest(f"invalid WAT source: {runtime._cause(str(exc))}") from None
+        if source_format != "binary":
+            raise InvalidRequest(f"source_format {source_format!r} is not 'binary' or 'wat'")
+        if isinstance(code, str):
+            raise InvalidRequest("code is a str but source_format is 'binary': pass the module's "
+                                 "bytes, or source_format='wat' to deploy WebAssembly text")
+        if isinstance(code, (bytearray, memoryview)):
+            return bytes(code)
+        if not isinstance(code, bytes):
+            raise InvalidRequest(f"code must be bytes, got {type(code).__name__}")
+        return code
+
+    def inspect(self, deploy: DeployRequest) -> dict[str, Any]:
+        """Metadata of a valid module; ``InvalidRequest`` saying what is wrong otherwise."""
+        code = deploy.code
+        if len(code) > self.settings.max_module_bytes:
+            raise SecurityRejected(f"module refused: {len(code)} bytes, the limit is "
+                                   f"{self.settings.max_module_bytes} (wasmtime.max_module_bytes)",
+                                   source=SOURCE)
+        shape = read_module(code)
+        reason = _capi.validate(self._engine, code)
+        if reason is not None:
+            raise InvalidRequest(f"invalid wasm module: {runtime._cause(reason)}")
+        return describe(shape, self.hosts)
+
+    def precompile(self, module_hash: str, code: bytes) -> None:
+        """Compile (under the time cap) and cache a module at deploy time."""
+        self._compiled(module_hash, lambda: code, None)
+
+    # -- execution --------------------------------------------------------------------------
+    def execute(self, ctx: ExecutionContext) -> EngineResult:
+        if self._closed:
+            raise EngineError("the wasmtime engine is closed")
+        req, resource = ctx.request, ctx.resource
+        cm = self._cache.get(resource.id) or self._compiled(resource.id, ctx.load_code,
+                                                              resource.meta)
+        if cm.required and not cm.required <= resource.capabilities:
+            missing = ", ".join(sorted(cm.required - resource.capabilities))
+            raise SecurityRejected(f"the module imports host functions needing capabilities "
+                                   f"not granted to the resource: {missing}", source=SOURCE)
+        name = req.entry or "main"
+        signature = cm.entries.get(name)
+        if signature is None:
+            raise InvalidRequest(f"entry {name!r} is not an exported function; exported "
+                                 f"functions: {', '.join(sorted(cm.entries)) or 'none'}")
+        params, results = signature
+        if req.args is None:
+            if params:
+                raise InvalidRequest(f"entry {name!r} takes {len(params)} args "
+                                     f"({', '.join(params)}); pass them as args")
+            args = b""
+        else:
+            args = pack_args(name, params, req.args)
+        data = self._input(req.input)
+        fee_limit = ctx.fee_limit
+        if not isinstance(fee_limit, int) or fee_limit < 0:
+            raise InvalidRequest(f"fee_limit must be a non-negative int, got {fee_limit!r}")
+        fee_limit = min(fee_limit, MAX_FUEL)
+        nslots = max(len(params), len(results), 1)
+        scratch = ctypes.create_string_buffer(_capi.OFF_RAW + nslots * _capi.RAW_SLOT)
+        inv = runtime.Invocation(ctx, self.settings, data, ctypes.addressof(scratch),
+                                 self._table)
+        early = ctx.token.poll()
+        if early is not None:
+            raise (Timeout if early is ErrorKind.TIMEOUT else Cancelled)(
+                f"execution {early.value} before it started")
+        previous = runtime.current()
+        runtime.set_current(inv)
+        self._ticker.enter()
+        try:
+            error, trap, left = runtime.run(self._engine, cm.pre, inv, name.encode(), args,
+                                            nslots, fee_limit, self._limits)
+        finally:
+            self._ticker.leave()
+            runtime.set_current(previous)
+        total = fee_limit - left + inv.pending  # fuel burnt plus host fees not yet taken
+        if error or trap or inv.error is not None:
+            failure = runtime.failure(inv, error, trap, fee_limit)
+            failure.fee_used = min(total, fee_limit)
+            raise failure
+        if total > fee_limit:
+            raise FeeExhausted(f"fee limit {fee_limit} exhausted by host calls",
+                               fee_used=fee_limit)
+        if req.args is None:
+            output: Any = bytes(inv.output)
+        else:
+            output = self._reader(results)(inv.base + _capi.OFF_RAW)
+        return EngineResult(output=output, fee_used=total, effects=tuple(inv.effects))
+
+    def _input(self, value: Any) -> bytes:
+        if value is None:
+            return b""
+        if isinstance(value, str):
+            value = value.encode()
+        elif isinstance(value, (bytearray, memoryview)):
+            value = bytes(value)
+        elif not isinstance(value, bytes):
+            raise InvalidRequest(f"input of a wasm execution must be bytes, got "
+                                 f"{type(value).__name__}")
+        if len(value) > self.settings.max_input_bytes:
+            raise InvalidRequest(f"input of {len(value)} bytes exceeds "
+                                 f"{self.settings.max_input_bytes} (wasmtime.max_input_bytes)")
+        return value
+
+    def _reader(self, results: tuple[str, ...]) -> Callable[[int], list[Any]]:
+        reader = self._readers.get(results)
+        if reader is None:
+            reader = self._readers[results] = results_reader(results)
+        return reader
+
+    # -- the compiled-module cache ----------------------------------------------------------
+    def _compiled(self, module_hash: str, load_code: Callable[[], bytes],
+                  meta: Mapping[str, Any] | None) -> CompiledModule:
+        with self._load_lock:  # one miss at a time: a hash is never compiled twice
+            cm = self._cache.get(module_hash)
+            if cm is not None:
+                return cm
+            seen: dict[str, Any] = {}
+
+            def checked_code() -> bytes:
+                code = load_code()
+                if hashlib.sha256(code).hexdigest() != module_hash:
+                    raise EngineError(f"code of resource {module_hash[:12]}... does not match "
+                                      "its sha256 id")
+                shape = seen["shape"] = read_module(code)
+                check_limits(shape, len(code), self.settings)
+                return code
+
+            module = self._cache.load_module(module_hash, checked_code)
+            try:
+                entries, required = _from_meta(meta, self.hosts)
+                if entries is None:
+                    shape = seen.get("shape") or read_module(checked_code())
+                    entries = {e.name: shape.func_type(e.index)
+                               for e in shape.exports if e.kind == "func"}
+                    required = required_capabilities(shape, self.hosts)
+                try:
+                    pre = _capi.instantiate_pre(self._linker, module)
+                except _capi.WasmError as exc:
+                    raise SecurityRejected(f"the module cannot be linked against the bound "
+                                           f"host functions: {runtime._cause(str(exc))}",
+                                           source=SOURCE) from None
+            except BaseException:
+                _capi.module_delete(module)
+                raise
+            cm = CompiledModule(module_hash, module, pre, entries, required - ALWAYS_GRANTED)
+            self._cache.put(cm)
+            return cm
+
+    # -- introspection and lifecycle --------------------------------------------------------
+    def holds(self, resource_id: str) -> bool:
+        """True when the compiled module is warm in memory (for affinity scheduling)."""
+        return resource_id in self._cache
+
+    def health(self) -> bool:
+        return not self._closed and self._ticker.alive
+
+    def cache_stats(self) -> dict[str, int]:
+        return dict(self._cache.stats)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._ticker.close()
+        self._cache.clear()
+        if self._linker:
+            _capi.linker_delete(self._linker)
+            self._linker = 0
+        # Modules still referenced elsewhere keep wasmtime's engine alive internally; an
+        # abandoned compile thread still uses our handle, so it is then left to the process.
+        if not self._cache.runaway:
+            _capi.engine_delete(self._engine)
+
+
+def _from_meta(meta: Mapping[str, Any] | None, hosts: Mapping[str, HostFunctionRecord]
+               ) -> tuple[dict[str, Signature] | None, frozenset[str]]:
+    """Entry signatures and capabilities from deploy-time metadata (no re-parse), or None."""
+    try:
+        exports = (meta or {})["exports"]
+        entries = {e["name"]: (tuple(e["params"]), tuple(e["results"]))
+                   for e in exports if e["kind"] == "func"}
+        required = frozenset((meta or {})["required_capabilities"])
+    except (KeyError, TypeError):
+        return None, frozenset()
+    return entries, required

@@ -1,0 +1,153 @@
+"""One execution on a fresh store: the host trampoline, the epoch callback and the call.
+
+Host functions are defined once per engine in a linker (``define_func_unchecked``) with one
+shared C trampoline; ``env`` is the function's index in the engine's host table. The running
+execution is found through a thread-local (host calls and epoch callbacks always run on the
+thread that entered wasm; a nested execution saves and restores it), and every error is
+recorded on that execution's own ``Invocation``, never in a global.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from coordinator_hookspecs import (
+    Cancelled,
+    CoordinatorError,
+    ErrorKind,
+    FeeExhausted,
+    InternalError,
+    Timeout,
+    Trap,
+)
+
+from coordinator_engine_wasmtime import _capi
+from coordinator_engine_wasmtime.invocation import SETTLE_AT, Invocation
+
+#: (func, unpack params or None, params byte size, write results or None, fee, name)
+HostEntry = tuple[Callable[..., Any], Any, int, Any, int, str]
+
+_local = threading.local()
+_string_at = ctypes.string_at
+_u64 = ctypes.c_uint64.from_address
+_u8 = ctypes.c_uint8.from_address
+
+
+def current() -> Invocation | None:
+    """The execution running wasm on this thread, if any."""
+    return getattr(_local, "current", None)
+
+
+def set_current(invocation: Invocation | None) -> None:
+    _local.current = invocation
+
+
+@_capi.HOST_CALLBACK
+def _trampoline(env: int, _caller: int, raw: int, _nraw: int) -> int:
+    inv = getattr(_local, "current", None)
+    if inv is None:
+        return _capi.new_trap("host function called outside of an execution")
+    name = "?"
+    try:
+        func, unpack, size, write, fee, name = inv.hosts[env]
+        inv.pending += fee
+        inv.span = None
+        result = func(inv) if unpack is None else func(inv, *unpack(_string_at(raw, size)))
+        if write is not None:
+            write(raw, result)
+        if inv.pending >= SETTLE_AT:
+            inv.settle()
+        return 0
+    except CoordinatorError as exc:
+        inv.error = exc
+    except Exception as exc:  # a host function bug: reported as internal, naming it
+        inv.error = InternalError(f"host function {name} failed: {type(exc).__name__}: {exc}")
+    except BaseException as exc:  # KeyboardInterrupt and friends must not unwind through C
+        inv.error = Cancelled(f"host function {name} interrupted: {type(exc).__name__}")
+    return _capi.new_trap(f"host function {name}: {inv.error.message}")
+
+
+@_capi.EPOCH_CALLBACK
+def _on_epoch(_cx: int, _env: int, delta: int, kind: int) -> int:
+    inv = getattr(_local, "current", None)
+    try:
+        reason = inv.context.token.poll() if inv is not None else ErrorKind.CANCELLED
+    except BaseException:  # a broken token must stop the guest, not unwind through C
+        reason = ErrorKind.CANCELLED
+    if reason is None:
+        _u64(delta).value = 1  # look again at the next tick
+        _u8(kind).value = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
+        return 0
+    if inv is not None:
+        inv.stop = reason
+    return int(_capi.error_new(f"execution interrupted: {reason.value}".encode()))
+
+
+def run(engine: int, pre: int, inv: Invocation, entry: bytes, args: bytes, nslots: int,
+        fee_limit: int, limits: tuple[int, int, int, int, int]) -> tuple[int, int, int]:
+    """Instantiate ``pre`` on a fresh store and call ``entry``.
+
+    Returns (error pointer, trap pointer, fuel left); both pointers 0 on success. The results
+    are left in the scratch buffer's raw slots.
+    """
+    base = inv.base
+    store = _capi.store_new(engine, None, None)
+    try:
+        cx = inv.cx = _capi.store_context(store)
+        _capi.store_limiter(store, *limits)
+        _capi.set_fuel(cx, fee_limit)
+        _capi.set_epoch_deadline(cx, 1)
+        _capi.set_epoch_callback(store, _on_epoch, None, None)
+        trap_slot = base + _capi.OFF_TRAP
+        error = _capi.pre_instantiate(pre, cx, base, trap_slot)
+        trap = _u64(trap_slot).value
+        if not error and not trap:
+            func = base + _capi.OFF_FUNC
+            if not _capi.export_get(cx, base, entry, len(entry), func) or \
+                    _u8(func).value != _capi.EXTERN_FUNC:
+                raise InternalError(f"export {entry.decode()!r} vanished after instantiation")
+            raw = base + _capi.OFF_RAW
+            if args:
+                ctypes.memmove(raw, args, len(args))
+            error = _capi.call_unchecked(cx, func + 8, raw, nslots, trap_slot)
+            trap = _u64(trap_slot).value
+        _capi.get_fuel(cx, base + _capi.OFF_FUEL)
+        return error or 0, trap, _u64(base + _capi.OFF_FUEL).value
+    finally:
+        inv.cx = 0
+        _capi.store_delete(store)
+
+
+def _cause(message: str) -> str:
+    """wasmtime's message without the backtrace: the text after 'Caused by:'."""
+    head, _, cause = message.partition("Caused by:")
+    return " ".join((cause or head).split())
+
+
+def failure(inv: Invocation, error: int, trap: int, fee_limit: int) -> CoordinatorError:
+    """The typed error of a failed run (frees the error and trap objects)."""
+    code, message = (None, "")
+    if trap:
+        code, message = _capi.take_trap(trap)
+    if error:
+        error_message = _capi.take_error(error)
+        message = message or error_message
+    if inv.error is not None:
+        return inv.error
+    reason = inv.stop
+    if reason is None and code == _capi.TRAP_INTERRUPT:
+        reason = inv.context.token.reason or ErrorKind.CANCELLED
+    if reason is ErrorKind.TIMEOUT:
+        return Timeout("execution passed its deadline")
+    if reason is not None:
+        return Cancelled("execution cancelled")
+    if code == _capi.TRAP_OUT_OF_FUEL:
+        return FeeExhausted(f"fee limit {fee_limit} exhausted")
+    if code == _capi.TRAP_STACK_OVERFLOW:
+        return Trap("stack overflow: the guest exceeded its call stack (wasmtime.max_wasm_stack)")
+    if trap:
+        return Trap(_cause(message))
+    return Trap(f"instantiation or call failed: {_cause(message)}")
