@@ -16,9 +16,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from coordinator_core import Coordinator, ExecutionRequest, Status
+from coordinator_core.procpool import install_process_pool
+from coordinator_core.procspec import spec_from
 from coordinator_core.testing import EchoPlugin
 from coordinator_hookspecs import ErrorKind
 
@@ -194,11 +197,24 @@ def test_unpicklable_inline_plugin_keeps_threads(make_coordinator: Any) -> None:
 
 
 def test_unknown_process_engine_is_refused(make_coordinator: Any) -> None:
-    from coordinator_core.procpool import install_process_pool
-
     coord = make_coordinator(EchoPlugin())
     settings = coord.config.section("dispatch")
-    import attrs
-
     with pytest.raises(Exception, match="process_engines names nope, not installed"):
         install_process_pool(coord, attrs.evolve(settings, process_engines=["nope"]))
+
+
+def test_memory_store_state_reads_go_through_the_parent(tools: Any) -> None:
+    """A worker cannot open the parent's in-memory store: reads take the round trip."""
+    overrides = {"dispatch": {"executor": "processes", "processes": 1}}
+    with Coordinator.open(data_dir=":memory:", plugins=[EchoPlugin()], entry_points=False,
+                          overrides=overrides) as coord:
+        assert spec_from(coord, ("echo",)).state == ("parent",)
+        rid = coord.deploy(b"memory", "echo")
+        assert outcome(coord, rid, entry="write", input=b"one")[0] is Status.SUCCEEDED
+        assert outcome(coord, rid, entry="write", input=b"two")[1] == b"one"
+        assert coord.state(rid, b"last") == b"two"
+
+
+def test_sqlite_store_state_reads_stay_in_the_worker(pooled: Coordinator) -> None:
+    source = spec_from(pooled, ("echo",)).state
+    assert source[0] == "sqlite" and source[1].endswith("coordinator.db")

@@ -58,10 +58,6 @@ class BoundEngine:
     next_check: float = 0.0
     executor: str = "threads"
 
-    @property
-    def load(self) -> float:
-        return self.inflight / self.capacity
-
 
 def _load_key(b: BoundEngine) -> tuple[float, int]:
     return (b.inflight / b.capacity, b.executions)
@@ -115,6 +111,7 @@ class Dispatcher:
         self._pin_resources = dict(pin_resources or {})
         self._narrowed: dict[tuple[str, frozenset[str]], tuple[BoundEngine, ...]] = {}
         self._turn = itertools.count()
+        self._watched = any(b.health is not None for b in self.engines)
 
     # -- lookup ----------------------------------------------------------------------------
     def engine(self, name: str) -> BoundEngine:
@@ -149,8 +146,11 @@ class Dispatcher:
         if self._pin_resources and resource.id in self._pin_resources:
             return self._pinned(resource)
         candidates = self._candidates_for(resource)
-        if len(candidates) == 1 and candidates[0].health is None:
-            return candidates[0]
+        if self._watched is False:  # no engine has a health check: skip the clock and filter
+            live: Sequence[BoundEngine] = candidates
+            if len(live) == 1:
+                return live[0]
+            return self._pick(live, resource)
         now = time.monotonic()
         live = [b for b in candidates if self._is_healthy(b, now)]
         if not live:
@@ -189,18 +189,21 @@ class Dispatcher:
             )
         return bound
 
-    def _pick(self, live: list[BoundEngine], resource: ResourceInfo) -> BoundEngine:
+    def _pick(self, live: Sequence[BoundEngine], resource: ResourceInfo) -> BoundEngine:
         strategy = self.strategy
         if strategy == "least_loaded":
             return min(live, key=_load_key)
         if strategy == "round_robin":
             return live[next(self._turn) % len(live)]
         if strategy == "power_of_two":
-            a, b = random.sample(live, 2)
+            n = len(live)  # two distinct random candidates without random.sample's cost
+            i = int(random.random() * n)
+            j = int(random.random() * (n - 1))
+            a, b = live[i], live[j + (j >= i)]
             return a if a.inflight / a.capacity <= b.inflight / b.capacity else b
         return self._affinity(live, resource.id)
 
-    def _affinity(self, live: list[BoundEngine], resource_id: str) -> BoundEngine:
+    def _affinity(self, live: Sequence[BoundEngine], resource_id: str) -> BoundEngine:
         warm = [b for b in live if b.holds is not None and _holds(b, resource_id)]
         pool = warm or live
         # Rendezvous hashing: each (engine, resource) pair gets a stable rank, so a resource
@@ -243,6 +246,7 @@ class Dispatcher:
         bound.health = getattr(engine, "health", None)
         bound.next_check = 0.0
         bound.executor = executor
+        self._watched = any(b.health is not None for b in self.engines)
         if capacity is not None:
             bound.capacity = max(1, capacity)
 

@@ -22,6 +22,7 @@ import attrs
 
 from coordinator_core.config import Config, CoreSettings, RecordOverride
 from coordinator_core.plugins import PluginHost
+from coordinator_core.procstate import state_source
 from coordinator_core.registry import build_registry, collect_sections
 from coordinator_hookspecs import EngineError, InvalidRequest
 
@@ -40,6 +41,8 @@ class WorkerSpec:
     entry_points: bool
     #: ("module", name) or ("object", pickled bytes), in registration order
     inline: tuple[tuple[str, Any], ...]
+    #: where committed state is read from (``procstate.state_source``)
+    state: tuple[str, ...] = ("parent",)
 
 
 def spec_from(coordinator: Any, engines: tuple[str, ...]) -> WorkerSpec:
@@ -75,6 +78,7 @@ def spec_from(coordinator: Any, engines: tuple[str, ...]) -> WorkerSpec:
         builtins=tuple(i.module for i in infos if i.source == "builtin"),
         entry_points=any(i.source == "entrypoint" for i in infos),
         inline=tuple(inline),
+        state=state_source(coordinator),
     )
 
 

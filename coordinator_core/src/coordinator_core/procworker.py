@@ -8,9 +8,9 @@ parent -> worker  ``("run", engine, execution_id, request, resource | None, fee_
                   (one system-wide clock, so it means the same in both processes).
                   ``("stop",)`` ends the worker.
 worker -> parent  ``("ready", pid)`` or ``("failed", message)`` once at start;
-                  ``("state", key)`` / ``("code",)`` during an execution, answered with
-                  ``("ok", value)`` or ``("err", kind, message)`` — committed state and code
-                  are read through the parent, which owns the one store;
+                  ``("code",)`` — and ``("state", key)`` unless the worker reads the
+                  SQLite store itself (``procstate.py``) — during an execution, answered
+                  with ``("ok", value)`` or ``("err", kind, message)`` by the parent;
                   ``("done", output, fee_used, effects)`` or
                   ``("error", kind, message, source, fee_used)`` at the end.
 
@@ -31,6 +31,7 @@ from typing import Any
 from loguru import logger
 
 from coordinator_core.procspec import WorkerSpec, load_engines
+from coordinator_core.procstate import open_reader
 from coordinator_hookspecs import (
     ERROR_OF_KIND,
     CancelToken,
@@ -117,7 +118,7 @@ def _no_nested(name: str) -> Any:
 
 
 def _execute(engine: Any, name: str, msg: tuple[Any, ...], resource: ResourceInfo,
-             token: CancelToken, conn: Connection) -> tuple[Any, ...]:
+             token: CancelToken, conn: Connection, state_get: Any) -> tuple[Any, ...]:
     _, _, eid, request, _, fee_limit, _, nested = msg
     ctx = ExecutionContext(
         execution_id=eid,
@@ -125,7 +126,7 @@ def _execute(engine: Any, name: str, msg: tuple[Any, ...], resource: ResourceInf
         resource=resource,
         fee_limit=fee_limit,
         token=token,
-        state_get=_Remote(conn, "state"),
+        state_get=state_get,
         load_code=_Remote(conn, "code"),
         invoke=_no_nested(name) if nested else None,
     )
@@ -146,6 +147,7 @@ def worker_main(spec: WorkerSpec, conn: Connection, cancels: Connection) -> None
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         engines = load_engines(spec)
+        state = open_reader(spec.state)
     except Exception as exc:
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
@@ -169,7 +171,8 @@ def worker_main(spec: WorkerSpec, conn: Connection, cancels: Connection) -> None
         token = CancelToken(msg[6])
         current.start(eid, token)
         try:
-            reply = _execute(engines[name], name, msg, resource, token, conn)
+            state_get = state.reader(resource.id) if state else _Remote(conn, "state")
+            reply = _execute(engines[name], name, msg, resource, token, conn, state_get)
         finally:
             current.finish()
         try:
@@ -183,3 +186,5 @@ def worker_main(spec: WorkerSpec, conn: Connection, cancels: Connection) -> None
         close = getattr(engine, "close", None)
         if callable(close):
             close()
+    if state is not None:
+        state.close()
