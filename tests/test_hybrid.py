@@ -317,3 +317,27 @@ def hybrid_codec_code(dtype: str) -> int:
 def test_tensor_encoding_refuses_malformed_bytes(data: bytes, message: str) -> None:
     with pytest.raises(EncodingError, match=message):
         decode_tensors(data)
+
+
+def test_hostile_arguments_trap_naming_the_cap(coord: Coordinator) -> None:
+    relay = deploy_wat(coord, RELAY, "storage", "models")
+    result = coord.execute(ExecutionRequest(resource_id=relay, caller="alice",
+                                            input=relay_input(relay, cap=2**31 - 1)))
+    assert result.status is Status.FAILED and result.error is not None
+    assert result.error.kind.value == "trap" and "hybrid.max_io_bytes" in result.error.message
+    assert coord.state(relay) == {}
+
+
+SPIN = '(module (func (export "main") (loop $l (br $l))))'
+
+
+def test_a_deadline_stops_the_nested_call_and_its_parent(coord: Coordinator) -> None:
+    relay = deploy_wat(coord, RELAY, "storage", "models")
+    spin = deploy_wat(coord, SPIN)
+    result = coord.execute(ExecutionRequest(resource_id=relay, caller="alice", timeout=0.3,
+                                            fee_limit=10**11, input=relay_input(spin)))
+    assert result.status is Status.TIMED_OUT
+    (child,) = children(coord, result.execution_id)
+    assert (child.status, child.resource_id) == ("timed_out", spin)
+    assert child.duration < 2.0  # bounded by the parent's deadline, not its own default
+    assert coord.state(relay) == {}

@@ -29,6 +29,7 @@ import attrs
 
 from coordinator_core.builtin.hybrid_codec import EncodingError, decode_tensors, encode_tensors
 from coordinator_hookspecs import (
+    ERROR_OF_KIND,
     ConfigSection,
     CoordinatorError,
     ErrorKind,
@@ -139,6 +140,9 @@ class ModelInfer:
         result = ctx.invoke(ExecutionRequest(
             resource_id=rid, caller=ctx.request.caller, input=payload, fee_limit=remaining))
         call.charge(min(max(result.fee_used, 0), remaining))
+        reason = ctx.token.poll()
+        if reason is not None:  # the parent itself was cancelled or passed its deadline
+            raise ERROR_OF_KIND[reason](f"{reason.value} while model_infer ran {rid[:12]}")
         if result.status is not Status.SUCCEEDED:
             kind = result.error.kind if result.error is not None else ErrorKind.INTERNAL
             return CODE_OF_KIND.get(kind, MODEL_FAILED)
