@@ -9,10 +9,12 @@ a breach traps with a message naming the cap.
 
 from __future__ import annotations
 
-from coordinator_hookspecs import Effect, EffectKind, HostFunctionRecord, Trap
+from collections.abc import Callable
+from typing import Any
 
 from coordinator_engine_wasmtime.invocation import Invocation
 from coordinator_engine_wasmtime.settings import WasmtimeSettings
+from coordinator_hookspecs import Effect, EffectKind, HostFunctionRecord, Trap
 
 #: Log levels a guest may use; the effect's key is the level's name in ASCII.
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
@@ -92,10 +94,10 @@ def builtin_host_functions(s: WasmtimeSettings) -> list[HostFunctionRecord]:
 
     fee = s.fee_per_host_call
 
-    def rec(name: str, capability: str, func: object, params: tuple[str, ...],
+    def rec(name: str, capability: str, func: Callable[..., Any], params: tuple[str, ...],
             results: tuple[str, ...] = ()) -> HostFunctionRecord:
-        return HostFunctionRecord(name=name, capability=capability, func=func,  # type: ignore[arg-type]
-                                  params=params, results=results, fee=fee)
+        return HostFunctionRecord(name=name, capability=capability, func=func, params=params,
+                                  results=results, fee=fee)
 
     i32 = "i32"
     return [

@@ -16,20 +16,6 @@ from typing import Any
 
 from loguru import logger
 
-from coordinator_hookspecs import (
-    Cancelled,
-    DeployRequest,
-    EngineError,
-    EngineResult,
-    ErrorKind,
-    ExecutionContext,
-    FeeExhausted,
-    HostFunctionRecord,
-    InvalidRequest,
-    SecurityRejected,
-    Timeout,
-)
-
 from coordinator_engine_wasmtime import _capi, runtime
 from coordinator_engine_wasmtime.abi import builtin_host_functions
 from coordinator_engine_wasmtime.artifacts import ArtifactStore
@@ -46,6 +32,19 @@ from coordinator_engine_wasmtime.settings import WasmtimeSettings
 from coordinator_engine_wasmtime.ticker import EpochTicker
 from coordinator_engine_wasmtime.values import host_params, host_results, pack_args, results_reader
 from coordinator_engine_wasmtime.wasmbin import read_module
+from coordinator_hookspecs import (
+    Cancelled,
+    DeployRequest,
+    EngineError,
+    EngineResult,
+    ErrorKind,
+    ExecutionContext,
+    FeeExhausted,
+    HostFunctionRecord,
+    InvalidRequest,
+    SecurityRejected,
+    Timeout,
+)
 
 Signature = tuple[tuple[str, ...], tuple[str, ...]]
 MAX_FUEL = (1 << 63) - 1
@@ -197,7 +196,10 @@ class WasmtimeEngine:
         total = fee_limit - left + inv.pending  # fuel burnt plus host fees not yet taken
         if error or trap or inv.error is not None:
             failure = runtime.failure(inv, error, trap, fee_limit)
-            failure.fee_used = min(total, fee_limit)
+            # Code interrupted by an epoch deadline has not flushed its fuel counter (wasmtime
+            # keeps it in a register; measured: a tight loop reads as 0 fuel burnt), so an
+            # execution stopped by its deadline or a cancel is charged its whole fee limit.
+            failure.fee_used = fee_limit if inv.stop is not None else min(total, fee_limit)
             raise failure
         if total > fee_limit:
             raise FeeExhausted(f"fee limit {fee_limit} exhausted by host calls",

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ctypes
 from typing import Any
 
+from coordinator_engine_wasmtime import _capi
+from coordinator_engine_wasmtime.settings import WasmtimeSettings
 from coordinator_hookspecs import (
     CoordinatorError,
     Effect,
@@ -21,9 +23,6 @@ from coordinator_hookspecs import (
     InternalError,
     Trap,
 )
-
-from coordinator_engine_wasmtime import _capi
-from coordinator_engine_wasmtime.settings import WasmtimeSettings
 
 _string_at = ctypes.string_at
 _memmove = ctypes.memmove
@@ -36,8 +35,22 @@ class Invocation:
     """One execution's host-side state; the ``call`` argument of every host function."""
 
     __slots__ = (
-        "context", "settings", "cx", "base", "mem", "input", "output", "effects",
-        "effect_bytes", "writes", "pending", "error", "stop", "resource_id", "hosts", "span",
+        "base",
+        "context",
+        "cx",
+        "effect_bytes",
+        "effects",
+        "error",
+        "hosts",
+        "input",
+        "mem",
+        "output",
+        "pending",
+        "resource_id",
+        "settings",
+        "span",
+        "stop",
+        "writes",
     )
 
     def __init__(self, context: ExecutionContext, settings: WasmtimeSettings, data: bytes,

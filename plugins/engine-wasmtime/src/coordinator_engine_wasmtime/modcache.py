@@ -13,10 +13,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from coordinator_hookspecs import EngineError, SecurityRejected
-
 from coordinator_engine_wasmtime import _capi
 from coordinator_engine_wasmtime.artifacts import ArtifactStore
+from coordinator_hookspecs import EngineError, SecurityRejected
 
 MAX_RUNAWAY = 2
 
@@ -28,7 +27,7 @@ class CompiledModule:
     run, so eviction never frees a module in use).
     """
 
-    __slots__ = ("module_hash", "module", "pre", "entries", "required", "__weakref__")
+    __slots__ = ("__weakref__", "entries", "module", "module_hash", "pre", "required")
 
     def __init__(self, module_hash: str, module: int, pre: int,
                  entries: dict[str, tuple[tuple[str, ...], tuple[str, ...]]],

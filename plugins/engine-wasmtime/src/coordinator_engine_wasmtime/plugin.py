@@ -12,6 +12,10 @@ import threading
 import weakref
 from typing import Any
 
+from coordinator_engine_wasmtime.abi import builtin_host_functions
+from coordinator_engine_wasmtime.engine import WasmtimeEngine
+from coordinator_engine_wasmtime.settings import WasmtimeSettings
+from coordinator_engine_wasmtime.validator import DeployValidator
 from coordinator_hookspecs import (
     ConfigSection,
     EngineRecord,
@@ -19,11 +23,6 @@ from coordinator_hookspecs import (
     ValidatorRecord,
     hookimpl,
 )
-
-from coordinator_engine_wasmtime.abi import builtin_host_functions
-from coordinator_engine_wasmtime.engine import WasmtimeEngine
-from coordinator_engine_wasmtime.settings import WasmtimeSettings
-from coordinator_engine_wasmtime.validator import DeployValidator
 
 SECTION = "wasmtime"
 _engines: weakref.WeakValueDictionary[int, WasmtimeEngine] = weakref.WeakValueDictionary()

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from coordinator_hookspecs import HostFunctionRecord, InvalidRequest, SecurityRejected
-
 from coordinator_engine_wasmtime.settings import WasmtimeSettings
 from coordinator_engine_wasmtime.wasmbin import ModuleShape
+from coordinator_hookspecs import HostFunctionRecord, InvalidRequest, SecurityRejected
 
 SOURCE = "wasmtime-deploy"
 #: Always granted: a contract without input and output cannot do anything useful.

@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from coordinator_engine_wasmtime import _capi
+from coordinator_engine_wasmtime.invocation import SETTLE_AT, Invocation
 from coordinator_hookspecs import (
     Cancelled,
     CoordinatorError,
@@ -23,9 +25,6 @@ from coordinator_hookspecs import (
     Timeout,
     Trap,
 )
-
-from coordinator_engine_wasmtime import _capi
-from coordinator_engine_wasmtime.invocation import SETTLE_AT, Invocation
 
 #: (func, unpack params or None, params byte size, write results or None, fee, name)
 HostEntry = tuple[Callable[..., Any], Any, int, Any, int, str]

@@ -10,11 +10,10 @@ compile bomb is refused here and the first execution finds the module warm.
 
 from __future__ import annotations
 
-from coordinator_hookspecs import DeployRequest, Verdict
-
 from coordinator_engine_wasmtime.engine import WasmtimeEngine
 from coordinator_engine_wasmtime.policy import check_imports, check_limits
 from coordinator_engine_wasmtime.wasmbin import read_module
+from coordinator_hookspecs import DeployRequest, Verdict
 
 
 class DeployValidator:

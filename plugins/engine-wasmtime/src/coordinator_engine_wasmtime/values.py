@@ -11,14 +11,13 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from coordinator_hookspecs import InvalidRequest
-
 from coordinator_engine_wasmtime._capi import RAW_SLOT
+from coordinator_hookspecs import InvalidRequest
 
 _CODE = {"i32": "i", "i64": "q", "f32": "f", "f64": "d"}
 _SIZE = {"i32": 4, "i64": 8, "f32": 4, "f64": 8}
 _RANGE = {"i32": (-(1 << 31), 1 << 32), "i64": (-(1 << 63), 1 << 64)}
-_CTYPE = {"i32": ctypes.c_int32, "i64": ctypes.c_int64, "f32": ctypes.c_float,
+_CTYPE: dict[str, Any] = {"i32": ctypes.c_int32, "i64": ctypes.c_int64, "f32": ctypes.c_float,
           "f64": ctypes.c_double}
 
 
@@ -35,7 +34,7 @@ def pack_args(entry: str, params: Sequence[str], args: Any) -> bytes:
         raise InvalidRequest(f"entry {entry!r} takes {len(params)} args ({', '.join(params)}), "
                              f"got {len(args)}")
     values = []
-    for position, (kind, value) in enumerate(zip(params, args)):
+    for position, (kind, value) in enumerate(zip(params, args, strict=True)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidRequest(f"arg {position} of entry {entry!r} must be a number ({kind}), "
                                  f"got {type(value).__name__}")
@@ -88,7 +87,7 @@ def host_results(results: Sequence[str]) -> Callable[[int, Any], None] | None:
     def write_many(address: int, values: Any) -> None:
         if not isinstance(values, (tuple, list)) or len(values) != count:
             raise TypeError(f"expected a tuple of {count} results, got {values!r}")
-        for (setter, offset), value in zip(setters, values):
+        for (setter, offset), value in zip(setters, values, strict=True):
             setter(address + offset).value = value
 
     return write_many

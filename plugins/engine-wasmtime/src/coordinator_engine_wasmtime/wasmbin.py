@@ -58,7 +58,7 @@ class ModuleShape:
 
 
 class _Reader:
-    __slots__ = ("data", "pos", "end", "where")
+    __slots__ = ("data", "end", "pos", "where")
 
     def __init__(self, data: bytes, pos: int, end: int, where: str) -> None:
         self.data, self.pos, self.end, self.where = data, pos, end, where
