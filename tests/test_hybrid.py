@@ -341,3 +341,13 @@ def test_a_deadline_stops_the_nested_call_and_its_parent(coord: Coordinator) -> 
     assert (child.status, child.resource_id) == ("timed_out", spin)
     assert child.duration < 2.0  # bounded by the parent's deadline, not its own default
     assert coord.state(relay) == {}
+
+
+def test_clients_cannot_pose_as_nested_executions(coord: Coordinator) -> None:
+    relay = deploy_wat(coord, RELAY, "storage", "models")
+    for fields in ({"parent_id": "ex-not-running"}, {"depth": -3}):
+        result = coord.execute(ExecutionRequest(resource_id=relay, caller="alice",
+                                                input=relay_input(relay), **fields))
+        assert result.status is Status.REJECTED and result.error is not None
+        assert (result.error.kind.value, result.error.source) == (
+            "security_rejected", "security-nested")

@@ -175,7 +175,11 @@ class NestedAccessValidator:
     The caller of a nested request is the original caller (checked by ``security-access``
     as for any request); this validator names the calling contract ``contract:<rid>`` and
     applies the target's policy to it with the same rules: owner admitted, deny wins, public
-    admits, a private target needs it on its allow list. Top-level requests pass untouched.
+    admits, a private target needs it on its allow list.
+
+    ``parent_id`` and ``depth`` are the core's to set; a client setting them could skip quota
+    (policies leave nested requests to their parent) or deepen nesting (negative depth). So a
+    request naming a parent that is not running, or a top-level one with a depth, is refused.
     """
 
     def __init__(self) -> None:
@@ -188,7 +192,10 @@ class NestedAccessValidator:
                            resource: ResourceInfo) -> Verdict | None:
         parent_id = request.parent_id
         if parent_id is None:
-            return None
+            if request.depth == 0:
+                return None
+            return Verdict.reject(f"depth {request.depth!r} is set by the core for nested "
+                                  "executions only; a request must leave it at 0")
         if self._status is None:
             return Verdict.reject("nested execution refused: the validator is not bound to a "
                                   "coordinator")
