@@ -9,9 +9,9 @@ Every policy follows the same rules (issue 6):
   acquisition and a few arithmetic operations;
 * a limit of 0 means unlimited, and all defaults are unlimited, so a fresh install rejects
   nothing;
-* nested (hybrid) executions pass through: their parent already holds the caller's quota, and
-  counting them again would let a contract deadlock on its own concurrency slot or pay twice
-  for the same fee;
+* nested (hybrid) executions (``request.parent_id`` set) pass through: their parent already
+  holds the caller's quota, and counting them again would let a contract deadlock on its own
+  concurrency slot or pay twice for the same fee;
 * a wait never outlives ``min(deadline, now + max_wait)``, and the refusal after it is a
   ``QuotaExceeded`` whose ``source`` is the policy's name.
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from coordinator_hookspecs import ExecutionRequest, InvalidRequest
+from coordinator_hookspecs import InvalidRequest
 
 Mode = Literal["reject", "wait"]
 MODES = ("reject", "wait")
@@ -49,11 +49,6 @@ def mode_of(section: str, key: str, value: str) -> str:
 def pick(override: Any, default: Any) -> Any:
     """A per-caller override, or the section default when the override is unset (None)."""
     return default if override is None else override
-
-
-def is_nested(request: ExecutionRequest) -> bool:
-    """True for a nested (hybrid) execution; its parent holds the quota."""
-    return request.parent_id is not None
 
 
 def wait_bound(now: float, deadline: float, max_wait: float) -> float:
