@@ -8,6 +8,7 @@ tests move into worker processes live here. ``test_procpool.py`` puts this direc
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from typing import Any
@@ -46,6 +47,11 @@ class ToolEngine:
 
 
 class ToolPlugin:
+    """Registers the ``tool`` engine; in a worker process it refuses to (its hook raises)
+    while ``PROCPOOL_TOOL_BROKEN`` is set, to test workers that cannot start."""
+
     @hookimpl
     def coordinator_register_engines(self, config: Any) -> list[EngineRecord]:
+        if os.environ.get("PROCPOOL_TOOL_BROKEN") and multiprocessing.parent_process():
+            raise RuntimeError("tool engine broken in worker processes")
         return [EngineRecord(name="tool", engine=ToolEngine(), resource_types={"tool"})]

@@ -20,7 +20,7 @@ import attrs
 import pytest
 
 from coordinator_core import Coordinator, ExecutionRequest, Status
-from coordinator_core.procpool import install_process_pool
+from coordinator_core.procengine import install_process_pool
 from coordinator_core.procspec import spec_from
 from coordinator_core.testing import EchoPlugin
 from coordinator_hookspecs import ErrorKind
@@ -102,9 +102,11 @@ def test_results_equal_the_thread_path(pooled: Coordinator, threaded: Coordinato
     rid_p = pooled.deploy(b"same bytes", "echo")
     rid_t = threaded.deploy(b"same bytes", "echo")
     assert rid_p == rid_t
+    restarts = stats(pooled)["restarts"]
     for fields in cases:
         assert outcome(pooled, rid_p, **fields) == outcome(threaded, rid_t, **fields), fields
     assert pooled.state(rid_p, b"last") == threaded.state(rid_t, b"last") == b"v2"
+    assert stats(pooled)["restarts"] == restarts  # typed failures never cost a worker
 
 
 def test_affinity_keeps_a_resource_on_one_worker(pooled: Coordinator) -> None:
@@ -218,3 +220,22 @@ def test_memory_store_state_reads_go_through_the_parent(tools: Any) -> None:
 def test_sqlite_store_state_reads_stay_in_the_worker(pooled: Coordinator) -> None:
     source = spec_from(pooled, ("echo",)).state
     assert source[0] == "sqlite" and source[1].endswith("coordinator.db")
+
+
+def test_workers_that_cannot_start_leave_threads_in_place(
+    tools: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROCPOOL_TOOL_BROKEN", "1")
+    overrides = {"dispatch": {"executor": "processes", "processes": 1}}
+    with Coordinator.open(data_dir=tmp_path, plugins=[tools.ToolPlugin()], entry_points=False,
+                          overrides=overrides) as coord:
+        assert coord.metrics()["engines"]["tool"]["executor"] == "threads"
+        rid = coord.deploy(b"x", "tool")
+        assert outcome(coord, rid, entry="pid")[1] == os.getpid()
+
+
+def test_failed_worker_start_takes_the_engine_out_once(pooled: Coordinator) -> None:
+    engine = pooled.dispatcher.engine("tool").engine
+    engine.pool.start_error = "worker process 1 could not load its engines"
+    assert engine.health() is False
+    assert engine.health() is True  # the next check (after health_interval) retries

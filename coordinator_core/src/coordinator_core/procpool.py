@@ -3,11 +3,11 @@
 Measured on the 2-core machine: wasmtime and onnxruntime release the GIL, so executions of a
 millisecond or more scale with threads, while short ones (tens of microseconds) get slower in
 threads because of GIL contention. With ``[dispatch] executor = "processes"`` each selected
-engine is replaced in the dispatcher by a :class:`PooledEngine` that hands the execution to
-one of ``processes`` worker processes. Workers hold their own engines and module caches
-(``procspec.py`` rebuilds them, ``procworker.py`` serves them); the pipeline around the
-engine — validation, security, quota, commit of effects and the audit record through the one
-store, sinks — is unchanged and runs in the parent.
+engine is replaced in the dispatcher by a ``PooledEngine`` (``procengine.py``) that hands the
+execution to one of ``processes`` worker processes. Workers hold their own engines and module
+caches (``procspec.py`` rebuilds them, ``procworker.py`` serves them); the pipeline around
+the engine — validation, security, quota, commit of effects and the audit record through the
+one store, sinks — is unchanged and runs in the parent.
 
 - Routing: a resource goes to an idle worker that already ran it (warm), else to its home
   worker by hash, else to any idle worker; when all are busy the caller waits, bounded by the
@@ -31,7 +31,7 @@ import threading
 import time
 from typing import Any
 
-from coordinator_core.procspec import WorkerSpec, spec_from
+from coordinator_core.procspec import WorkerSpec
 from coordinator_core.procworker import worker_main
 from coordinator_hookspecs import (
     ERROR_OF_KIND,
@@ -139,6 +139,8 @@ class ProcessPool:
         self._workers = [_Worker(slot, self._ctx, spec) for slot in range(size)]
         self.restarts = 0
         self.closed = False
+        #: why a worker last failed to start (reported once by ``health``)
+        self.start_error: str | None = None
 
     def start(self) -> None:
         """Wait until every worker has loaded its engines (they start in parallel)."""
@@ -185,7 +187,12 @@ class ProcessPool:
         worker = self._acquire(ctx.resource.id, token)
         try:
             if not worker.ready:
-                worker.await_ready(self.start_timeout, token)
+                try:
+                    worker.await_ready(self.start_timeout, token)
+                except EngineError as exc:  # it will never serve: start another next time
+                    self.start_error = exc.message
+                    self._replace(worker)
+                    raise
             return self._run_on(worker, engine, ctx)
         finally:
             if worker.killed_for is not None:  # killed just as its answer arrived
@@ -197,32 +204,38 @@ class ProcessPool:
         fresh = worker.sent.get(resource.id) is not resource
         msg = ("run", engine, ctx.execution_id, ctx.request, resource if fresh else None,
                ctx.fee_limit, token.deadline, ctx.invoke is not None)
+        try:
+            conn.send(msg)  # pickles first: nothing is written if the request cannot be
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            raise InvalidRequest(f"the request cannot be sent to a worker process: "
+                                 f"{type(exc).__name__}: {exc}") from None
+        except OSError:
+            raise self._lost(worker, engine, ctx) from None
         flight = _Flight(self, worker, ctx.execution_id)
         token.on_cancel(flight.forward)
         try:
-            try:
-                conn.send(msg)
-            except (pickle.PicklingError, TypeError, AttributeError) as exc:
-                raise InvalidRequest(f"the request cannot be sent to a worker process: "
-                                     f"{type(exc).__name__}: {exc}") from None
             if fresh:
                 worker.sent[resource.id] = resource
             worker.executions += 1
-            while True:
+            reply = conn.recv()
+            while reply[0] not in ("done", "error"):
+                conn.send(_answer(ctx, reply[0], reply[1:]))
                 reply = conn.recv()
-                tag = reply[0]
-                if tag == "done":
-                    worker.warm.add(resource.id)
-                    return EngineResult(reply[1], reply[2], reply[3])
-                if tag == "error":
-                    worker.warm.add(resource.id)
-                    cls = ERROR_OF_KIND.get(ErrorKind(reply[1]), EngineError)
-                    raise cls(reply[2], source=reply[3], fee_used=reply[4])
-                conn.send(_answer(ctx, tag, reply[1:]))
         except (EOFError, OSError):
             raise self._lost(worker, engine, ctx) from None
+        except BaseException:
+            # Interrupted mid-protocol (KeyboardInterrupt...): the worker's answer would be
+            # read by the next execution, so this worker is discarded.
+            worker.killed_for = ""
+            worker.process.kill()
+            raise
         finally:
             flight.done = True
+        worker.warm.add(resource.id)
+        if reply[0] == "done":
+            return EngineResult(reply[1], reply[2], reply[3])
+        cls = ERROR_OF_KIND.get(ErrorKind(reply[1]), EngineError)
+        raise cls(reply[2], source=reply[3], fee_used=reply[4])
 
     def _lost(self, worker: _Worker, engine: str, ctx: ExecutionContext) -> CoordinatorError:
         """The worker died: replace it, and say why the execution ended."""
@@ -280,63 +293,3 @@ def _answer(ctx: ExecutionContext, tag: str, args: tuple[Any, ...]) -> tuple[Any
 def _stopped(reason: ErrorKind, when: str) -> CoordinatorError:
     text = "cancelled" if reason is ErrorKind.CANCELLED else "deadline passed"
     return ERROR_OF_KIND.get(reason, EngineError)(f"{text} {when}")
-
-
-class PooledEngine:
-    """Stands in the dispatcher for an engine that runs in the pool. Deploy-time methods
-    (``canonical_code``, ``inspect``, CLI input helpers) still run on the parent's own
-    instance of the engine, which is what ``__getattr__`` forwards to."""
-
-    def __init__(self, name: str, inner: Any, pool: ProcessPool) -> None:
-        self.name = name
-        self.inner = inner
-        self.pool = pool
-
-    def execute(self, ctx: ExecutionContext) -> EngineResult:
-        return self.pool.run(self.name, ctx)
-
-    def holds(self, resource_id: str) -> bool:
-        return self.pool.holds(resource_id)
-
-    def health(self) -> bool:
-        inner = getattr(self.inner, "health", None)
-        return not self.pool.closed and (inner is None or bool(inner()))
-
-    def pool_stats(self) -> dict[str, Any]:
-        return self.pool.stats()
-
-    def close(self) -> None:
-        self.pool.close()
-        close = getattr(self.inner, "close", None)
-        if callable(close):
-            close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["inner"], name)
-
-
-def install_process_pool(coordinator: Any, settings: Any) -> tuple[str, ...]:
-    """Start the pool for ``coordinator`` and swap the selected engines into it (all or
-    nothing: if a worker cannot start, nothing is swapped and the error is raised)."""
-    dispatcher = coordinator.dispatcher
-    names = tuple(settings.process_engines) or tuple(b.name for b in dispatcher.engines)
-    installed = {b.name for b in dispatcher.engines}
-    unknown = [n for n in names if n not in installed]
-    if unknown:
-        raise InvalidRequest(f"[dispatch] process_engines names {', '.join(unknown)}, not "
-                             f"installed (installed: {', '.join(sorted(installed)) or 'none'})")
-    if not names:
-        return ()
-    pool = ProcessPool(spec_from(coordinator, names), settings.processes,
-                       kill_grace=settings.process_kill_grace,
-                       start_timeout=settings.process_start_timeout)
-    try:
-        pool.start()
-    except BaseException:
-        pool.close()
-        raise
-    for name in names:
-        inner = dispatcher.engine(name).engine
-        dispatcher.replace_engine(name, PooledEngine(name, inner, pool),
-                                  capacity=settings.processes, executor="processes")
-    return names

@@ -81,7 +81,7 @@ def coordinator_startup(coordinator: Any) -> None:
     if settings.executor != "processes":
         return
     # Imported here: a coordinator on threads never loads multiprocessing machinery.
-    from coordinator_core.procpool import install_process_pool
+    from coordinator_core.procengine import install_process_pool
 
     names = install_process_pool(coordinator, settings)
     logger.info("engines {} run in {} worker processes", ", ".join(names), settings.processes)
