@@ -103,3 +103,22 @@ def test_a_thread_s_read_connection_closes_with_the_thread(tmp_path: Path) -> No
     assert len(store._readers) <= 1  # not 20 open connections
     store.state_get(RID, b"k")
     store.close()
+
+
+def test_commit_delay_gathers_concurrent_executions(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path, commit_delay=0.005)
+
+    def worker(t: int) -> None:
+        for i in range(25):
+            store.finish(AuditRecord(seq=0, record_kind="execution", timestamp=time.time(),
+                                     execution_id=f"d{t}-{i}", status="failed"), [], ())
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    groups, jobs = store.commit_stats
+    assert jobs == 100 and jobs / groups >= 2  # one transaction for several executions
+    assert store.verify().ok
+    store.close()

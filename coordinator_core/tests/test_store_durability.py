@@ -38,6 +38,8 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
         SqliteStore(tmp_path, durability="fast")
     with pytest.raises(InvalidRequest, match="group_commit_max"):
         SqliteStore(tmp_path, group_commit_max=0)
+    with pytest.raises(InvalidRequest, match="commit_delay"):
+        SqliteStore(tmp_path, commit_delay=1.0)
 
 
 def _config(tmp_path: Path, data_dir: str, **store: object) -> object:
@@ -60,6 +62,8 @@ def test_open_store_reads_the_store_section(tmp_path: Path) -> None:
 def test_store_section_refuses_unknown_values(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest, match="durability"):
         _config(tmp_path, str(tmp_path), durability="fast")
+    with pytest.raises(InvalidRequest, match="commit_delay"):
+        _config(tmp_path, str(tmp_path), commit_delay=-1)
     with pytest.raises(InvalidRequest, match="colour"):
         _config(tmp_path, str(tmp_path), colour="red")
 

@@ -43,6 +43,10 @@ class StoreSettings:
     group_commit_max: int = attrs.field(default=256, validator=_positive)
     #: Keep guest log lines as events of kind ``log`` (False drops them).
     keep_logs: bool = True
+    #: Seconds a group-commit leader waits for concurrent executions to join its group, only
+    #: while executions are finishing concurrently (0: never wait; at most 0.1).
+    commit_delay: float = attrs.field(default=0.0, validator=attrs.validators.and_(
+        attrs.validators.ge(0.0), attrs.validators.le(0.1)))
 
 
 def open_store(config: Any) -> Store:

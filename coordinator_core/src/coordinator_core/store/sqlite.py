@@ -64,12 +64,13 @@ class SqliteStore:
 
     def __init__(self, data_dir: str | os.PathLike[str], durability: str = "normal",
                  busy_timeout: float = 5.0, group_commit_max: int = 256,
-                 keep_logs: bool = True) -> None:
+                 keep_logs: bool = True, commit_delay: float = 0.0) -> None:
         if durability not in DURABILITY:
             raise InvalidRequest(f"durability must be one of {sorted(DURABILITY)}, "
                                  f"got {durability!r}")
-        if busy_timeout <= 0 or group_commit_max < 1:
-            raise InvalidRequest("busy_timeout must be positive and group_commit_max at least 1")
+        if busy_timeout <= 0 or group_commit_max < 1 or not 0 <= commit_delay <= 0.1:
+            raise InvalidRequest("busy_timeout must be positive, group_commit_max at least 1 "
+                                 "and commit_delay between 0 and 0.1 seconds")
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / "coordinator.db"
@@ -84,7 +85,8 @@ class SqliteStore:
         except BaseException:
             conn.close()
             raise
-        self._committer = GroupCommitter(self._writer.commit_batch, group_commit_max)
+        self._committer = GroupCommitter(self._writer.commit_batch, group_commit_max,
+                                         commit_delay)
         self._router = Router()
         self._local = threading.local()
         self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()

@@ -1,0 +1,163 @@
+"""Store: group commit throughput, and executions/s with audit + state commit on vs off.
+
+Issue 5's target: for small contracts, throughput with the durable audit log and state commit
+on is at least 80% of the throughput with them off, measured in one run.
+
+Rows:
+- ``store.finish``: the store alone, one state write + the final audit record per call, from
+  1 and 4 threads, ``normal`` and ``full`` durability; the note gives the mean group size
+  (executions per transaction), which is what makes ``full`` affordable.
+- ``coordinator``: WASM contracts through the whole pipeline from 4 threads, with
+  ``[coordinator] enable_audit_tracking`` true (plain, and with ``[store] commit_delay``) vs
+  false, interleaved in rounds. Contracts: ``add`` (the smallest: no effects, so with
+  tracking off nothing at all is written), ``spin 20k`` (a small contract doing some work,
+  no effects) and ``write`` (a state write and an event: committed either way, since
+  effects always commit with their final record).
+
+Alone: ``.venv/bin/python -m bench.bench_store`` from the repository root.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.harness import Table
+from coordinator_core import Coordinator, ExecutionRequest
+from coordinator_core.builtin.state_processor import KINDS, StateProcessor
+from coordinator_core.store import BoundProcessor, SqliteStore
+from coordinator_hookspecs import AuditRecord, Effect
+
+SECTION = "store"
+THREADS = 4
+TARGET = 0.8
+
+CONTRACT = """
+(module
+  (import "env" "storage_set" (func $set (param i32 i32 i32 i32)))
+  (import "env" "emit_event" (func $event (param i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "counter")
+  (func (export "add") (param i64 i64) (result i64)
+    (i64.add (local.get 0) (local.get 1)))
+  (func (export "spin") (param $n i64) (result i64)
+    (local $i i64)
+    (loop $again
+      (local.set $i (i64.add (local.get $i) (i64.const 1)))
+      (br_if $again (i64.lt_u (local.get $i) (local.get $n))))
+    (local.get $i))
+  (func (export "write")
+    (call $set (i32.const 0) (i32.const 7) (i32.const 0) (i32.const 7))
+    (call $event (i32.const 0) (i32.const 7))))
+"""
+
+
+def _threaded(fn: Callable[[int, int], object], threads: int, per_thread: int) -> float:
+    """Run ``fn(thread, i)`` per_thread times on each of ``threads`` threads; return calls/s."""
+    start = threading.Barrier(threads + 1)
+
+    def work(t: int) -> None:
+        start.wait()
+        for i in range(per_thread):
+            fn(t, i)
+
+    pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for thread in pool:
+        thread.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for thread in pool:
+        thread.join()
+    return threads * per_thread / (time.perf_counter() - t0)
+
+
+def bench_store(table: Table) -> None:
+    processors = (BoundProcessor("state", StateProcessor(), KINDS),)
+    rid = "ab" * 32
+    for durability, calls in (("normal", 1200), ("full", 240)):
+        for threads in (1, THREADS):
+            with tempfile.TemporaryDirectory() as tmp:
+                store = SqliteStore(tmp, durability=durability)
+                ids = iter(range(10**9))
+
+                def finish(t: int, i: int, store: SqliteStore = store, ids: Any = ids) -> None:
+                    n = next(ids)
+                    store.finish(AuditRecord(seq=0, record_kind="execution",
+                                             timestamp=time.time(), execution_id=f"e{n}",
+                                             caller="bench", resource_id=rid,
+                                             status="succeeded"),
+                                 [Effect("state.set", rid, b"k%d" % n, b"v")], processors)
+
+                rate = _threaded(finish, threads, calls // threads)
+                groups, jobs = store.commit_stats
+                store.close()
+            table.add(SECTION, f"store.finish {durability}, {threads} thread(s)", rate,
+                      "exec/s", note=f"mean group {jobs / groups:.1f} executions/transaction")
+
+
+#: The variants compared side by side: (audit tracking, [store] commit_delay).
+VARIANTS = {"on": (True, 0.0), "on, commit_delay 100us": (True, 0.0001), "off": (False, 0.0)}
+#: Workloads: the smallest contract (no effects), a small one doing real work (no effects),
+#: and a state-writing one (its effects commit with a final record whether tracking is on
+#: or off, so on/off is ~100% by construction).
+WORKLOADS = {"add": (2, 3), "spin 20k": (20_000,), "write": None}
+
+
+def bench_coordinator(table: Table, rounds: int = 4, per_thread: int = 100) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        coords = {
+            name: Coordinator.open(data_dir=Path(tmp) / str(i), overrides={
+                "coordinator": {"enable_audit_tracking": tracking},
+                "store": {"commit_delay": delay}})
+            for i, (name, (tracking, delay)) in enumerate(VARIANTS.items())
+        }
+        try:
+            rids = {k: c.deploy(CONTRACT, "wasm", capabilities=["storage", "events"],
+                                source_format="wat") for k, c in coords.items()}
+            for workload, args in WORKLOADS.items():
+                entry = workload.split()[0]
+                rates: dict[str, list[float]] = {name: [] for name in coords}
+                for _ in range(rounds):
+                    for name, coord in coords.items():
+                        request = ExecutionRequest(resource_id=rids[name], entry=entry,
+                                                   args=args, caller="bench")
+
+                        def execute(t: int, i: int, coord: Any = coord,
+                                    request: ExecutionRequest = request) -> None:
+                            result = coord.execute(request)
+                            if not result.ok:
+                                raise RuntimeError(f"bench execution failed: {result.error}")
+
+                        rates[name].append(_threaded(execute, THREADS, per_thread))
+                median = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
+                off = median["off"]
+                for name in VARIANTS:
+                    row = f"coordinator {workload}, audit+state {name}"
+                    if name == "off":
+                        table.add(SECTION, row, off, "exec/s")
+                        continue
+                    ratio = median[name] / off
+                    table.add(SECTION, row, median[name], "exec/s")
+                    table.add(SECTION, f"{row} / off", ratio * 100, "%",
+                              target=f">= {TARGET:.0%}", ok=ratio >= TARGET,
+                              note=f"median of {rounds} interleaved rounds, {THREADS} threads")
+        finally:
+            for coord in coords.values():
+                coord.close()
+
+
+def run(table: Table) -> None:
+    bench_store(table)
+    bench_coordinator(table)
+
+
+if __name__ == "__main__":
+    t = Table()
+    run(t)
+    for row in t.rows:
+        print(f"{row.name:<45} {row.value:>10.1f} {row.unit:<7} {row.target:<7} "
+              f"{row.verdict:<6} {row.note}")
