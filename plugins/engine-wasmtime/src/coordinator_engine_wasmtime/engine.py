@@ -184,6 +184,8 @@ class WasmtimeEngine:
         if early is not None:
             raise (Timeout if early is ErrorKind.TIMEOUT else Cancelled)(
                 f"execution {early.value} before it started")
+        # A cancel advances the epoch at once, so the guest sees it without waiting for a tick.
+        ctx.token.on_cancel(self._ticker.kick)
         previous = runtime.current()
         runtime.set_current(inv)
         self._ticker.enter()

@@ -17,8 +17,6 @@ from coordinator_hookspecs import HostFunctionRecord, InvalidRequest, SecurityRe
 SOURCE = "wasmtime-deploy"
 #: Always granted: a contract without input and output cannot do anything useful.
 ALWAYS_GRANTED = frozenset({"io"})
-#: Built-in host functions that take no pointer; importing only these needs no memory.
-POINTER_FREE = frozenset({"input_len", "caller_len", "fee_remaining"})
 HOST_MODULE = "env"
 
 
@@ -77,7 +75,8 @@ def required_capabilities(shape: ModuleShape,
 def check_imports(shape: ModuleShape, hosts: Mapping[str, HostFunctionRecord],
                   granted: Iterable[str]) -> None:
     """Imports must be known host functions of module ``env`` with the right signature whose
-    capability is granted; pointer-taking imports need an exported ``memory``."""
+    capability is granted; importing one with an i32 param (a pointer or length) needs an
+    exported ``memory``."""
     allowed = ALWAYS_GRANTED | frozenset(granted)
     needs_memory = False
     for imp in shape.imports:
@@ -98,7 +97,8 @@ def check_imports(shape: ModuleShape, hosts: Mapping[str, HostFunctionRecord],
             raise SecurityRejected(
                 f"{where} needs capability '{record.capability}', which the resource was not "
                 f"granted (granted: {', '.join(sorted(allowed))})", source=SOURCE)
-        needs_memory = needs_memory or imp.name not in POINTER_FREE
+        # In this ABI an i32 param of a host function is a pointer or a length.
+        needs_memory = needs_memory or "i32" in params
     if needs_memory and not any(e.name == "memory" and e.kind == "memory"
                                 for e in shape.exports):
         raise InvalidRequest("the module imports host functions that take pointers but does "

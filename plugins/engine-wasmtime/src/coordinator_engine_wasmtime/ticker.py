@@ -47,8 +47,9 @@ class EpochTicker:
         with self._lock:
             self._inflight -= 1
 
-    def kick(self) -> None:
-        """Advance the epoch now (used when a cancel should be seen at once)."""
+    def kick(self, _reason: object = None) -> None:
+        """Advance the epoch now (a ``CancelToken.on_cancel`` callback: a cancel is then seen
+        by the running guest at once instead of at the next tick)."""
         if not self._closed:
             _capi.increment_epoch(self._engine)
 
