@@ -105,20 +105,55 @@ def test_a_thread_s_read_connection_closes_with_the_thread(tmp_path: Path) -> No
     store.close()
 
 
+class Gate:
+    """An effect processor that holds its execution's commit until released."""
+
+    def __init__(self) -> None:
+        self.entered, self.go = threading.Event(), threading.Event()
+
+    def prepare(self, execution_id: str, effects: object, txn: object) -> None:
+        self.entered.set()
+        self.go.wait(5)
+
+    def commit(self, execution_id: str) -> None: ...
+
+    def rollback(self, execution_id: str) -> None: ...
+
+
+def _final(eid: str) -> AuditRecord:
+    return AuditRecord(seq=0, record_kind="execution", timestamp=time.time(),
+                       execution_id=eid, status="succeeded")
+
+
 def test_commit_delay_gathers_concurrent_executions(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path, commit_delay=0.005)
-
-    def worker(t: int) -> None:
-        for i in range(25):
-            store.finish(AuditRecord(seq=0, record_kind="execution", timestamp=time.time(),
-                                     execution_id=f"d{t}-{i}", status="failed"), [], ())
-
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
-    for thread in threads:
+    store = SqliteStore(tmp_path, commit_delay=0.1)
+    gate = Gate()
+    gated = (BoundProcessor("gate", gate, frozenset({"gate"})),)
+    committer = store._committer
+    # 1. Make executions finish concurrently: one holds the writer, two queue behind it.
+    holder = threading.Thread(target=store.finish,
+                              args=(_final("hold"), [Effect("gate", RID)], gated))
+    holder.start()
+    assert gate.entered.wait(5)
+    queued = [threading.Thread(target=store.finish, args=(_final(f"q{i}"), [], ()))
+              for i in range(2)]
+    for thread in queued:
         thread.start()
-    for thread in threads:
-        thread.join(30)
-    groups, jobs = store.commit_stats
-    assert jobs == 100 and jobs / groups >= 2  # one transaction for several executions
-    assert store.verify().ok
+    deadline = time.monotonic() + 5
+    while len(committer._queue) < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    gate.go.set()
+    for thread in [holder, *queued]:
+        thread.join(5)
+    groups_before = store.commit_stats[0]
+    # 2. Under that load the next leader waits; a finish arriving meanwhile joins its group.
+    first = threading.Thread(target=store.finish, args=(_final("first"), [], ()))
+    first.start()
+    deadline = time.monotonic() + 5
+    while not committer._busy and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    store.finish(_final("second"), [], ())
+    first.join(5)
+    assert store.commit_stats[0] == groups_before + 1  # two executions, one transaction
+    assert store.verify().ok and store.verify().count == 5
     store.close()
