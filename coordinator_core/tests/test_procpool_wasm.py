@@ -1,0 +1,64 @@
+"""The process pool with the real WASM engine: the example token contract gives the same
+results, state and events from a worker process as on threads — including storage reads
+through the worker's own read-only SQLite connection, traps, fee exhaustion and timeouts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coordinator_core import Coordinator, ExecutionRequest, Status
+
+TOKEN = Path(__file__).resolve().parents[2] / "examples" / "token.wat"
+
+
+def amount_to(amount: int, name: str) -> bytes:
+    return amount.to_bytes(8, "little") + name.encode()
+
+
+CALLS: list[dict[str, Any]] = [
+    {"caller": "treasury", "entry": "mint", "input": amount_to(100, "alice")},
+    {"caller": "alice", "entry": "transfer", "input": amount_to(30, "bob")},
+    {"caller": "bob", "entry": "balance", "input": b"bob"},
+    {"caller": "alice", "entry": "balance", "input": b"alice"},
+    {"caller": "bob", "entry": "transfer", "input": amount_to(31, "carol")},  # trap: too little
+    {"caller": "mallory", "entry": "mint", "input": amount_to(5, "mallory")},  # trap: not treasury
+    {"caller": "alice", "entry": "spin", "fee_limit": 50_000},  # fee exhausted
+    {"caller": "alice", "entry": "spin", "fee_limit": 10**12, "timeout": 0.2},  # timed out
+]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Coordinator, Coordinator]]:
+    pooled = Coordinator.open(
+        data_dir=tmp_path_factory.mktemp("wasm-pooled"),
+        overrides={"dispatch": {"executor": "processes", "processes": 1,
+                                "process_engines": ["wasmtime"]}})
+    threaded = Coordinator.open(data_dir=tmp_path_factory.mktemp("wasm-threaded"))
+    with pooled, threaded:
+        yield pooled, threaded
+
+
+def test_token_contract_same_results_in_a_worker(pair: tuple[Coordinator, Coordinator]) -> None:
+    pooled, threaded = pair
+    assert pooled.metrics()["engines"]["wasmtime"]["executor"] == "processes"
+    code = TOKEN.read_text()
+    rids = [c.deploy(code, "wasm", source_format="wat", capabilities=["storage", "events"])
+            for c in pair]
+    assert rids[0] == rids[1]
+    statuses = []
+    for fields in CALLS:
+        p, t = (c.execute(ExecutionRequest(resource_id=rids[0], **fields)) for c in pair)
+        statuses.append(p.status)
+        assert (p.status, p.output, p.effects) == (t.status, t.output, t.effects), fields
+        assert (p.error.kind if p.error else None) == (t.error.kind if t.error else None)
+        if p.status is not Status.TIMED_OUT:  # a timeout's fee depends on the clock
+            assert p.fee_used == t.fee_used, fields
+    assert statuses == [Status.SUCCEEDED] * 4 + [Status.FAILED] * 3 + [Status.TIMED_OUT]
+    assert pooled.state(rids[0]) == threaded.state(rids[0])
+    assert [e["payload"] for e in pooled.events(rids[0])] == [
+        e["payload"] for e in threaded.events(rids[0])]
+    assert pooled.metrics()["engines"]["wasmtime"]["workers"]["restarts"] == 0
