@@ -345,9 +345,10 @@ def test_a_deadline_stops_the_nested_call_and_its_parent(coord: Coordinator) -> 
 
 def test_clients_cannot_pose_as_nested_executions(coord: Coordinator) -> None:
     relay = deploy_wat(coord, RELAY, "storage", "models")
-    for fields in ({"parent_id": "ex-not-running"}, {"depth": -3}):
+    forged = ({"parent_id": "ex-not-running"}, {"depth": -3}, {"parent_resource_id": relay})
+    for fields in forged:
         result = coord.execute(ExecutionRequest(resource_id=relay, caller="alice",
                                                 input=relay_input(relay), **fields))
         assert result.status is Status.REJECTED and result.error is not None
-        assert (result.error.kind.value, result.error.source) == (
-            "security_rejected", "security-nested")
+        assert result.error.kind.value == "invalid_request"
+        assert "nested executions only" in result.error.message

@@ -62,6 +62,8 @@ def test_engine_bug_is_engine_error_and_writes_nothing(echo_coordinator: Coordin
         ({"timeout": 0}, ErrorKind.INVALID_REQUEST, "timeout"),
         ({"caller": ""}, ErrorKind.INVALID_REQUEST, "caller"),
         ({"entry": 7}, ErrorKind.INVALID_REQUEST, "entry"),
+        ({"parent_id": "ex-forged"}, ErrorKind.INVALID_REQUEST, "nested executions only"),
+        ({"depth": 1}, ErrorKind.INVALID_REQUEST, "nested executions only"),
     ],
 )
 def test_bad_requests_are_rejected_and_audited(

@@ -81,6 +81,9 @@ class CoreSettings:
     ledger_retention: int = attrs.field(default=10_000, validator=_positive)
     #: Depth limit of nested (hybrid) executions.
     max_depth: int = 2
+    #: Capabilities that let a resource write its state: executions of such a resource are
+    #: serialised from their first read to their commit (no lost updates).
+    state_capabilities: tuple[str, ...] = ("storage",)
     #: Risk score (sum of validator score x weight) at which an execution is rejected.
     risk_threshold: float = 1.0
     #: Re-raise plugin loading errors instead of logging and skipping them.

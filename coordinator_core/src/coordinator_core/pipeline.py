@@ -12,6 +12,7 @@ logged once and never changes the result.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -42,6 +43,7 @@ from coordinator_hookspecs import (
     NotFound,
     ResourceInfo,
     Status,
+    Timeout,
 )
 
 _SUCCEEDED = Status.SUCCEEDED
@@ -94,6 +96,8 @@ class Pipeline:
         self._audit_events = settings.enable_audit_events and bool(self.audit_sinks)
         self._resources: dict[str, ResourceInfo] = {}
         self._failed_sinks: set[str] = set()
+        self._state_capabilities = frozenset(settings.state_capabilities)
+        self._locks: dict[str, threading.Lock] = {}
 
     # -- request entry ---------------------------------------------------------------------
     def deadline(self, request: ExecutionRequest) -> float:
@@ -122,10 +126,18 @@ class Pipeline:
         self._resources.pop(resource_id, None)
         self.security.invalidate(resource_id)
 
-    def _validate(self, request: ExecutionRequest) -> int:
+    def _validate(self, request: ExecutionRequest, nested: bool) -> int:
         """validateParameters of SPEC.md: the shape of the request; returns the fee limit."""
         if not isinstance(request, ExecutionRequest):
             raise InvalidRequest(f"expected an ExecutionRequest, got {type(request).__name__}")
+        if not nested and (
+            request.parent_id is not None or request.parent_resource_id is not None or request.depth
+        ):
+            # Nested calls pass quota through on their parent's lease: a caller must not be
+            # able to claim to be one.
+            raise InvalidRequest(
+                "parent_id and depth are set by the coordinator for nested executions only"
+            )
         if not isinstance(request.caller, str) or not request.caller:
             raise InvalidRequest(f"caller must be a non-empty string, got {request.caller!r}")
         timeout = request.timeout
@@ -143,8 +155,14 @@ class Pipeline:
         return fee_limit
 
     # -- the run ---------------------------------------------------------------------------
-    def run(self, entry: Entry, *, commit: bool = True) -> ExecutionResult:
-        """Run one execution to its end; never raises for an execution failure."""
+    def run(
+        self, entry: Entry, *, commit: bool = True, locks: list[Any] | None = None
+    ) -> ExecutionResult:
+        """Run one execution to its end; never raises for an execution failure.
+
+        ``commit=False`` runs a nested execution: its effects are returned for the parent to
+        commit, and the state locks it takes join the parent's ``locks``, released only after
+        the top-level execution committed."""
         clock = time.perf_counter
         t0 = clock()
         request = entry.request
@@ -157,9 +175,12 @@ class Pipeline:
         effects: tuple[Effect, ...] = ()
         error: ErrorInfo | None = None
         held: Held = []
+        own_locks = locks is None
+        if locks is None:
+            locks = []
         stage = "validation"
         try:
-            fee_limit = self._validate(request)
+            fee_limit = self._validate(request, nested=not commit)
             if token.reason is not None:  # cancelled or timed out while queued
                 raise _stopped(token.reason, "before it started")
             resource = self.resource(request.resource_id)
@@ -181,6 +202,11 @@ class Pipeline:
             bound = self.dispatcher.select(resource)
             t2 = clock()
             stages.append(("selection", t2 - t1))
+            if self._state_capabilities & resource.capabilities:
+                stage = "lock"
+                self._lock_state(resource.id, token, locks)
+                t1, t2 = t2, clock()
+                stages.append(("lock", t2 - t1))
             reason = token.poll()
             if reason is not None:
                 raise _stopped(reason, "before it started")
@@ -193,7 +219,9 @@ class Pipeline:
                 token=token,
                 state_get=_state_reader(self.store, resource.id),
                 load_code=_code_loader(self.store, resource.id),
-                invoke=(_Nested(self, entry) if request.depth < self.settings.max_depth else None),
+                invoke=(
+                    _Nested(self, entry, locks) if request.depth < self.settings.max_depth else None
+                ),
             )
             bound.inflight += 1
             try:
@@ -217,25 +245,14 @@ class Pipeline:
         if status is not _SUCCEEDED:
             effects, output = (), None
         t_commit = clock()
-        committed: Sequence[AuditRecord] = ()
-        to_commit = effects if commit else ()
-        if self._audit_tracking or self._audit_events or to_commit:
-            record = self._final_record(
-                entry, status, error, fee_used, t_commit - t0, effects, bound
+        try:
+            committed, status, error, effects, output = self._commit(
+                entry, status, error, fee_used, t_commit - t0, effects, output, bound, commit
             )
-            committed = (record,)
-            if self._audit_tracking or to_commit:
-                try:
-                    finished = self.store.finish(record, to_commit, self.processors)
-                    committed = finished.records
-                    if finished.error is not None:
-                        error, status, effects, output = finished.error, Status.FAILED, (), None
-                except Exception as exc:
-                    logger.opt(exception=exc).error("commit of {} failed", entry.execution_id)
-                    error = ErrorInfo(
-                        ErrorKind.INTERNAL, f"commit failed: {type(exc).__name__}: {exc}"
-                    )
-                    status, effects, output = Status.FAILED, (), None
+        finally:
+            if own_locks and locks:
+                for _, lock in reversed(locks):
+                    lock.release()
         t_end = clock()
         stages.append(("commit", t_end - t_commit))
         result = ExecutionResult(
@@ -257,6 +274,57 @@ class Pipeline:
             stages.append(("audit_sinks", clock() - t_end))
         self._report(ExecutionReport(result, resource.type if resource else None, tuple(stages)))
         return result
+
+    def _commit(
+        self,
+        entry: Entry,
+        status: Status,
+        error: ErrorInfo | None,
+        fee_used: int,
+        duration: float,
+        effects: tuple[Effect, ...],
+        output: Any,
+        bound: Any,
+        commit: bool,
+    ) -> tuple[Sequence[AuditRecord], Status, ErrorInfo | None, tuple[Effect, ...], Any]:
+        """Commit the effects (top level only) and the final audit record, in one store
+        transaction; a veto or a store failure turns the execution into a failure."""
+        committed: Sequence[AuditRecord] = ()
+        to_commit = effects if commit else ()
+        if self._audit_tracking or self._audit_events or to_commit:
+            record = self._final_record(entry, status, error, fee_used, duration, effects, bound)
+            committed = (record,)
+            if self._audit_tracking or to_commit:
+                try:
+                    finished = self.store.finish(record, to_commit, self.processors)
+                    committed = finished.records
+                    if finished.error is not None:
+                        error, status, effects, output = finished.error, Status.FAILED, (), None
+                except Exception as exc:
+                    logger.opt(exception=exc).error("commit of {} failed", entry.execution_id)
+                    error = ErrorInfo(
+                        ErrorKind.INTERNAL, f"commit failed: {type(exc).__name__}: {exc}"
+                    )
+                    status, effects, output = Status.FAILED, (), None
+        return committed, status, error, effects, output
+
+    def _lock_state(self, resource_id: str, token: Any, locks: list[Any]) -> None:
+        """Serialise executions that may write a resource's state, from read to commit.
+
+        Engines read committed state and return absolute writes, so two executions of one
+        contract running at once would lose an update. The lock is taken once per top-level
+        execution tree (a nested call into a resource the tree holds does not wait for
+        itself) and bounded by the deadline, so crossing nested calls cannot deadlock."""
+        if any(rid == resource_id for rid, _ in locks):
+            return
+        lock = self._locks.get(resource_id)
+        if lock is None:
+            lock = self._locks.setdefault(resource_id, threading.Lock())
+        if not lock.acquire(timeout=max(0.0, token.remaining)):
+            raise Timeout(
+                f"resource {resource_id[:12]} was held by another execution until the deadline"
+            )
+        locks.append((resource_id, lock))
 
     def _final_record(
         self,
@@ -335,19 +403,25 @@ class _Nested:
     the whole pipeline, linked to the parent, bounded by its deadline, cancelled with it,
     its effects returned (not committed) so they stand or fall with the parent's."""
 
-    __slots__ = ("_parent", "_pipeline")
+    __slots__ = ("_locks", "_parent", "_pipeline")
 
-    def __init__(self, pipeline: Pipeline, parent: Entry) -> None:
+    def __init__(self, pipeline: Pipeline, parent: Entry, locks: list[Any]) -> None:
         self._pipeline = pipeline
         self._parent = parent
+        self._locks = locks
 
     def __call__(self, request: ExecutionRequest) -> ExecutionResult:
         parent = self._parent
-        child = attrs.evolve(request, parent_id=parent.execution_id, depth=parent.request.depth + 1)
+        child = attrs.evolve(
+            request,
+            parent_id=parent.execution_id,
+            parent_resource_id=parent.request.resource_id,
+            depth=parent.request.depth + 1,
+        )
         deadline = min(parent.token.deadline, self._pipeline.deadline(child))
         entry = self._pipeline.ledger.open(child, deadline, Status.RUNNING)
         parent.token.on_cancel(entry.token.cancel)
-        return self._pipeline.run(entry, commit=False)
+        return self._pipeline.run(entry, commit=False, locks=self._locks)
 
 
 def _state_reader(store: Store, resource_id: str) -> Any:

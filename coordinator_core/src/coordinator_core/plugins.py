@@ -38,9 +38,11 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "coordinator_core.builtin.quota_rate",
     "coordinator_core.builtin.quota_concurrency",
     "coordinator_core.builtin.quota_fee",
+    "coordinator_core.builtin.hybrid",
     "coordinator_core.cli.core_commands",
     "coordinator_core.cli.quota_commands",
     "coordinator_core.cli.store_commands",
+    "coordinator_core.cli.demo",
 )
 
 

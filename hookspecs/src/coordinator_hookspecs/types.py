@@ -122,7 +122,9 @@ class ExecutionRequest:
     ``input`` is bytes for a WASM entry using the I/O ABI, or a mapping of input name to
     array for ONNX. ``args`` holds numeric arguments for a WASM entry that takes params.
     ``fee_limit``/``timeout`` of None take the configured defaults; the timeout is capped by
-    the configured maximum. ``parent_id``/``depth`` are set by the core for nested calls.
+    the configured maximum. ``parent_id``, ``parent_resource_id`` (the calling resource) and
+    ``depth`` are set by the core for nested calls only; a top-level request setting them is
+    refused.
     """
 
     resource_id: str
@@ -134,6 +136,7 @@ class ExecutionRequest:
     timeout: float | None = None
     parent_id: str | None = None
     depth: int = 0
+    parent_resource_id: str | None = None
 
 
 @attrs.frozen(slots=True)

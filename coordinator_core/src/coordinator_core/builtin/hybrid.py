@@ -173,49 +173,27 @@ class NestedAccessValidator:
     """``security-nested``: a nested execution's target must admit the calling contract.
 
     The caller of a nested request is the original caller (checked by ``security-access``
-    as for any request); this validator names the calling contract ``contract:<rid>`` and
+    as for any request); this validator names the calling contract ``contract:<rid>`` (the
+    core sets ``parent_resource_id`` on nested requests and refuses it on top-level ones) and
     applies the target's policy to it with the same rules: owner admitted, deny wins, public
     admits, a private target needs it on its allow list.
-
-    ``parent_id`` and ``depth`` are the core's to set; a client setting them could skip quota
-    (policies leave nested requests to their parent) or deepen nesting (negative depth). So a
-    request naming a parent that is not running, or a top-level one with a depth, is refused.
     """
-
-    def __init__(self) -> None:
-        self._status: Callable[[str], Any] | None = None
-
-    def bind(self, status: Callable[[str], Any]) -> None:
-        self._status = status
 
     def validate_execution(self, request: ExecutionRequest,
                            resource: ResourceInfo) -> Verdict | None:
-        parent_id = request.parent_id
-        if parent_id is None:
-            if request.depth == 0:
-                return None
-            return Verdict.reject(f"depth {request.depth!r} is set by the core for nested "
-                                  "executions only; a request must leave it at 0")
-        if self._status is None:
-            return Verdict.reject("nested execution refused: the validator is not bound to a "
-                                  "coordinator")
-        try:
-            parent = self._status(parent_id)
-        except CoordinatorError:
-            parent = None
-        if parent is None or parent.status is not Status.RUNNING or not parent.resource_id:
-            return Verdict.reject(f"nested execution refused: its parent {parent_id!r} is not "
-                                  "a running execution")
-        subject = CONTRACT_PREFIX + parent.resource_id
+        calling = request.parent_resource_id
+        if calling is None:
+            return None
+        subject = CONTRACT_PREFIX + calling
         policy = resource.policy
         if resource.owner and resource.owner == subject:
             return None
         if subject in policy.deny:
-            return Verdict.reject(f"calling contract {parent.resource_id} is on the deny list "
+            return Verdict.reject(f"calling contract {calling} is on the deny list "
                                   f"of resource {resource.id}")
         if policy.public or subject in policy.allow:
             return None
-        return Verdict.reject(f"calling contract {parent.resource_id} is not allowed to call "
+        return Verdict.reject(f"calling contract {calling} is not allowed to call "
                               f"private resource {resource.id} (add {subject!r} to its allow "
                               "list)")
 
@@ -240,10 +218,7 @@ def coordinator_register_validators(config: Any) -> list[ValidatorRecord]:
 
 @hookimpl
 def coordinator_startup(coordinator: Any) -> None:
-    """Bind this coordinator's host function and validator to its public lookups."""
+    """Bind this coordinator's host function to its resource lookup."""
     for record in coordinator.registry.host_functions:
         if record.name == HOST_FUNCTION and isinstance(record.func, ModelInfer):
             record.func.bind(coordinator.resource)
-    for vrecord in coordinator.registry.validators:
-        if vrecord.name == VALIDATOR and isinstance(vrecord.validator, NestedAccessValidator):
-            vrecord.validator.bind(coordinator.status)

@@ -22,7 +22,6 @@ from typing import Any, TextIO
 import coordinator_core
 from coordinator_core.cli import demo_summary, demo_workload
 from coordinator_core.cli.output import emit
-from coordinator_core.plugins import BUILTIN_PLUGINS
 from coordinator_hookspecs import (
     CliCommand,
     CoordinatorError,
@@ -32,7 +31,6 @@ from coordinator_hookspecs import (
 )
 
 REQUIRED = ("token.wat", "hybrid.wat", "risk_model.onnx")
-HYBRID_PLUGIN = "coordinator_core.builtin.hybrid"
 MIN_EXECUTIONS = 100
 
 
@@ -115,12 +113,10 @@ def _run(args: argparse.Namespace, _open_coordinator: Any) -> int:
 def _demo(args: argparse.Namespace, examples: Path, data_dir: Path, temporary: bool) -> int:
     from coordinator_core.coordinator import Coordinator
 
-    builtins = BUILTIN_PLUGINS if HYBRID_PLUGIN in BUILTIN_PLUGINS else (
-        *BUILTIN_PLUGINS, HYBRID_PLUGIN)
     recorder = demo_summary.StageRecorder()
     out = sys.stderr
     with Coordinator.open(args.config, data_dir=data_dir, overrides=demo_workload.OVERRIDES,
-                          plugins=[recorder], builtins=builtins) as coord:
+                          plugins=[recorder]) as coord:
         for kind in ("wasm", "onnx"):
             try:
                 coord.engine_for(kind)

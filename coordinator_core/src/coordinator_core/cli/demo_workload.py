@@ -23,13 +23,9 @@ from coordinator_hookspecs import AccessPolicy, ExecutionRequest, ExecutionResul
 TREASURY = "treasury"
 FRIENDS = ("alice", "bob", "carol")
 #: Config the demo runs with. Quota: dave may run 5 executions a second (burst 2), refused
-#: beyond. One worker: two executions of one contract running at once both read its committed
-#: state and both write absolute values, so one transfer's update is lost (measured: 400
-#: transfers on 2 workers lost 86 tokens); until the core serialises writers of a resource
-#: (or detects the conflict), a token ledger stays correct only on one worker, and the demo
-#: checks that its balances add up to the supply.
+#: beyond. The workers run in parallel; the core serialises executions of a contract holding
+#: ``storage`` from read to commit, and the demo checks its balances add up to the supply.
 OVERRIDES: dict[str, Any] = {
-    "coordinator": {"workers": 1},
     "quota-rate": {"callers": {"dave": {"rate": 5.0, "burst": 2, "mode": "reject"}}},
 }
 TOKEN_GRANTS = ("storage", "events")
