@@ -1,0 +1,115 @@
+"""Crash test through the whole pipeline: a child process runs a WASM contract through
+``Coordinator`` (real wasmtime engine, state processor, SQLite store) on three threads and is
+killed with SIGKILL at random moments. After each kill: integrity check, chain verified, and
+every execution the audit log calls succeeded has its state write and event, while failed
+ones (a trap after the write, fuel exhausted after the write) have none.
+
+The contract writes ``caller -> caller`` and emits ``caller`` as an event; every execution has
+its own caller, which the audit record carries, so the log alone says what must be present.
+The store-level crash test (``test_crash_store.py``) does the 30+ kills; this one adds the
+engine and the pipeline with fewer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import random
+import select
+import signal
+import threading
+import time
+from pathlib import Path
+
+import coordinator_engine_wasmtime.plugin as wasmtime_plugin
+from coordinator_core import Coordinator, ExecutionRequest
+from coordinator_core.plugins import BUILTIN_PLUGINS
+from coordinator_core.store import SqliteStore
+
+KILLS = 15
+
+CONTRACT = """
+(module
+  (import "env" "caller_len" (func $caller_len (result i32)))
+  (import "env" "caller_read" (func $caller_read (param i32)))
+  (import "env" "storage_set" (func $set (param i32 i32 i32 i32)))
+  (import "env" "emit_event" (func $event (param i32 i32)))
+  (memory (export "memory") 1)
+  (func $record
+    (local $n i32)
+    (local.set $n (call $caller_len))
+    (call $caller_read (i32.const 0))
+    (call $set (i32.const 0) (local.get $n) (i32.const 0) (local.get $n))
+    (call $event (i32.const 0) (local.get $n)))
+  (func (export "ok") (call $record))
+  (func (export "trap") (call $record) unreachable)
+  (func (export "burn") (call $record) (loop $forever (br $forever))))
+"""
+
+
+def child_main(data_dir: Path, round_no: int, ready_fd: int) -> None:
+    # Only the wasmtime plugin, imported before the fork: children start in milliseconds.
+    coord = Coordinator.open(data_dir=data_dir, plugins=[wasmtime_plugin], entry_points=False)
+    rid = coord.deploy(CONTRACT, "wasm", capabilities=["storage", "events"],
+                       source_format="wat")
+    rng = random.Random(round_no)
+
+    def worker(t: int) -> None:
+        for i in range(1_000_000):
+            roll = rng.random()
+            entry = "trap" if roll < 0.1 else "burn" if roll < 0.2 else "ok"
+            coord.execute(ExecutionRequest(resource_id=rid, caller=f"r{round_no}-t{t}-{i}",
+                                           entry=entry, fee_limit=200_000, timeout=2.0))
+
+    for t in range(3):
+        threading.Thread(target=worker, args=(t,), daemon=True).start()
+    os.write(ready_fd, b"r")
+    time.sleep(10)
+
+
+def check(data_dir: Path) -> tuple[int, int]:
+    store = SqliteStore(data_dir)
+    try:
+        assert store.integrity_check() == "ok"
+        report = store.verify()
+        assert report.ok, report
+        resources = store.list_resources()
+        if not resources:  # killed before the first deploy committed
+            return 0, 0
+        rid = resources[0].id
+        finals = {r.caller or "": r.status for r in store.audit_records()
+                  if r.record_kind == "execution"}
+        succeeded = {c for c, s in finals.items() if s == "succeeded"}
+        state = dict(store.state_items(rid))
+        assert {k.decode() for k in state} == succeeded, "state disagrees with the audit log"
+        assert all(k == v for k, v in state.items())
+        events = sorted(e["payload"].decode() for e in store.events(rid, limit=10**9))
+        assert events == sorted(succeeded)
+        return len(succeeded), len(finals) - len(succeeded)
+    finally:
+        store.close()
+
+
+def test_sigkill_through_the_coordinator(tmp_path: Path) -> None:
+    for module in BUILTIN_PLUGINS:  # import before forking so each child starts warm
+        importlib.import_module(module)
+    rng = random.Random(7)
+    totals = (0, 0)
+    for round_no in range(KILLS):
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            try:
+                os.close(read_fd)
+                child_main(tmp_path, round_no, write_fd)
+            finally:
+                os._exit(0)
+        os.close(write_fd)
+        select.select([read_fd], [], [], 20)
+        time.sleep(rng.uniform(0.01, 0.08))
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        os.close(read_fd)
+        totals = check(tmp_path)
+    assert totals[0] > 0 and totals[1] > 0
