@@ -14,9 +14,8 @@ or ``COORDINATOR_STORE__DURABILITY=full`` in the environment. See docs/storage.m
 
 from __future__ import annotations
 
-from coordinator_hookspecs import ConfigSection, hookimpl
-
 from coordinator_core.store import StoreSettings
+from coordinator_hookspecs import ConfigSection, hookimpl
 
 
 @hookimpl
