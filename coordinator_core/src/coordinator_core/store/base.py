@@ -105,10 +105,18 @@ class Store(Protocol):
     ) -> Finished:
         """Commit one finished execution: its effects (only if ``record.status`` is
         succeeded) and its final audit record, atomically, then return. ``record`` comes with
-        ``seq``/hashes unset; the store assigns them. Group commit may batch several callers
-        into one transaction, but each caller returns only after its own records are durable.
-        If a processor's ``prepare`` raises, every processor is rolled back, no effect is
-        written, a ``rollback`` record is added and the final record says failed."""
+        ``seq``/hashes unset; the store assigns them (and ``effect_digest`` if it is None).
+        Group commit may batch several callers into one transaction, but each caller returns
+        only after its own records are durable.
+
+        Effects go to every processor whose ``kinds`` contain their kind; an effect kind no
+        processor handles is a veto (``invalid_request``). If a processor's ``prepare`` raises,
+        the processors prepared so far (the failing one included) are rolled back, none of the
+        execution's writes stays, a ``rollback`` record is added and the final record says
+        failed, with the error kind of the raised ``CoordinatorError`` (``internal`` for any
+        other exception); that error is ``Finished.error``. A second final record for the same
+        execution id raises ``InvalidRequest``; a failed transaction raises ``InternalError``.
+        See docs/storage.md."""
         ...
 
     def append(self, record: AuditRecord) -> AuditRecord:
