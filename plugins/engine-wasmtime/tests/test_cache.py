@@ -67,7 +67,8 @@ def test_an_artifact_sealed_with_another_secret_is_ignored(harness_factory: Any,
     (ours / "wasmtime-cache").mkdir(parents=True)
     harness_factory(ours)  # creates this directory's secret
     (artifact,) = _artifacts(elsewhere)
-    (ours / "wasmtime-cache" / artifact.name).write_bytes(artifact.read_bytes())
+    for path in (artifact, artifact.with_suffix(".seal")):  # a complete, foreign pair
+        (ours / "wasmtime-cache" / path.name).write_bytes(path.read_bytes())
     local = harness_factory(ours)
     assert local.run(grow, entry="grow", args=[0]).output == [1]
     assert local.engine.cache_stats()["disk_loads"] == 0
@@ -107,3 +108,23 @@ def test_code_that_does_not_match_its_id_is_refused(harness_factory: Any) -> Non
     context.load_code = lambda: harness.engine.canonical_code("(module)", "wat")
     with pytest.raises(EngineError, match="does not match its sha256 id"):
         fresh.engine.execute(context)
+
+
+def test_an_artifact_others_can_write_is_never_loaded(harness_factory: Any,
+                                                      tmp_path: Path) -> None:
+    grow = harness_factory(tmp_path).deploy(GROW)
+    (artifact,) = _artifacts(tmp_path)
+    artifact.chmod(0o666)
+    second = harness_factory(tmp_path)
+    assert second.run(grow, entry="grow", args=[0]).output == [1]
+    assert second.engine.cache_stats()["disk_loads"] == 0
+
+
+def test_artifacts_are_sealed_private_files(harness_factory: Any, tmp_path: Path) -> None:
+    harness_factory(tmp_path).deploy(GROW)
+    cache = tmp_path / "wasmtime-cache"
+    assert cache.stat().st_mode & 0o777 == 0o700
+    (artifact,) = _artifacts(tmp_path)
+    for path in (artifact, artifact.with_suffix(".seal"), cache / "secret"):
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert artifact.read_bytes()[:4] == b"\x7fELF"  # wasmtime's bytes, mapped as they are

@@ -60,7 +60,16 @@ class WasmtimeEngine:
         if stack and stack < 4 * s.max_wasm_stack:
             logger.warning("thread stack size {} is small for max_wasm_stack {}; deep guest "
                            "recursion may crash", stack, s.max_wasm_stack)
-        self._engine, flags = _capi.make_engine(s.max_wasm_stack)
+        pool = None
+        if s.instance_pool_slots:
+            slots = s.instance_pool_slots
+            pool = {"total_memories": slots, "total_core_instances": slots,
+                    "total_tables": slots * s.max_tables, "max_tables_per_module": s.max_tables,
+                    "max_memories_per_module": 1, "max_memory_size": s.memory_limit_bytes,
+                    "table_elements": s.max_table_elements,
+                    "linear_memory_keep_resident": s.pool_keep_resident_bytes,
+                    "table_keep_resident": min(s.pool_keep_resident_bytes, 64 * 1024)}
+        self._engine, flags = _capi.make_engine(s.max_wasm_stack, pool)
         self.fingerprint = f"wasmtime {_capi.WASMTIME_VERSION};{flags}"
         artifacts = None
         if s.disk_cache and data_dir is not None:

@@ -70,14 +70,18 @@ class Invocation:
         self.stop: ErrorKind | None = None  # why the epoch callback interrupted
         self.resource_id = context.resource.id
         self.hosts = hosts  # the engine's host table, indexed by the trampoline's env
-        self.span: tuple[int, int] | None = None  # (base, size) of memory during one host call
+        self.span: tuple[int, int] | None = None  # (base, known size) of the guest memory
 
     # -- guest memory ------------------------------------------------------------------------
     def _memory(self) -> tuple[int, int]:
-        # Valid for one host call only (the trampoline resets it): the guest may grow memory.
-        span = self.span
-        if span is not None:
-            return span
+        """(base address, size) of the guest memory, asked from wasmtime.
+
+        Kept for the whole execution (``span``): the engine is configured so that memory
+        never moves, and memory never shrinks, so a kept size is a lower bound and ``_range``
+        asks again only when a range goes past it.
+        """
+        if not self.cx:
+            raise Trap("the execution is over: its guest memory is gone")
         mem = self.mem
         if not mem:
             slot = self.base + _capi.OFF_MEMORY
@@ -92,11 +96,13 @@ class Invocation:
     def _range(self, ptr: int, length: int, what: str) -> int:
         if ptr < 0 or length < 0:
             raise Trap(f"{what}: negative pointer or length (ptr={ptr}, len={length})")
-        base, size = self._memory()
-        if ptr + length > size:
-            raise Trap(f"{what}: range [{ptr}, {ptr + length}) is outside the guest memory "
-                       f"of {size} bytes")
-        return base + ptr
+        span = self.span
+        if span is None or ptr + length > span[1]:
+            span = self._memory()  # first use, or the guest may have grown its memory
+            if ptr + length > span[1]:
+                raise Trap(f"{what}: range [{ptr}, {ptr + length}) is outside the guest "
+                           f"memory of {span[1]} bytes")
+        return span[0] + ptr
 
     def read(self, ptr: int, length: int, what: str = "read") -> bytes:
         """``length`` bytes of guest memory at ``ptr`` (checked)."""
@@ -151,6 +157,8 @@ class Invocation:
         """Take pending host fees from the store's fuel; ``FeeExhausted`` when it runs out."""
         pending, self.pending = self.pending, 0
         cx, slot = self.cx, self.base + _capi.OFF_FUEL
+        if not cx:  # a host function kept `call` past its execution: nothing left to charge
+            raise Trap("the execution is over: no fee can be charged")
         _capi.get_fuel(cx, slot)
         left = ctypes.c_uint64.from_address(slot).value
         if pending > left:
@@ -160,7 +168,7 @@ class Invocation:
 
     def fee_remaining(self) -> int:
         """Fee left for the rest of this execution."""
-        if self.pending:
+        if self.pending or not self.cx:
             self.settle()
         slot = self.base + _capi.OFF_FUEL
         _capi.get_fuel(self.cx, slot)

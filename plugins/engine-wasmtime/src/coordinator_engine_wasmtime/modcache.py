@@ -93,15 +93,10 @@ class ModuleCache:
         """A module pointer for ``module_hash``: from a verified artifact, else compiled from
         ``wasm()`` under the time cap (and the artifact written)."""
         if self._artifacts is not None:
-            artifact = self._artifacts.load(module_hash)
-            if artifact is not None:
-                try:
-                    module = _capi.deserialize(self._engine, artifact)
-                except _capi.WasmError:
-                    pass  # e.g. written by another build: fall through and recompile
-                else:
-                    self.stats["disk_loads"] += 1
-                    return module
+            module = self._artifacts.deserialize(self._engine, module_hash)
+            if module is not None:
+                self.stats["disk_loads"] += 1
+                return module
         module = self._compile(wasm())
         self.stats["compiles"] += 1
         if self._artifacts is not None:

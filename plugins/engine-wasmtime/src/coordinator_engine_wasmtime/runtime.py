@@ -19,6 +19,7 @@ from coordinator_engine_wasmtime.invocation import SETTLE_AT, Invocation
 from coordinator_hookspecs import (
     Cancelled,
     CoordinatorError,
+    EngineError,
     ErrorKind,
     FeeExhausted,
     InternalError,
@@ -53,7 +54,6 @@ def _trampoline(env: int, _caller: int, raw: int, _nraw: int) -> int:
     try:
         func, unpack, size, write, fee, name = inv.hosts[env]
         inv.pending += fee
-        inv.span = None
         result = func(inv) if unpack is None else func(inv, *unpack(_string_at(raw, size)))
         if write is not None:
             write(raw, result)
@@ -116,7 +116,8 @@ def run(engine: int, pre: int, inv: Invocation, entry: bytes, args: bytes, nslot
         _capi.get_fuel(cx, base + _capi.OFF_FUEL)
         return error or 0, trap, _u64(base + _capi.OFF_FUEL).value
     finally:
-        inv.cx = 0
+        # A host function that kept `call` must not reach the freed store or its memory.
+        inv.cx, inv.span, inv.mem = 0, None, 0
         _capi.store_delete(store)
 
 
@@ -149,4 +150,8 @@ def failure(inv: Invocation, error: int, trap: int, fee_limit: int) -> Coordinat
         return Trap("stack overflow: the guest exceeded its call stack (wasmtime.max_wasm_stack)")
     if trap:
         return Trap(_cause(message))
-    return Trap(f"instantiation or call failed: {_cause(message)}")
+    cause = _cause(message)
+    if "maximum concurrent limit" in cause:  # the pooling allocator has no free slot
+        return EngineError(f"no free wasm instance slot: {cause} "
+                           "(wasmtime.instance_pool_slots)")
+    return Trap(f"instantiation or call failed: {cause}")

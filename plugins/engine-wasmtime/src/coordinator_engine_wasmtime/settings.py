@@ -77,6 +77,14 @@ class WasmtimeSettings:
     memory_limit_bytes: int = attrs.field(default=32 * MIB, validator=_positive)
     #: Stack wasm code may use, bytes (see ``MAX_WASM_STACK_CEILING``).
     max_wasm_stack: int = attrs.field(default=512 * KIB, validator=_stack)
+    #: Executions that may hold a wasm instance at the same time (nested ones included);
+    #: wasmtime's pooling allocator keeps that many memory slots warm. 0: map memory per
+    #: execution instead (slower, unbounded). One more concurrent execution fails with
+    #: ``engine_error`` naming this key.
+    instance_pool_slots: int = attrs.field(default=256, validator=_not_negative)
+    #: Bytes of a reused memory slot reset with memset instead of being unmapped (no page
+    #: faults for small contracts on the next use).
+    pool_keep_resident_bytes: int = attrs.field(default=1 * MIB, validator=_not_negative)
     #: Interval of the epoch ticker that drives deadlines and cancellation, seconds.
     epoch_tick: float = attrs.field(default=0.005, validator=_positive)
     #: Input bytes an execution may receive.
