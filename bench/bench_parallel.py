@@ -10,6 +10,7 @@ with 1 and 2 worker processes (and as many submitting threads) — and each work
 each of them in interleaved rounds (median kept), so machine noise hits all alike:
 
 - ``5 ms sha256``: a Python engine hashing a buffer sized for 5 ms (hashlib drops the GIL);
+- ``5 ms Python``: a Python loop of 5 ms (an engine that holds the GIL all along);
 - ``~30 us Python``: a Python engine spinning a short loop (holds the GIL: a short engine);
 - ``5 ms wasm loop`` and ``trivial wasm add``: real contracts, if the wasm engine is installed.
 
@@ -162,8 +163,11 @@ def _workloads(coord: Coordinator) -> dict[str, tuple[ExecutionRequest, int]]:
 
     size = _calibrate(direct("hash"), 0.005, 1 << 20)
     steps = _calibrate(direct("spin"), 0.00003, 1000)
+    long_steps = _calibrate(direct("spin"), 0.005, 100_000)
     out = {
         "5 ms sha256": (ExecutionRequest(burn, caller="bench", entry="hash", args=(size,)), 40),
+        "5 ms Python": (ExecutionRequest(burn, caller="bench", entry="spin",
+                                         args=(long_steps,)), 40),
         "~30 us Python": (ExecutionRequest(burn, caller="bench", entry="spin", args=(steps,)),
                           400),
     }
@@ -247,7 +251,7 @@ def run(table: Table) -> None:
 
 def _report(table: Table, medians: dict[tuple[str, ...], float], names: list[str]) -> None:
     for name in names:
-        long = name.startswith("5 ms")
+        long = name.startswith("5 ms") and "Python" not in name
         for executor, n in CONFIGS:
             table.add(SECTION, f"{name}: {executor}, {n} worker(s)",
                       medians[(name, executor, str(n))], "exec/s")
