@@ -3,6 +3,7 @@ committed effects, cancel through submit, and the module cache across a restart.
 
 from __future__ import annotations
 
+import re
 import struct
 import time
 from collections.abc import Iterator
@@ -168,3 +169,26 @@ def test_compiled_modules_survive_a_restart(tmp_path: Path) -> None:
         assert _run(second, rid).ok
         stats = second.engine_for("wasm").cache_stats()
         assert (stats["compiles"], stats["disk_loads"]) == (0, 1)
+
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "abi-wasm.md"
+
+
+def test_the_abi_document_lists_every_built_in_host_function(coord: Coordinator) -> None:
+    text = DOC.read_text()
+    rows = re.findall(r"^\| `(\w+)` \| `[^`]*` \| `(\w+)` \|", text, re.MULTILINE)
+    builtin = {name: record.capability for name, record in coord.engine_for("wasm").hosts.items()
+               if name != "model_infer"}  # documented in docs/hybrid.md
+    assert dict(rows) == builtin
+
+
+def test_the_token_example_of_the_abi_document_runs_as_documented(coord: Coordinator) -> None:
+    text = DOC.read_text()
+    (wat,) = re.findall(r"```wat\n(.*?)```", text, re.DOTALL)
+    (example,) = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    token = Path(coord.config.data_dir) / "token.wat"
+    token.write_text(wat)
+    # The example as written, with this test's coordinator and file instead of the defaults.
+    code = example.replace("with Coordinator.open() as coord:", "if True:")
+    code = code.replace('open("token.wat")', f"open({str(token)!r})")
+    exec(compile(code, str(DOC), "exec"), {"coord": coord})
