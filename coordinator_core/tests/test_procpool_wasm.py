@@ -1,6 +1,7 @@
-"""The process pool with the real WASM engine: the example token contract gives the same
+"""The process pool with the real engines. The example token contract gives the same
 results, state and events from a worker process as on threads — including storage reads
-through the worker's own read-only SQLite connection, traps, fee exhaustion and timeouts."""
+through the worker's own read-only SQLite connection, traps, fee exhaustion and timeouts —
+and the example ONNX model the same outputs, fee and input refusals."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from coordinator_core import Coordinator, ExecutionRequest, Status
 
-TOKEN = Path(__file__).resolve().parents[2] / "examples" / "token.wat"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+TOKEN = EXAMPLES / "token.wat"
 
 
 def amount_to(amount: int, name: str) -> bytes:
@@ -36,7 +39,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Coordinator
     pooled = Coordinator.open(
         data_dir=tmp_path_factory.mktemp("wasm-pooled"),
         overrides={"dispatch": {"executor": "processes", "processes": 1,
-                                "process_engines": ["wasmtime"]}})
+                                "process_engines": ["wasmtime", "onnxruntime"]}})
     threaded = Coordinator.open(data_dir=tmp_path_factory.mktemp("wasm-threaded"))
     with pooled, threaded:
         yield pooled, threaded
@@ -62,3 +65,20 @@ def test_token_contract_same_results_in_a_worker(pair: tuple[Coordinator, Coordi
     assert [e["payload"] for e in pooled.events(rids[0])] == [
         e["payload"] for e in threaded.events(rids[0])]
     assert pooled.metrics()["engines"]["wasmtime"]["workers"]["restarts"] == 0
+
+
+def test_onnx_model_same_results_in_a_worker(pair: tuple[Coordinator, Coordinator]) -> None:
+    assert pair[0].metrics()["engines"]["onnxruntime"]["executor"] == "processes"
+    rids = [c.deploy((EXAMPLES / "risk_model.onnx").read_bytes(), "onnx") for c in pair]
+    model = rids[0]
+    assert rids[1] == model
+    good = {"x": np.array([[0.5, 0.2, 1.0], [3.0, 0.9, 0.0]], dtype=np.float32)}
+    bad = {"x": np.array([[0.5]], dtype=np.float32)}  # wrong shape: refused by the engine
+    for inputs in (good, bad):
+        p, t = (c.execute(ExecutionRequest(resource_id=model, input=inputs)) for c in pair)
+        assert (p.status, p.fee_used) == (t.status, t.fee_used)
+        assert (p.error.kind if p.error else None) == (t.error.kind if t.error else None)
+        if p.ok:
+            assert p.output.keys() == t.output.keys()
+            for name in p.output:
+                np.testing.assert_array_equal(p.output[name], t.output[name])
