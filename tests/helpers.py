@@ -55,3 +55,30 @@ def cli_json(*args: str, data_dir: Path, **kw: Any) -> tuple[int, Any]:
         raise AssertionError(
             f"not JSON (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
         ) from None
+
+
+class FdReady:
+    """``ready.set()`` for a child started as a plain subprocess: one byte on a pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def set(self) -> None:
+        os.write(self.fd, b"r")
+
+
+def start_killable_child(target: Any, *args: Any) -> tuple[Any, Any]:
+    """Start ``target(*args, ready)`` in a child forked by multiprocessing's fork server.
+
+    The fork server is a single-threaded process, so its children never inherit a lock held
+    by one of the test process's threads (a plain ``os.fork`` of pytest can deadlock), and
+    forking from it is much faster than a fresh interpreter. Returns (process, ready event).
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["coordinator_core.coordinator", "coordinator_engine_wasmtime"])
+    ready = ctx.Event()
+    process = ctx.Process(target=target, args=(*args, ready), daemon=True)
+    process.start()
+    return process, ready

@@ -12,19 +12,17 @@ engine and the pipeline with fewer.
 
 from __future__ import annotations
 
-import importlib
-import os
 import random
-import select
 import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import coordinator_engine_wasmtime.plugin as wasmtime_plugin
 from coordinator_core import Coordinator, ExecutionRequest
-from coordinator_core.plugins import BUILTIN_PLUGINS
 from coordinator_core.store import SqliteStore
+from tests.helpers import start_killable_child
 
 KILLS = 15
 
@@ -47,8 +45,8 @@ CONTRACT = """
 """
 
 
-def child_main(data_dir: Path, round_no: int, ready_fd: int) -> None:
-    # Only the wasmtime plugin, imported before the fork: children start in milliseconds.
+def child_main(data_dir: Path, round_no: int, ready: Any) -> None:
+    # Only the wasmtime plugin, preloaded by the fork server: children start in milliseconds.
     coord = Coordinator.open(data_dir=data_dir, plugins=[wasmtime_plugin], entry_points=False)
     rid = coord.deploy(CONTRACT, "wasm", capabilities=["storage", "events"],
                        source_format="wat")
@@ -63,7 +61,7 @@ def child_main(data_dir: Path, round_no: int, ready_fd: int) -> None:
 
     for t in range(3):
         threading.Thread(target=worker, args=(t,), daemon=True).start()
-    os.write(ready_fd, b"r")
+    ready.set()
     time.sleep(10)
 
 
@@ -91,25 +89,14 @@ def check(data_dir: Path) -> tuple[int, int]:
 
 
 def test_sigkill_through_the_coordinator(tmp_path: Path) -> None:
-    for module in BUILTIN_PLUGINS:  # import before forking so each child starts warm
-        importlib.import_module(module)
     rng = random.Random(7)
     totals = (0, 0)
     for round_no in range(KILLS):
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: never returns into pytest
-            try:
-                os.close(read_fd)
-                child_main(tmp_path, round_no, write_fd)
-            finally:
-                os._exit(0)
-        os.close(write_fd)
-        select.select([read_fd], [], [], 20)
+        child, ready = start_killable_child(child_main, tmp_path, round_no)
+        ready.wait(20)
         time.sleep(rng.uniform(0.01, 0.08))
-        os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-        os.close(read_fd)
+        child.kill()
+        child.join(10)
+        assert child.exitcode == -signal.SIGKILL
         totals = check(tmp_path)
     assert totals[0] > 0 and totals[1] > 0

@@ -3,9 +3,10 @@ loop and is killed with SIGKILL at random moments, 30+ times. After every kill t
 passes ``PRAGMA integrity_check``, the audit chain verifies, every execution the audit log
 calls succeeded has all of its writes, and no other execution has any.
 
-Most children are forked from the test process (already imported: a few ms to start, so 30
-kills take seconds); one is a fresh interpreter running this file as a script, so the test
-also covers a process that shares nothing with the parent.
+Most children are forked by multiprocessing's fork server (single-threaded, so a child never
+inherits a lock held by a test-process thread; a few ms to start, so 30 kills take seconds);
+one is a fresh interpreter running this file as a script, so the test also covers a process
+that shares nothing with the parent.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from coordinator_core.builtin.state_processor import KINDS, StateProcessor
 from coordinator_core.store import BoundProcessor, SqliteStore
 from coordinator_hookspecs import AuditRecord, Effect, InvalidRequest, ResourceInfo
+from tests.helpers import FdReady, start_killable_child
 
 KILLS = 32
 WRITES = 3  # state keys per execution
@@ -46,7 +48,7 @@ PROCESSORS = (BoundProcessor("state", StateProcessor(), KINDS),
               BoundProcessor("veto", Veto(), frozenset({"veto"})))
 
 
-def child_main(data_dir: str, round_no: int, durability: str, ready_fd: int) -> None:
+def child_main(data_dir: str, round_no: int, durability: str, ready: Any) -> None:
     """Run executions on three threads until killed (or 10 s, as a safety net)."""
     store = SqliteStore(data_dir, durability=durability)
     rng = random.Random(round_no)
@@ -73,7 +75,7 @@ def child_main(data_dir: str, round_no: int, durability: str, ready_fd: int) -> 
     threads = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(3)]
     for thread in threads:
         thread.start()
-    os.write(ready_fd, b"r")
+    ready.set()
     time.sleep(10)
 
 
@@ -121,19 +123,6 @@ def check(data_dir: Path, seen: Seen) -> tuple[int, int]:
         store.close()
 
 
-def _fork_child(data_dir: Path, round_no: int, durability: str) -> tuple[Any, int]:
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        try:
-            os.close(read_fd)
-            child_main(str(data_dir), round_no, durability, write_fd)
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    return pid, read_fd
-
-
 def _spawn_child(data_dir: Path, round_no: int, durability: str) -> tuple[Any, int]:
     read_fd, write_fd = os.pipe()
     proc = subprocess.Popen([sys.executable, __file__, str(data_dir), str(round_no), durability,
@@ -149,24 +138,29 @@ def test_sigkill_never_breaks_state_or_audit(tmp_path: Path) -> None:
     for round_no in range(KILLS):
         durability = "full" if round_no % 4 == 3 else "normal"
         fresh = round_no == KILLS // 2
-        child, read_fd = (_spawn_child if fresh else _fork_child)(tmp_path, round_no,
-                                                                   durability)
-        pid = child.pid if fresh else child
+        if fresh:
+            proc, read_fd = _spawn_child(tmp_path, round_no, durability)
+        else:
+            child, ready = start_killable_child(child_main, str(tmp_path), round_no, durability)
         # Mostly kill while executions run; sometimes while the store is still opening.
         if rng.random() < 0.85:
-            select.select([read_fd], [], [], 10)
+            if fresh:
+                select.select([read_fd], [], [], 10)
+            else:
+                ready.wait(10)
         time.sleep(rng.uniform(0.0, 0.03))
-        os.kill(pid, signal.SIGKILL)
         if fresh:
-            child.wait()
+            proc.kill()
+            proc.wait()
+            os.close(read_fd)
         else:
-            _, status = os.waitpid(pid, 0)
-            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-        os.close(read_fd)
+            child.kill()
+            child.join(10)
+            assert child.exitcode == -signal.SIGKILL
         succeeded, other = check(tmp_path, seen)
         totals = [succeeded, other]
     assert totals[0] > 0 and totals[1] > 0  # the children really committed work
 
 
 if __name__ == "__main__":
-    child_main(sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
+    child_main(sys.argv[1], int(sys.argv[2]), sys.argv[3], FdReady(int(sys.argv[4])))
