@@ -26,11 +26,18 @@ from coordinator_engine_wasmtime.policy import (
     SOURCE,
     check_limits,
     describe,
+    entries_from_meta,
     required_capabilities,
 )
 from coordinator_engine_wasmtime.settings import WasmtimeSettings
 from coordinator_engine_wasmtime.ticker import EpochTicker
-from coordinator_engine_wasmtime.values import host_params, host_results, pack_args, results_reader
+from coordinator_engine_wasmtime.values import (
+    host_params,
+    host_results,
+    input_bytes,
+    pack_args,
+    results_reader,
+)
 from coordinator_engine_wasmtime.wasmbin import read_module
 from coordinator_hookspecs import (
     Cancelled,
@@ -46,7 +53,6 @@ from coordinator_hookspecs import (
     Timeout,
 )
 
-Signature = tuple[tuple[str, ...], tuple[str, ...]]
 MAX_FUEL = (1 << 63) - 1
 
 
@@ -60,16 +66,7 @@ class WasmtimeEngine:
         if stack and stack < 4 * s.max_wasm_stack:
             logger.warning("thread stack size {} is small for max_wasm_stack {}; deep guest "
                            "recursion may crash", stack, s.max_wasm_stack)
-        pool = None
-        if s.instance_pool_slots:
-            slots = s.instance_pool_slots
-            pool = {"total_memories": slots, "total_core_instances": slots,
-                    "total_tables": slots * s.max_tables, "max_tables_per_module": s.max_tables,
-                    "max_memories_per_module": 1, "max_memory_size": s.memory_limit_bytes,
-                    "table_elements": s.max_table_elements,
-                    "linear_memory_keep_resident": s.pool_keep_resident_bytes,
-                    "table_keep_resident": min(s.pool_keep_resident_bytes, 64 * 1024)}
-        self._engine, flags = _capi.make_engine(s.max_wasm_stack, pool)
+        self._engine, flags = _capi.make_engine(s.max_wasm_stack, s.pool_spec())
         self.fingerprint = f"wasmtime {_capi.WASMTIME_VERSION};{flags}"
         artifacts = None
         if s.disk_cache and data_dir is not None:
@@ -180,7 +177,7 @@ class WasmtimeEngine:
             args = b""
         else:
             args = pack_args(name, params, req.args)
-        data = self._input(req.input)
+        data = input_bytes(req.input, self.settings.max_input_bytes)
         fee_limit = ctx.fee_limit
         if not isinstance(fee_limit, int) or fee_limit < 0:
             raise InvalidRequest(f"fee_limit must be a non-negative int, got {fee_limit!r}")
@@ -221,21 +218,6 @@ class WasmtimeEngine:
             output = self._reader(results)(inv.base + _capi.OFF_RAW)
         return EngineResult(output=output, fee_used=total, effects=tuple(inv.effects))
 
-    def _input(self, value: Any) -> bytes:
-        if value is None:
-            return b""
-        if isinstance(value, str):
-            value = value.encode()
-        elif isinstance(value, (bytearray, memoryview)):
-            value = bytes(value)
-        elif not isinstance(value, bytes):
-            raise InvalidRequest(f"input of a wasm execution must be bytes, got "
-                                 f"{type(value).__name__}")
-        if len(value) > self.settings.max_input_bytes:
-            raise InvalidRequest(f"input of {len(value)} bytes exceeds "
-                                 f"{self.settings.max_input_bytes} (wasmtime.max_input_bytes)")
-        return value
-
     def _reader(self, results: tuple[str, ...]) -> Callable[[int], list[Any]]:
         reader = self._readers.get(results)
         if reader is None:
@@ -262,7 +244,7 @@ class WasmtimeEngine:
 
             module = self._cache.load_module(module_hash, checked_code)
             try:
-                entries, required = _from_meta(meta, self.hosts)
+                entries, required = entries_from_meta(meta)
                 if entries is None:
                     shape = seen.get("shape") or read_module(checked_code())
                     entries = {e.name: shape.func_type(e.index)
@@ -305,16 +287,3 @@ class WasmtimeEngine:
         # abandoned compile thread still uses our handle, so it is then left to the process.
         if not self._cache.runaway:
             _capi.engine_delete(self._engine)
-
-
-def _from_meta(meta: Mapping[str, Any] | None, hosts: Mapping[str, HostFunctionRecord]
-               ) -> tuple[dict[str, Signature] | None, frozenset[str]]:
-    """Entry signatures and capabilities from deploy-time metadata (no re-parse), or None."""
-    try:
-        exports = (meta or {})["exports"]
-        entries = {e["name"]: (tuple(e["params"]), tuple(e["results"]))
-                   for e in exports if e["kind"] == "func"}
-        required = frozenset((meta or {})["required_capabilities"])
-    except (KeyError, TypeError):
-        return None, frozenset()
-    return entries, required

@@ -129,3 +129,18 @@ def describe(shape: ModuleShape, hosts: Mapping[str, HostFunctionRecord]) -> dic
         "memory_pages": shape.memories[0][0] if shape.memories else 0,
         "has_start": shape.has_start,
     }
+
+
+def entries_from_meta(meta: Mapping[str, Any] | None
+                      ) -> tuple[dict[str, tuple[tuple[str, ...], tuple[str, ...]]] | None,
+                                 frozenset[str]]:
+    """Entry signatures and required capabilities from ``describe``'s metadata (no
+    re-parse of the code), or (None, empty) when the metadata lacks them."""
+    try:
+        exports = (meta or {})["exports"]
+        entries = {e["name"]: (tuple(e["params"]), tuple(e["results"]))
+                   for e in exports if e["kind"] == "func"}
+        required = frozenset((meta or {})["required_capabilities"])
+    except (KeyError, TypeError):
+        return None, frozenset()
+    return entries, required

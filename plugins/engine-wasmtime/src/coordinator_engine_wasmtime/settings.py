@@ -119,3 +119,15 @@ class WasmtimeSettings:
     disk_cache: bool = True
     #: Disk budget of those artifacts, bytes (oldest removed first).
     disk_cache_max_bytes: int = attrs.field(default=512 * MIB, validator=_positive)
+
+    def pool_spec(self) -> dict[str, int] | None:
+        """Settings of wasmtime's pooling allocator (``_capi.make_engine``), None if off."""
+        slots = self.instance_pool_slots
+        if not slots:
+            return None
+        return {"total_memories": slots, "total_core_instances": slots,
+                "total_tables": slots * self.max_tables, "max_tables_per_module": self.max_tables,
+                "max_memories_per_module": 1, "max_memory_size": self.memory_limit_bytes,
+                "table_elements": self.max_table_elements,
+                "linear_memory_keep_resident": self.pool_keep_resident_bytes,
+                "table_keep_resident": min(self.pool_keep_resident_bytes, 64 * KIB)}

@@ -91,3 +91,20 @@ def host_results(results: Sequence[str]) -> Callable[[int, Any], None] | None:
             setter(address + offset).value = value
 
     return write_many
+
+
+def input_bytes(value: Any, limit: int) -> bytes:
+    """An execution's input as bytes (``str`` as UTF-8); ``InvalidRequest`` otherwise."""
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        value = value.encode()
+    elif isinstance(value, (bytearray, memoryview)):
+        value = bytes(value)
+    elif not isinstance(value, bytes):
+        raise InvalidRequest(f"input of a wasm execution must be bytes, got "
+                             f"{type(value).__name__}")
+    if len(value) > limit:
+        raise InvalidRequest(f"input of {len(value)} bytes exceeds {limit} "
+                             "(wasmtime.max_input_bytes)")
+    return value
