@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from coordinator_core.config import load_config
-from coordinator_engine_onnxruntime import ModelPolicyValidator, OnnxConfig, OnnxEngine, plugin
+from coordinator_engine_onnxruntime import OnnxConfig, OnnxEngine, plugin
+from coordinator_engine_onnxruntime.lazy import LazyEngine, LazyModelPolicy
 from coordinator_hookspecs import InvalidRequest
 
 
@@ -23,10 +24,23 @@ def test_records(tmp_path: Path) -> None:
     (engine,) = plugin.coordinator_register_engines(config)
     assert engine.name == "onnxruntime" and engine.resource_types == {"onnx"}
     assert engine.features == {"cancel", "deadline", "batching"}
-    assert isinstance(engine.engine, OnnxEngine)
+    assert isinstance(engine.engine, LazyEngine)
+    assert engine.engine._engine is None  # nothing heavy is built at registration
+    assert isinstance(engine.engine._real(), OnnxEngine)
     (validator,) = plugin.coordinator_register_validators(config)
-    assert isinstance(validator.validator, ModelPolicyValidator)
+    assert isinstance(validator.validator, LazyModelPolicy)
     assert validator.applies_to == {"onnx"}
+
+
+def test_registration_imports_no_heavy_module(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    probe = ("import sys, coordinator_engine_onnxruntime.plugin as p; "
+             "print(sorted(m for m in ('onnx', 'onnxruntime', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out.strip() == "[]"
 
 
 def test_section_defaults_and_overrides(tmp_path: Path) -> None:
@@ -39,7 +53,7 @@ def test_section_defaults_and_overrides(tmp_path: Path) -> None:
                      allow_external_data=True).section("onnxruntime")
     assert custom.allowed_domains == {"ai.onnx", "custom"}
     (engine,) = plugin.coordinator_register_engines(_config(tmp_path, allow_external_data=True))
-    assert engine.engine.external_dir == tmp_path / "onnx-external"
+    assert engine.engine._real().external_dir == tmp_path / "onnx-external"
 
 
 def test_bad_section_is_refused(tmp_path: Path) -> None:

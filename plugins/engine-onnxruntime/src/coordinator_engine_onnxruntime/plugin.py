@@ -2,7 +2,7 @@
 
 Registers the ``[onnxruntime]`` config section, the ``onnxruntime`` engine for resource type
 ``onnx`` and the ``onnx-model-policy`` deploy validator. Each coordinator gets its own engine
-and validator, built from its own config (no module-level state).
+and validator, built from its own config (no module-level state), on first use (lazy.py).
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator_engine_onnxruntime.config import OnnxConfig
-from coordinator_engine_onnxruntime.engine import OnnxEngine
-from coordinator_engine_onnxruntime.policy import ModelPolicyValidator
+from coordinator_engine_onnxruntime.lazy import LazyEngine, LazyModelPolicy
 from coordinator_hookspecs import ConfigSection, EngineRecord, ValidatorRecord, hookimpl
 
 SECTION = "onnxruntime"
@@ -37,7 +36,7 @@ def coordinator_register_engines(config: Any) -> list[EngineRecord]:
     return [
         EngineRecord(
             name="onnxruntime",
-            engine=OnnxEngine(cfg, external_dir),
+            engine=LazyEngine(cfg, external_dir),
             resource_types={"onnx"},
             features={"cancel", "deadline", "batching"},
         )
@@ -52,7 +51,7 @@ def coordinator_register_validators(config: Any) -> list[ValidatorRecord]:
     return [
         ValidatorRecord(
             name="onnx-model-policy",
-            validator=ModelPolicyValidator(cfg, external_dir),
+            validator=LazyModelPolicy(cfg, external_dir),
             priority=10,
             applies_to={"onnx"},
         )
