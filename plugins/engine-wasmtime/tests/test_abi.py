@@ -7,7 +7,18 @@ from typing import Any
 
 import pytest
 
-from coordinator_hookspecs import Effect, EffectKind, FeeExhausted, InvalidRequest, Trap
+from coordinator_engine_wasmtime.abi import builtin_host_functions
+from coordinator_engine_wasmtime.settings import WasmtimeSettings
+from coordinator_hookspecs import (
+    Effect,
+    EffectKind,
+    ExecutionResult,
+    FeeExhausted,
+    HostFunctionRecord,
+    InvalidRequest,
+    Status,
+    Trap,
+)
 
 ECHO = """(module {io}
   (memory (export "memory") 1)
@@ -221,3 +232,37 @@ def test_a_start_function_is_metered_too(harness: Any) -> None:
       (func (export "main")))""")
     error = harness.fail(spinner, fee_limit=50_000)
     assert isinstance(error, FeeExhausted) and error.fee_used == 50_000
+
+
+def test_a_host_function_may_run_a_nested_execution_on_the_same_thread(harness: Any) -> None:
+    def relay(call: Any, ptr: int, length: int) -> int:
+        data = call.read(ptr, length)
+        nested = call.context.invoke(data)  # runs `inner` through this same engine
+        call.charge(nested.fee_used)
+        call.write(ptr, nested.output[::-1])
+        return len(nested.output)
+
+    records = builtin_host_functions(WasmtimeSettings())
+    records.append(HostFunctionRecord(name="relay", capability="nest", func=relay,
+                                      params=("i32", "i32"), results=("i32",)))
+    harness.engine.bind_host_functions(records)
+    inner = harness.deploy(_wat(ECHO, harness))
+    outer = harness.deploy(_wat("""(module {io}
+      (import "env" "relay" (func $relay (param i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "main") (local $n i32)
+        (call $input_read (i32.const 0))
+        (local.set $n (call $relay (i32.const 0) (call $input_len)))
+        (call $output_write (i32.const 0) (local.get $n))))""", harness), "nest")
+
+    def invoke(data: bytes) -> Any:
+        result = harness.run(inner, input=data)
+        return ExecutionResult(execution_id="t2", status=Status.SUCCEEDED,
+                               resource_id=inner.resource.id, caller="alice",
+                               output=result.output, fee_used=result.fee_used)
+
+    context = harness.context(outer, input=b"stressed")
+    context.invoke = invoke
+    result = harness.engine.execute(context)
+    assert result.output == b"desserts"
+    assert result.fee_used > harness.run(inner, input=b"stressed").fee_used

@@ -185,3 +185,13 @@ def test_running_out_of_instance_slots_is_an_engine_error(harness_factory: Any) 
     assert "wasmtime.instance_pool_slots" in error.message
     assert isinstance(errors[0], Cancelled)
     assert harness.run(grow, entry="grow", args=[0]).output == [1]  # the slot is free again
+
+
+def test_a_looping_start_function_times_out_too(harness: Any) -> None:
+    spinner = harness.deploy("""(module
+      (func $spin (loop $l (br $l)))
+      (start $spin)
+      (func (export "main")))""")
+    started = time.monotonic()
+    error = harness.fail(spinner, fee_limit=10**15, timeout=0.2)
+    assert isinstance(error, Timeout) and time.monotonic() - started < 0.5

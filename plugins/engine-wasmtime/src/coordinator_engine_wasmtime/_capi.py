@@ -277,14 +277,17 @@ def instantiate_pre(linker: int, module: int) -> int:
 # -- stores, instances, calls (the hot path: module-level names, plain int arguments) ------
 store_new = _quick("wasmtime_store_new", P, P, P, P)
 store_context = _quick("wasmtime_store_context", P, P)
-store_delete = _fn("wasmtime_store_delete", None, P)
+store_delete = _quick("wasmtime_store_delete", None, P)
 store_limiter = _quick("wasmtime_store_limiter", None, P, c_int64, c_int64, c_int64, c_int64,
                     c_int64)
 set_fuel = _quick("wasmtime_context_set_fuel", P, P, c_uint64)
 get_fuel = _quick("wasmtime_context_get_fuel", P, P, P)
 set_epoch_deadline = _quick("wasmtime_context_set_epoch_deadline", None, P, c_uint64)
 set_epoch_callback = _quick("wasmtime_store_epoch_deadline_callback", None, P, EPOCH_CALLBACK, P, P)
+#: Instantiation runs the module's start function (guest code) if it has one: only then must
+#: it release the GIL; without one it is short and the GIL round trip is saved.
 pre_instantiate = _fn("wasmtime_instance_pre_instantiate", P, P, P, P, P)
+pre_instantiate_quick = _quick("wasmtime_instance_pre_instantiate", P, P, P, P, P)
 export_get = _quick("wasmtime_instance_export_get", c_bool, P, P, c_char_p, c_size_t, P)
 call_unchecked = _fn("wasmtime_func_call_unchecked", P, P, P, P, c_size_t, P)
 memory_data = _quick("wasmtime_memory_data", c_size_t, P, P)

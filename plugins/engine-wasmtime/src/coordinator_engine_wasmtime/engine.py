@@ -196,8 +196,8 @@ class WasmtimeEngine:
         runtime.set_current(inv)
         self._ticker.enter()
         try:
-            error, trap, left = runtime.run(self._engine, cm.pre, inv, name.encode(), args,
-                                            nslots, fee_limit, self._limits)
+            error, trap, left = runtime.run(self._engine, cm.pre, cm.has_start, inv,
+                                            name.encode(), args, nslots, fee_limit, self._limits)
         finally:
             self._ticker.leave()
             runtime.set_current(previous)
@@ -244,12 +244,13 @@ class WasmtimeEngine:
 
             module = self._cache.load_module(module_hash, checked_code)
             try:
-                entries, required = entries_from_meta(meta)
-                if entries is None:
+                known = entries_from_meta(meta)
+                if known is None:
                     shape = seen.get("shape") or read_module(checked_code())
-                    entries = {e.name: shape.func_type(e.index)
-                               for e in shape.exports if e.kind == "func"}
-                    required = required_capabilities(shape, self.hosts)
+                    known = ({e.name: shape.func_type(e.index)
+                              for e in shape.exports if e.kind == "func"},
+                             required_capabilities(shape, self.hosts), shape.has_start)
+                entries, required, has_start = known
                 try:
                     pre = _capi.instantiate_pre(self._linker, module)
                 except _capi.WasmError as exc:
@@ -259,7 +260,8 @@ class WasmtimeEngine:
             except BaseException:
                 _capi.module_delete(module)
                 raise
-            cm = CompiledModule(module_hash, module, pre, entries, required - ALWAYS_GRANTED)
+            cm = CompiledModule(module_hash, module, pre, entries, required - ALWAYS_GRANTED,
+                                has_start)
             self._cache.put(cm)
             return cm
 

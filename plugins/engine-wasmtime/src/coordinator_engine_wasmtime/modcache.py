@@ -27,11 +27,12 @@ class CompiledModule:
     run, so eviction never frees a module in use).
     """
 
-    __slots__ = ("__weakref__", "entries", "module", "module_hash", "pre", "required")
+    __slots__ = ("__weakref__", "entries", "has_start", "module", "module_hash", "pre",
+                 "required")
 
     def __init__(self, module_hash: str, module: int, pre: int,
                  entries: dict[str, tuple[tuple[str, ...], tuple[str, ...]]],
-                 required: frozenset[str]) -> None:
+                 required: frozenset[str], has_start: bool) -> None:
         self.module_hash = module_hash
         self.module = module
         self.pre = pre
@@ -39,6 +40,8 @@ class CompiledModule:
         self.entries = entries
         #: capabilities beyond ``io`` that the imports need
         self.required = required
+        #: instantiation runs guest code (a start function)
+        self.has_start = has_start
 
     def __del__(self) -> None:
         if self.pre:

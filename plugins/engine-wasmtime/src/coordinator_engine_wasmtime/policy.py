@@ -132,15 +132,15 @@ def describe(shape: ModuleShape, hosts: Mapping[str, HostFunctionRecord]) -> dic
 
 
 def entries_from_meta(meta: Mapping[str, Any] | None
-                      ) -> tuple[dict[str, tuple[tuple[str, ...], tuple[str, ...]]] | None,
-                                 frozenset[str]]:
-    """Entry signatures and required capabilities from ``describe``'s metadata (no
-    re-parse of the code), or (None, empty) when the metadata lacks them."""
+                      ) -> tuple[dict[str, tuple[tuple[str, ...], tuple[str, ...]]],
+                                 frozenset[str], bool] | None:
+    """(entry signatures, required capabilities, has a start function) from ``describe``'s
+    metadata, without re-parsing the code; None when the metadata lacks them."""
     try:
         exports = (meta or {})["exports"]
         entries = {e["name"]: (tuple(e["params"]), tuple(e["results"]))
                    for e in exports if e["kind"] == "func"}
-        required = frozenset((meta or {})["required_capabilities"])
+        return (entries, frozenset((meta or {})["required_capabilities"]),
+                bool((meta or {})["has_start"]))
     except (KeyError, TypeError):
-        return None, frozenset()
-    return entries, required
+        return None

@@ -85,13 +85,15 @@ def _on_epoch(_cx: int, _env: int, delta: int, kind: int) -> int:
     return int(_capi.error_new(f"execution interrupted: {reason.value}".encode()))
 
 
-def run(engine: int, pre: int, inv: Invocation, entry: bytes, args: bytes, nslots: int,
-        fee_limit: int, limits: tuple[int, int, int, int, int]) -> tuple[int, int, int]:
+def run(engine: int, pre: int, has_start: bool, inv: Invocation, entry: bytes, args: bytes,
+        nslots: int, fee_limit: int, limits: tuple[int, int, int, int, int]
+        ) -> tuple[int, int, int]:
     """Instantiate ``pre`` on a fresh store and call ``entry``.
 
     Returns (error pointer, trap pointer, fuel left); both pointers 0 on success. The results
     are left in the scratch buffer's raw slots.
     """
+    instantiate = _capi.pre_instantiate if has_start else _capi.pre_instantiate_quick
     base = inv.base
     store = _capi.store_new(engine, None, None)
     try:
@@ -101,7 +103,7 @@ def run(engine: int, pre: int, inv: Invocation, entry: bytes, args: bytes, nslot
         _capi.set_epoch_deadline(cx, 1)
         _capi.set_epoch_callback(store, _on_epoch, None, None)
         trap_slot = base + _capi.OFF_TRAP
-        error = _capi.pre_instantiate(pre, cx, base, trap_slot)
+        error = instantiate(pre, cx, base, trap_slot)
         trap = _u64(trap_slot).value
         if not error and not trap:
             func = base + _capi.OFF_FUNC
