@@ -49,7 +49,10 @@ class PooledEngine:
             close()
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["inner"], name)
+        inner = self.__dict__.get("inner")
+        if inner is None:  # not initialised (copy, unpickling): no delegation yet
+            raise AttributeError(name)
+        return getattr(inner, name)
 
 
 def install_process_pool(coordinator: Any, settings: Any) -> tuple[str, ...]:
