@@ -128,3 +128,11 @@ def test_artifacts_are_sealed_private_files(harness_factory: Any, tmp_path: Path
     for path in (artifact, artifact.with_suffix(".seal"), cache / "secret"):
         assert path.stat().st_mode & 0o777 == 0o600
     assert artifact.read_bytes()[:4] == b"\x7fELF"  # wasmtime's bytes, mapped as they are
+
+
+def test_the_in_memory_data_dir_writes_nothing(harness_factory: Any, tmp_path: Path,
+                                               monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    harness = harness_factory(Path(":memory:"))
+    harness.deploy(GROW)
+    assert list(tmp_path.iterdir()) == []

@@ -69,7 +69,8 @@ class WasmtimeEngine:
         self._engine, flags = _capi.make_engine(s.max_wasm_stack, s.pool_spec())
         self.fingerprint = f"wasmtime {_capi.WASMTIME_VERSION};{flags}"
         artifacts = None
-        if s.disk_cache and data_dir is not None:
+        # ":memory:" is the core's data dir of a coordinator that keeps nothing on disk.
+        if s.disk_cache and data_dir is not None and str(data_dir) != ":memory:":
             artifacts = ArtifactStore(Path(data_dir) / "wasmtime-cache", self.fingerprint,
                                       s.disk_cache_max_bytes)
         self._cache = ModuleCache(self._engine, artifacts, s.memory_cache_entries,
