@@ -13,62 +13,112 @@ Names follow the Prometheus conventions (base units, ``_total`` for counters):
   ``coordinator_engine_capacity{engine}``, ``coordinator_engine_busy_seconds_total{engine}``,
   ``coordinator_engine_healthy{engine}``, ``coordinator_active_executions``.
 
-Labelled children are cached in plain dicts: ``record`` runs on the caller's thread after
-every execution, and ``labels()`` validates and locks on each call.
+``record`` runs on the caller's thread after every execution, so it only adds to plain
+counters and bucket lists under one short lock (``prometheus_client``'s labelled metrics cost
+a validation and a lock per observation, ~20 us per execution with the stage histograms);
+the Prometheus families are built from those counts at scrape time.
 """
 
 from __future__ import annotations
 
+import threading
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
 
 from coordinator_hookspecs import ExecutionReport
 from coordinator_metrics_prometheus.config import DEFAULT_BUCKETS
 
 
+class _Buckets:
+    """One histogram series: per-bucket counts (not cumulative), count and sum."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self, size: int) -> None:
+        self.counts = [0] * size
+        self.total = 0.0
+
+
 class PrometheusSink:
-    """``MetricsSink`` recording into ``self.registry``."""
+    """``MetricsSink`` whose counts are exported by ``self.registry``."""
 
     def __init__(self, buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
+        self.bounds = tuple(sorted(float(b) for b in buckets))
+        self._lock = threading.Lock()
+        self.executions: dict[tuple[Any, Any, str, str], int] = {}
+        self.fee: dict[tuple[str, str], int] = {}
+        self.durations: dict[str, _Buckets] = {}
+        self.stages: dict[str, _Buckets] = {}
         self.registry = CollectorRegistry()
-        reg = self.registry
-        self._executions = Counter(
-            "coordinator_executions_total", "Finished executions by status, error kind, "
-            "engine and resource type.", ("status", "error_kind", "engine", "resource_type"),
-            registry=reg)
-        self._fee = Counter(
-            "coordinator_fee_used_total", "Execution fee consumed (wasm fuel, onnx cost units).",
-            ("engine", "resource_type"), registry=reg)
-        self._duration = Histogram(
-            "coordinator_execution_duration_seconds", "End-to-end execution latency.",
-            ("resource_type",), buckets=tuple(buckets), registry=reg)
-        self._stages = Histogram(
-            "coordinator_stage_duration_seconds", "Time spent in each pipeline stage.",
-            ("stage",), buckets=tuple(buckets), registry=reg)
-        self._children: dict[tuple[str, ...], Any] = {}
+        self.registry.register(_SinkCollector(self))
         self._coordinator_collector: CoordinatorCollector | None = None
         self.server: Any = None
-
-    def _child(self, metric: Any, key: tuple[str, ...]) -> Any:
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*key[1:])
-        return child
 
     def record(self, report: ExecutionReport) -> None:
         result = report.result
         rtype = report.resource_type or ""
         engine = result.engine or ""
-        kind = result.error.kind.value if result.error is not None else ""
-        self._child(self._executions, ("x", result.status.value, kind, engine, rtype)).inc()
-        if result.fee_used:
-            self._child(self._fee, ("f", engine, rtype)).inc(result.fee_used)
-        self._child(self._duration, ("d", rtype)).observe(result.duration)
-        for stage, seconds in report.stages:
-            self._child(self._stages, ("s", stage)).observe(seconds)
+        error = result.error
+        key = (result.status, error.kind if error is not None else None, engine, rtype)
+        bounds, size = self.bounds, len(self.bounds) + 1
+        with self._lock:
+            self.executions[key] = self.executions.get(key, 0) + 1
+            if result.fee_used:
+                self.fee[engine, rtype] = self.fee.get((engine, rtype), 0) + result.fee_used
+            series = self.durations.get(rtype)
+            if series is None:
+                series = self.durations[rtype] = _Buckets(size)
+            series.counts[bisect_left(bounds, result.duration)] += 1
+            series.total += result.duration
+            stages = self.stages
+            for stage, seconds in report.stages:
+                series = stages.get(stage)
+                if series is None:
+                    series = stages[stage] = _Buckets(size)
+                series.counts[bisect_left(bounds, seconds)] += 1
+                series.total += seconds
+
+    def families(self) -> list[Metric]:
+        """The recorded counts as Prometheus metric families (called at scrape time)."""
+        executions = CounterMetricFamily(
+            "coordinator_executions", "Finished executions by status, error kind, engine and "
+            "resource type.", labels=["status", "error_kind", "engine", "resource_type"])
+        fee = CounterMetricFamily(
+            "coordinator_fee_used", "Execution fee consumed (wasm fuel, onnx cost units).",
+            labels=["engine", "resource_type"])
+        duration = HistogramMetricFamily(
+            "coordinator_execution_duration_seconds", "End-to-end execution latency.",
+            labels=["resource_type"])
+        stage = HistogramMetricFamily(
+            "coordinator_stage_duration_seconds", "Time spent in each pipeline stage.",
+            labels=["stage"])
+        with self._lock:
+            for (status, kind, engine, rtype), n in self.executions.items():
+                executions.add_metric([status.value, kind.value if kind else "", engine, rtype], n)
+            for (engine, rtype), total in self.fee.items():
+                fee.add_metric([engine, rtype], total)
+            for family, series_by_label in ((duration, self.durations), (stage, self.stages)):
+                for label, series in series_by_label.items():
+                    family.add_metric([label], self._cumulative(series), series.total)
+        return [executions, fee, duration, stage]
+
+    def _cumulative(self, series: _Buckets) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        seen = 0
+        for bound, n in zip((*self.bounds, float("inf")), series.counts, strict=True):
+            seen += n
+            out.append((floatToGoString(bound), seen))
+        return out
 
     # -- lifecycle (driven by the plugin's startup/shutdown hooks) -------------------------
     def attach(self, coordinator: Any) -> None:
@@ -84,7 +134,6 @@ class PrometheusSink:
 
     def close(self) -> None:
         self.stop_server()
-
 
 class CoordinatorCollector:
     """Engine utilisation and active executions, read from ``coordinator.metrics()`` at
@@ -114,3 +163,13 @@ class CoordinatorCollector:
         yield GaugeMetricFamily("coordinator_active_executions",
                                 "Executions queued or running now.",
                                 value=snapshot.get("active", 0))
+
+
+class _SinkCollector:
+    """Hands the sink's counts to the registry at scrape time."""
+
+    def __init__(self, sink: PrometheusSink) -> None:
+        self._sink = sink
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._sink.families()
