@@ -82,3 +82,25 @@ def test_onnx_model_same_results_in_a_worker(pair: tuple[Coordinator, Coordinato
             assert p.output.keys() == t.output.keys()
             for name in p.output:
                 np.testing.assert_array_equal(p.output[name], t.output[name])
+
+
+HYBRID_CALL = """
+(module
+  (import "env" "model_infer" (func $infer (param i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "%s")
+  (func (export "main") (drop (call $infer (i32.const 0) (i32.const 64) (i32.const 64)
+                                           (i32.const 0) (i32.const 128) (i32.const 64)))))
+"""
+
+
+def test_hybrid_call_in_a_worker_is_a_clear_engine_error(
+    pair: tuple[Coordinator, Coordinator],
+) -> None:
+    pooled, _ = pair
+    rid = pooled.deploy(HYBRID_CALL % ("ab" * 32), "wasm", source_format="wat",
+                        capabilities=["models"])
+    result = pooled.execute(ExecutionRequest(resource_id=rid))
+    assert result.status is Status.FAILED and result.error is not None
+    assert result.error.kind.value == "engine_error"
+    assert "process-pool worker" in result.error.message

@@ -32,10 +32,10 @@ from coordinator_hookspecs import (
     ERROR_OF_KIND,
     ConfigSection,
     CoordinatorError,
+    EngineError,
     ErrorKind,
     ExecutionRequest,
     HostFunctionRecord,
-    InternalError,
     ResourceInfo,
     Status,
     Trap,
@@ -120,8 +120,12 @@ class ModelInfer:
             return DEPTH_LIMIT
         if not _RID.match(raw_rid):
             return BAD_INPUT
-        if self._resource is None:
-            raise InternalError("model_infer is not bound to a coordinator (startup not run)")
+        if self._resource is None:  # never started in a coordinator: a process-pool worker
+            raise EngineError(
+                "model_infer runs nested executions, which exist only in the coordinator's "
+                "own process, not in a process-pool worker: run hybrid contracts on threads "
+                "([dispatch] process_engines)"
+            )
         rid = raw_rid.decode("ascii")
         try:
             target = self._resource(rid)
