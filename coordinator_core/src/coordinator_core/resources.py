@@ -24,7 +24,6 @@ from coordinator_hookspecs import (
     AuditRecord,
     CoordinatorError,
     DeployRequest,
-    ErrorKind,
     InvalidRequest,
     ResourceInfo,
     SecurityRejected,
@@ -146,30 +145,30 @@ class ResourceCoordinator:
         return self.store.list_resources()
 
     def set_policy(self, resource_id: str, policy: AccessPolicy, *, caller: str) -> ResourceInfo:
-        """Change who may execute a resource; only its owner may."""
+        """Change who may execute a resource; only its owner may. Audited either way."""
         info = self.resource(resource_id)
+        detail = {
+            "action": "set_policy",
+            "public": policy.public,
+            "allow": sorted(policy.allow),
+            "deny": sorted(policy.deny),
+        }
         if not info.owner or caller != info.owner:
             error = SecurityRejected(
                 f"only the owner of resource {resource_id[:12]} may change its policy "
                 f"({caller!r} is not its owner)",
                 source="policy",
             )
-            self._append_audit(
-                AuditRecord(
-                    seq=0,
-                    record_kind="security",
-                    timestamp=time.time(),
-                    caller=caller,
-                    resource_id=resource_id,
-                    status=Status.REJECTED.value,
-                    error_kind=ErrorKind.SECURITY_REJECTED.value,
-                    message=error.message,
-                    detail={"action": "set_policy"},
-                )
-            )
+            self._audit_policy(resource_id, caller, detail, error)
             raise error
         updated = self.store.set_policy(resource_id, policy)
         self.pipeline.forget(resource_id)
+        self._audit_policy(resource_id, caller, detail, None)
+        return updated
+
+    def _audit_policy(
+        self, resource_id: str, caller: str, detail: dict[str, Any], error: CoordinatorError | None
+    ) -> None:
         self._append_audit(
             AuditRecord(
                 seq=0,
@@ -177,16 +176,12 @@ class ResourceCoordinator:
                 timestamp=time.time(),
                 caller=caller,
                 resource_id=resource_id,
-                status=Status.SUCCEEDED.value,
-                detail={
-                    "action": "set_policy",
-                    "public": policy.public,
-                    "allow": sorted(policy.allow),
-                    "deny": sorted(policy.deny),
-                },
+                status=(Status.REJECTED if error else Status.SUCCEEDED).value,
+                error_kind=error.kind.value if error else None,
+                message=error.message if error else None,
+                detail=detail,
             )
         )
-        return updated
 
     def state(self, resource_id: str, key: bytes | None = None) -> Any:
         """Committed state of a resource: one value (``key`` given) or all items."""
