@@ -315,12 +315,13 @@ class Pipeline:
         contract running at once would lose an update. The lock is taken once per top-level
         execution tree (a nested call into a resource the tree holds does not wait for
         itself) and bounded by the deadline, so crossing nested calls cannot deadlock."""
-        if any(rid == resource_id for rid, _ in locks):
+        if locks and any(rid == resource_id for rid, _ in locks):
             return
         lock = self._locks.get(resource_id)
         if lock is None:
             lock = self._locks.setdefault(resource_id, threading.Lock())
-        if not lock.acquire(timeout=max(0.0, token.remaining)):
+        # Uncontended (the usual case): a plain try-lock, no clock read, no timed wait.
+        if not lock.acquire(False) and not lock.acquire(timeout=max(0.0, token.remaining)):
             raise Timeout(
                 f"resource {resource_id[:12]} was held by another execution until the deadline"
             )
