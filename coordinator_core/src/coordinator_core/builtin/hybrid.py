@@ -28,6 +28,7 @@ from typing import Any
 import attrs
 
 from coordinator_core.builtin.hybrid_codec import EncodingError, decode_tensors, encode_tensors
+from coordinator_core.builtin.security_access import policy_refusal
 from coordinator_hookspecs import (
     ERROR_OF_KIND,
     ConfigSection,
@@ -189,17 +190,8 @@ class NestedAccessValidator:
         if calling is None:
             return None
         subject = CONTRACT_PREFIX + calling
-        policy = resource.policy
-        if resource.owner and resource.owner == subject:
-            return None
-        if subject in policy.deny:
-            return Verdict.reject(f"calling contract {calling} is on the deny list "
-                                  f"of resource {resource.id}")
-        if policy.public or subject in policy.allow:
-            return None
-        return Verdict.reject(f"calling contract {calling} is not allowed to call "
-                              f"private resource {resource.id} (add {subject!r} to its allow "
-                              "list)")
+        reason = policy_refusal(resource, subject, f"calling contract {subject!r}")
+        return None if reason is None else Verdict.reject(reason)
 
 
 @hookimpl

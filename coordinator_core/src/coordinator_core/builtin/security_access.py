@@ -44,6 +44,23 @@ class AccessConfig:
     admins: frozenset[str] = frozenset()
 
 
+def policy_refusal(resource: ResourceInfo, subject: str, who: str,
+                   admins: frozenset[str] = frozenset()) -> str | None:
+    """Why ``subject`` may not execute ``resource``, or None when its policy admits it: the
+    owner always; otherwise the deny list wins over ``public``, the allow list and admins.
+    ``who`` names the subject in the message. (Also used for calling contracts by the
+    ``security-nested`` validator of builtin/hybrid.py.)"""
+    if resource.owner and subject == resource.owner:
+        return None
+    policy = resource.policy
+    if subject in policy.deny:
+        return f"{who} is on the deny list of resource {resource.id}"
+    if policy.public or subject in policy.allow or subject in admins:
+        return None
+    return (f"{who} is not allowed to execute private resource {resource.id} "
+            "(not its owner, not on its allow list)")
+
+
 class AccessPolicyValidator:
     """Applies ``resource.policy`` and the owner rule to each (resource, caller)."""
 
@@ -53,17 +70,8 @@ class AccessPolicyValidator:
     def validate_execution(self, request: ExecutionRequest,
                            resource: ResourceInfo) -> Verdict | None:
         caller = request.caller
-        if resource.owner and caller == resource.owner:
-            return None
-        policy = resource.policy
-        if caller in policy.deny:
-            return Verdict.reject(
-                f"caller {caller!r} is on the deny list of resource {resource.id}")
-        if policy.public or caller in policy.allow or caller in self.admins:
-            return None
-        return Verdict.reject(
-            f"caller {caller!r} is not allowed to execute private resource {resource.id} "
-            "(not its owner, not on its allow list)")
+        reason = policy_refusal(resource, caller, f"caller {caller!r}", self.admins)
+        return None if reason is None else Verdict.reject(reason)
 
 
 @hookimpl
