@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from coordinator_hookspecs import InternalError, InvalidRequest, NotFound
+from coordinator_hookspecs import InternalError, InvalidRequest, NotFound, ResourceInfo
 
 _RESOURCE_ID = re.compile(r"^[0-9a-f]{64}$")
 
@@ -24,6 +24,16 @@ def check_id(resource_id: str) -> str:
         raise InvalidRequest(f"resource id {resource_id!r} is not a sha256 hex digest "
                              "(64 lowercase hex characters)")
     return resource_id
+
+
+def check_new_resource(info: ResourceInfo, code: bytes) -> None:
+    """Refuse a resource whose id is malformed or not the sha256 of its bytes, or that has
+    no type (both stores, before anything is written)."""
+    check_id(info.id)
+    if hashlib.sha256(code).hexdigest() != info.id:
+        raise InvalidRequest(f"resource id {info.id} is not the sha256 of the given bytes")
+    if not info.type:
+        raise InvalidRequest("a resource needs a type")
 
 
 class BlobFiles:

@@ -8,7 +8,6 @@ writes are staged in a ``MemoryTxn`` and applied only when the execution commits
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -26,7 +25,7 @@ from coordinator_core.store.effects import (
     finish_processors,
     prepare_all,
 )
-from coordinator_core.store.files import check_id
+from coordinator_core.store.files import check_id, check_new_resource
 from coordinator_hookspecs import (
     AccessPolicy,
     AuditRecord,
@@ -80,11 +79,7 @@ class MemoryStore:
 
     # -- resources -----------------------------------------------------------------------
     def put_resource(self, info: ResourceInfo, code: bytes) -> tuple[ResourceInfo, bool]:
-        check_id(info.id)
-        if hashlib.sha256(code).hexdigest() != info.id:
-            raise InvalidRequest(f"resource id {info.id} is not the sha256 of the given bytes")
-        if not info.type:
-            raise InvalidRequest("a resource needs a type")
+        check_new_resource(info, code)
         with self._lock:
             if info.id in self._resources:
                 return self._resources[info.id][0], False

@@ -11,7 +11,6 @@ only after the transaction holding its records is committed.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import threading
@@ -33,7 +32,7 @@ from coordinator_core.store.effects import (
     finish_processors,
     prepare_all,
 )
-from coordinator_core.store.files import BlobFiles, check_id
+from coordinator_core.store.files import BlobFiles, check_id, check_new_resource
 from coordinator_core.store.groupcommit import GroupCommitter, Job
 from coordinator_core.store.schema import (
     AUDIT_COLUMNS,
@@ -121,11 +120,7 @@ class SqliteStore:
 
     # -- resources -----------------------------------------------------------------------
     def put_resource(self, info: ResourceInfo, code: bytes) -> tuple[ResourceInfo, bool]:
-        check_id(info.id)
-        if hashlib.sha256(code).hexdigest() != info.id:
-            raise InvalidRequest(f"resource id {info.id} is not the sha256 of the given bytes")
-        if not info.type:
-            raise InvalidRequest("a resource needs a type")
+        check_new_resource(info, code)
         info = attrs.evolve(info, size=len(code), deployed_at=info.deployed_at or time.time())
         self._files.write(info.id, code)  # before the row: a row never points at no file
 
