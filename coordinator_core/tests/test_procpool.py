@@ -23,7 +23,7 @@ from coordinator_core import Coordinator, ExecutionRequest, Status
 from coordinator_core.procengine import install_process_pool
 from coordinator_core.procspec import spec_from
 from coordinator_core.testing import EchoPlugin
-from coordinator_hookspecs import ErrorKind
+from coordinator_hookspecs import EngineError, ErrorKind, InvalidRequest
 
 HERE = str(Path(__file__).parent)
 
@@ -188,14 +188,12 @@ def test_nested_execution_is_a_clear_engine_error(
     assert "not available" in error[1] and "executor = \"threads\"" in error[1]
 
 
-def test_unpicklable_inline_plugin_keeps_threads(make_coordinator: Any) -> None:
+def test_unpicklable_inline_plugin_is_refused_at_open(make_coordinator: Any) -> None:
     class Local(EchoPlugin):  # a class local to a test cannot be rebuilt in a worker
         pass
 
-    coord = make_coordinator(Local(), overrides={"dispatch": {"executor": "processes"}})
-    assert coord.metrics()["engines"]["echo"]["executor"] == "threads"
-    rid = coord.deploy(b"x", "echo")
-    assert coord.execute(ExecutionRequest(resource_id=rid, input=b"ok")).output == b"ok"
+    with pytest.raises(InvalidRequest, match="cannot be sent to a worker process"):
+        make_coordinator(Local(), overrides={"dispatch": {"executor": "processes"}})
 
 
 def test_unknown_process_engine_is_refused(make_coordinator: Any) -> None:
@@ -222,16 +220,18 @@ def test_sqlite_store_state_reads_stay_in_the_worker(pooled: Coordinator) -> Non
     assert source[0] == "sqlite" and source[1].endswith("coordinator.db")
 
 
-def test_workers_that_cannot_start_leave_threads_in_place(
+def test_workers_that_cannot_start_fail_open_with_the_reason(
     tools: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PROCPOOL_TOOL_BROKEN", "1")
     overrides = {"dispatch": {"executor": "processes", "processes": 1}}
-    with Coordinator.open(data_dir=tmp_path, plugins=[tools.ToolPlugin()], entry_points=False,
-                          overrides=overrides) as coord:
+    with pytest.raises(EngineError, match="could not load its engines"):
+        Coordinator.open(data_dir=tmp_path, plugins=[tools.ToolPlugin()], entry_points=False,
+                         overrides=overrides)
+    # nothing was left behind: the same data directory opens on threads
+    with Coordinator.open(data_dir=tmp_path, plugins=[tools.ToolPlugin()],
+                          entry_points=False) as coord:
         assert coord.metrics()["engines"]["tool"]["executor"] == "threads"
-        rid = coord.deploy(b"x", "tool")
-        assert outcome(coord, rid, entry="pid")[1] == os.getpid()
 
 
 def test_failed_worker_start_takes_the_engine_out_once(pooled: Coordinator) -> None:

@@ -119,8 +119,27 @@ class Coordinator(ResourceCoordinator):
         except Exception:
             store.close()
             raise
+        try:
+            coordinator._start_process_pool()
+        except Exception:
+            coordinator.close()
+            raise
         host.broadcast("coordinator_startup", coordinator=coordinator)
         return coordinator
+
+    def _start_process_pool(self) -> None:
+        """``[dispatch] executor = "processes"``: move the engines into worker processes.
+
+        Configured explicitly, so a pool that cannot start fails ``open`` with the reason
+        rather than running silently on threads."""
+        settings = self.config.section("dispatch")
+        if settings.executor != "processes":
+            return
+        # Imported here: a coordinator on threads never loads multiprocessing machinery.
+        from coordinator_core.procengine import install_process_pool
+
+        names = install_process_pool(self, settings)
+        logger.info("engines {} run in {} worker processes", ", ".join(names), settings.processes)
 
     def close(self) -> None:
         """Finish queued work, stop threads, tell plugins, close engines and the store."""

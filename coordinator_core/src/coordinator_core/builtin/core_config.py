@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from loguru import logger
 
 from coordinator_core.dispatcher import STRATEGIES
 from coordinator_hookspecs import ConfigSection, hookimpl
@@ -73,15 +72,3 @@ class DispatchSettings:
 @hookimpl
 def coordinator_register_config_sections() -> list[ConfigSection]:
     return [ConfigSection(name="dispatch", type=DispatchSettings)]
-
-
-@hookimpl
-def coordinator_startup(coordinator: Any) -> None:
-    settings: DispatchSettings = coordinator.config.section("dispatch")
-    if settings.executor != "processes":
-        return
-    # Imported here: a coordinator on threads never loads multiprocessing machinery.
-    from coordinator_core.procengine import install_process_pool
-
-    names = install_process_pool(coordinator, settings)
-    logger.info("engines {} run in {} worker processes", ", ".join(names), settings.processes)
