@@ -11,13 +11,17 @@ from coordinator_hookspecs import CoordinatorError, Effect, ExecutionResult
 
 
 def to_jsonable(value: Any) -> Any:
-    """Plain JSON data from results, effects, bytes (text if UTF-8, else hex) and arrays."""
+    """Plain JSON data from results, effects, bytes (readable UTF-8 text, else
+    ``{"hex": ...}``) and arrays."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         raw = bytes(value)
         try:
-            return raw.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
             return {"hex": raw.hex()}
+        # Text only when a person can read it: binary that happens to be valid UTF-8 (a
+        # little-endian integer full of NULs) is shown as hex too.
+        return text if _texty(text) else {"hex": raw.hex()}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, dict):
@@ -27,6 +31,10 @@ def to_jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):  # numpy arrays and scalars
         return value.tolist()
     return value
+
+
+def _texty(text: str) -> bool:
+    return all(c.isprintable() or c in "\n\r\t" for c in text)
 
 
 def effect_json(effect: Effect) -> dict[str, Any]:
