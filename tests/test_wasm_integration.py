@@ -192,3 +192,42 @@ def test_the_token_example_of_the_abi_document_runs_as_documented(coord: Coordin
     code = example.replace("with Coordinator.open() as coord:", "if True:")
     code = code.replace('open("token.wat")', f"open({str(token)!r})")
     exec(compile(code, str(DOC), "exec"), {"coord": coord})
+
+
+def test_pointer_host_call_from_a_start_function_traps(coord: Coordinator) -> None:
+    """Found in review: wasmtime panicked (aborting the process) when a start function called
+    a host function taking a pointer, before the instance existed."""
+    rid = coord.deploy("""(module
+      (import "env" "input_read" (func $read (param i32)))
+      (memory (export "memory") 1)
+      (func $start (call $read (i32.const 0)))
+      (start $start)
+      (func (export "main")))""", "wasm", source_format="wat")
+    result = coord.execute(ExecutionRequest(resource_id=rid, input=b"hi"))
+    assert result.status is Status.FAILED and result.error is not None
+    assert result.error.kind.value == "trap" and "start function" in result.error.message
+    assert coord.execute(ExecutionRequest(resource_id=rid, input=b"hi")).error is not None
+
+
+@pytest.mark.parametrize(("ending", "exact"), [
+    ("unreachable", True),
+    ("(drop (i32.div_s (i32.const 1) (i32.const 0)))", False),
+    ("(drop (i32.load (i32.const -1)))", False),
+])
+def test_a_fault_cannot_hide_the_fuel_it_burnt(coord: Coordinator, ending: str,
+                                               exact: bool) -> None:
+    """Found in review: after a signal-raised trap wasmtime's fuel counter is stale (it read
+    as ~0 after a long loop), so such a trap is charged the whole fee limit."""
+    rid = coord.deploy(f"""(module
+      (memory (export "memory") 1)
+      (func (export "main") (local $i i32)
+        (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                 (br_if $l (i32.lt_u (local.get $i) (i32.const 100000))))
+        {ending}))""", "wasm", source_format="wat")
+    limit = 10_000_000
+    result = coord.execute(ExecutionRequest(resource_id=rid, fee_limit=limit))
+    assert result.error is not None and result.error.kind.value == "trap"
+    if exact:
+        assert 100_000 < result.fee_used < limit
+    else:
+        assert result.fee_used == limit

@@ -204,11 +204,10 @@ class WasmtimeEngine:
             runtime.set_current(previous)
         total = fee_limit - left + inv.pending  # fuel burnt plus host fees not yet taken
         if error or trap or inv.error is not None:
-            failure = runtime.failure(inv, error, trap, fee_limit)
-            # Code interrupted by an epoch deadline has not flushed its fuel counter (wasmtime
-            # keeps it in a register; measured: a tight loop reads as 0 fuel burnt), so an
-            # execution stopped by its deadline or a cancel is charged its whole fee limit.
-            failure.fee_used = fee_limit if inv.stop is not None else min(total, fee_limit)
+            failure, exact = runtime.failure(inv, error, trap, fee_limit)
+            # Code stopped by an epoch deadline, a cancel or a fault has not flushed its fuel
+            # counter (wasmtime keeps it in a register), so it is charged its whole fee limit.
+            failure.fee_used = min(total, fee_limit) if exact else fee_limit
             raise failure
         if total > fee_limit:
             raise FeeExhausted(f"fee limit {fee_limit} exhausted by host calls",

@@ -84,6 +84,12 @@ class Invocation:
             raise Trap("the execution is over: its guest memory is gone")
         mem = self.mem
         if not mem:
+            if not ctypes.c_uint64.from_address(self.base + _capi.OFF_INSTANCE).value:
+                # The instance is written back only when instantiation returns: during the
+                # start function it does not exist yet, and asking wasmtime for an export of
+                # a zeroed instance panics inside the C API (the process aborts).
+                raise Trap("host functions taking pointers cannot be called from the "
+                           "module's start function (its memory is not reachable yet)")
             slot = self.base + _capi.OFF_MEMORY
             found = _capi.export_get(self.cx, self.base + _capi.OFF_INSTANCE, b"memory", 6, slot)
             if not found or ctypes.c_uint8.from_address(slot).value != _capi.EXTERN_MEMORY:
