@@ -231,3 +231,14 @@ def test_a_fault_cannot_hide_the_fuel_it_burnt(coord: Coordinator, ending: str,
         assert 100_000 < result.fee_used < limit
     else:
         assert result.fee_used == limit
+
+
+def test_nested_guest_stacks_must_fit_the_thread_stack(tmp_path: Path) -> None:
+    """Found in review: max_depth 3 with 2 MiB guest stacks segfaulted in nested calls;
+    such a configuration is refused when the coordinator opens."""
+    overrides = {"wasmtime": {"max_wasm_stack": 2 * 1024 * 1024},
+                 "coordinator": {"max_depth": 3}}
+    with pytest.raises(InvalidRequest, match="max_wasm_stack.*max_depth.*native stack"):
+        Coordinator.open(data_dir=tmp_path / "data", overrides=overrides)
+    with Coordinator.open(data_dir=tmp_path / "ok", overrides={"coordinator": {"max_depth": 3}}):
+        pass  # the default 512 KiB guest stack leaves room for three nested calls

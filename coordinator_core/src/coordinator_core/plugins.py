@@ -18,7 +18,7 @@ import attrs
 import pluggy
 from loguru import logger
 
-from coordinator_hookspecs import PROJECT_NAME, CoordinatorError
+from coordinator_hookspecs import PROJECT_NAME, CoordinatorError, InvalidRequest
 from coordinator_hookspecs import spec as hookspec_module
 
 #: Entry-point group plugin distributions declare.
@@ -177,7 +177,8 @@ class PluginHost:
 
         Calling implementations one by one (conda's ``get_hook_results``) tells us which
         plugin gave each record, so conflicts can name both providers and a plugin whose hook
-        raises can be dropped alone.
+        raises can be dropped alone. ``InvalidRequest`` is the exception: it says the user's
+        configuration cannot work, and stops start-up with the plugin's message.
         """
         caller = getattr(self.manager.hook, hook_name)
         out: list[tuple[str, Any]] = []
@@ -185,11 +186,13 @@ class PluginHost:
             plugin_name = self.manager.get_name(impl.plugin) or repr(impl.plugin)
             try:
                 items = impl.function(**{k: kwargs[k] for k in impl.argnames})
+                items = list(items or ())  # a generator may raise, a bare record is no list
+            except InvalidRequest:
+                raise  # the user's configuration is wrong, not the plugin: say so, loudly
             except Exception as exc:
                 self.drop(plugin_name, f"{hook_name} raised {type(exc).__name__}: {exc}")
                 continue
-            for item in items or ():
-                out.append((plugin_name, item))
+            out.extend((plugin_name, item) for item in items)
         return out
 
     def broadcast(self, hook_name: str, **kwargs: Any) -> None:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import resource
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
-
-from loguru import logger
 
 from coordinator_engine_wasmtime import _capi, runtime
 from coordinator_engine_wasmtime.abi import builtin_host_functions
@@ -56,16 +55,46 @@ from coordinator_hookspecs import (
 MAX_FUEL = (1 << 63) - 1
 
 
+#: Native stack taken by the Python and ctypes frames between two nested executions, and
+#: kept free below the deepest one (measured: a 2 MiB guest stack left ~2 MiB of an 8 MiB
+#: thread at depth 2 and overflowed it at depth 3).
+STACK_MARGIN = 1024 * 1024
+
+
+def thread_stack_bytes() -> int:
+    """The stack size of threads that run executions: ``threading.stack_size()`` when set,
+    else the process's stack limit (glibc sizes new threads by ``RLIMIT_STACK``), else 8 MiB."""
+    explicit = threading.stack_size()
+    if explicit:
+        return explicit
+    soft, _hard = resource.getrlimit(resource.RLIMIT_STACK)
+    return soft if 0 < soft != resource.RLIM_INFINITY else 8 * 1024 * 1024
+
+
+def check_stack_budget(max_wasm_stack: int, max_depth: int) -> None:
+    """Refuse a configuration whose nested executions could overflow the native stack.
+
+    wasmtime derives each store's stack limit from the stack pointer at entry, so nested
+    (hybrid) executions stack ``max_depth + 1`` guest stacks on one thread; more than the
+    thread has is a segfault, not a trap."""
+    need = (max_depth + 1) * (max_wasm_stack + STACK_MARGIN)
+    have = thread_stack_bytes()
+    if need > have:
+        raise InvalidRequest(
+            f"invalid configuration: [wasmtime] max_wasm_stack = {max_wasm_stack} with "
+            f"[coordinator] max_depth = {max_depth} needs {need} bytes of native stack "
+            f"({max_depth + 1} nested guest stacks plus {STACK_MARGIN} each), but threads "
+            f"have {have}: lower max_wasm_stack or max_depth"
+        )
+
+
 class WasmtimeEngine:
     """Runs ``wasm`` resources (see docs/abi-wasm.md for the contract ABI)."""
 
     def __init__(self, settings: WasmtimeSettings | None = None,
-                 data_dir: Path | None = None) -> None:
+                 data_dir: Path | None = None, max_depth: int = 2) -> None:
         s = self.settings = settings or WasmtimeSettings()
-        stack = threading.stack_size()
-        if stack and stack < 4 * s.max_wasm_stack:
-            logger.warning("thread stack size {} is small for max_wasm_stack {}; deep guest "
-                           "recursion may crash", stack, s.max_wasm_stack)
+        check_stack_budget(s.max_wasm_stack, max_depth)
         self._engine, flags = _capi.make_engine(s.max_wasm_stack, s.pool_spec())
         self.fingerprint = f"wasmtime {_capi.WASMTIME_VERSION};{flags}"
         artifacts = None

@@ -34,7 +34,9 @@ def engine_for(config: Any) -> WasmtimeEngine:
     with _lock:
         engine = _engines.get(id(config))
         if engine is None or engine.owner is not config:
-            engine = WasmtimeEngine(config.section(SECTION), config.data_dir)
+            core = getattr(config, "core", None)  # the core's own settings: the depth limit
+            engine = WasmtimeEngine(config.section(SECTION), config.data_dir,
+                                    max_depth=getattr(core, "max_depth", 2))
             # The strong reference keeps id(config) from being reused while the engine lives.
             engine.owner = config
             _engines[id(config)] = engine
