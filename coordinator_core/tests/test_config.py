@@ -38,7 +38,10 @@ def test_file_then_environment(tmp_path: Path) -> None:
     [
         ("[coordinator]\nmax_timeout = 3\n", "max_timeout"),
         ("[coordinator]\nworkers = 'many'\n", "workers"),
-        ("[coordinator]\nworkers = -1\n", "workers must be positive"),
+        ("[coordinator]\nworkers = -1\n", "workers must be a positive"),
+        ("[coordinator]\nmax_execution_timeout = nan\n", "max_execution_timeout must be a pos"),
+        ("[coordinator]\nrisk_threshold = nan\n", "risk_threshold must be a finite"),
+        ("[coordinator]\nmax_depth = 99\n", "max_depth must be between 0 and 8"),
         ("[coordinator]\nenable_audit_events = 'yes'\n", "enable_audit_events"),
         ("[records.x]\nenabld = false\n", "enabld"),
         ("not toml at all [", "not valid TOML"),
@@ -69,3 +72,11 @@ def test_as_dict_shows_every_section(make_coordinator) -> None:  # type: ignore[
     assert shown["coordinator"]["default_fee_limit"] == 10_000_000
     assert shown["dispatch"]["strategy"] == "least_loaded"
     assert "store" in shown
+
+
+def test_a_string_where_names_belong_is_a_list_of_names(tmp_path: Path) -> None:
+    config = load_config(data_dir=tmp_path, environ={
+        "COORDINATOR_STATE_CAPABILITIES": "storage",
+        "COORDINATOR_DISABLE_PLUGINS": "a,b"})
+    assert config.core.state_capabilities == ("storage",)
+    assert config.core.disable_plugins == ("a", "b")

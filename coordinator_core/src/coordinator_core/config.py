@@ -21,6 +21,7 @@ error naming them (DESIGN.md §5.8).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -38,6 +39,8 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 ENV_PREFIX = "COORDINATOR_"
+#: Highest accepted ``max_depth``: each level stacks an engine call on one native thread.
+MAX_DEPTH = 8
 #: Environment variables with their own meaning, never read as config keys.
 _RESERVED_ENV = frozenset({"DATA_DIR", "CONFIG", "DISABLE_PLUGINS", "STRICT_PLUGINS", "LOG_LEVEL"})
 
@@ -51,9 +54,21 @@ def default_data_dir() -> Path:
     return Path(base) / "coordinator"
 
 
-def _positive(_i: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
+def positive(_i: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    # NaN compares false with everything: without isfinite it would pass and, as a timeout,
+    # switch the deadline off.
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{attribute.name} must be a positive finite number, got {value!r}")
+
+
+def _finite(_i: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{attribute.name} must be a finite number, got {value!r}")
+
+
+def _depth(_i: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not 0 <= value <= MAX_DEPTH:
+        raise ValueError(f"{attribute.name} must be between 0 and {MAX_DEPTH}, got {value!r}")
 
 
 @attrs.frozen
@@ -70,22 +85,22 @@ class CoreSettings:
     #: Deploy-time validation always runs: it protects the engines themselves.
     enable_security_validation: bool = True
     #: Upper bound on any execution's timeout, seconds (SPEC: MaxExecutionTimeout).
-    max_execution_timeout: float = attrs.field(default=30.0, validator=_positive)
+    max_execution_timeout: float = attrs.field(default=30.0, validator=positive)
     #: Timeout of a request that names none, seconds.
-    default_timeout: float = attrs.field(default=5.0, validator=_positive)
+    default_timeout: float = attrs.field(default=5.0, validator=positive)
     #: Fee limit of a request that names none (SPEC: DefaultExecutionFeeLimit).
-    default_fee_limit: int = attrs.field(default=10_000_000, validator=_positive)
+    default_fee_limit: int = attrs.field(default=10_000_000, validator=positive)
     #: Worker threads behind submit() and execute_async().
-    workers: int = attrs.field(default=2, validator=_positive)
+    workers: int = attrs.field(default=2, validator=positive)
     #: Finished executions kept in memory for status(); older ones are read from the log.
-    ledger_retention: int = attrs.field(default=10_000, validator=_positive)
+    ledger_retention: int = attrs.field(default=10_000, validator=positive)
     #: Depth limit of nested (hybrid) executions.
-    max_depth: int = 2
+    max_depth: int = attrs.field(default=2, validator=_depth)
     #: Capabilities that let a resource write its state: executions of such a resource are
     #: serialised from their first read to their commit (no lost updates).
     state_capabilities: tuple[str, ...] = ("storage",)
     #: Risk score (sum of validator score x weight) at which an execution is rejected.
-    risk_threshold: float = 1.0
+    risk_threshold: float = attrs.field(default=1.0, validator=_finite)
     #: Re-raise plugin loading errors instead of logging and skipping them.
     strict_plugins: bool = False
     #: Plugin names (entry-point names or built-in names) never loaded.
@@ -109,6 +124,11 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook_func(
         lambda t: getattr(t, "__origin__", None) is frozenset,
         lambda v, _t: frozenset(_strings(v)),
+    )
+    # A string where a list of names belongs ("storage", or "a,b" from the environment) is
+    # a list of names, never the tuple of its characters.
+    converter.register_structure_hook_func(
+        lambda t: t == tuple[str, ...], lambda v, _t: tuple(_strings(v))
     )
     converter.register_unstructure_hook(frozenset, sorted)
     return converter

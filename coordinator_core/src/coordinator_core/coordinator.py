@@ -82,7 +82,7 @@ class Coordinator(ResourceCoordinator):
             (r.sink for r in registry.metrics_sinks if r.name == COLLECTOR_NAME), None
         )
         self._pool: ThreadPoolExecutor | None = None
-        self._watchdog = Watchdog(self.ledger)
+        self._watchdog = Watchdog(self.ledger, self._finish_unstarted)
         self._watchdog.start()
         self._closed = False
 
@@ -121,10 +121,10 @@ class Coordinator(ResourceCoordinator):
             raise
         try:
             coordinator._start_process_pool()
-        except Exception:
+            host.broadcast("coordinator_startup", coordinator=coordinator)
+        except BaseException:
             coordinator.close()
             raise
-        host.broadcast("coordinator_startup", coordinator=coordinator)
         return coordinator
 
     def _start_process_pool(self) -> None:
@@ -172,6 +172,7 @@ class Coordinator(ResourceCoordinator):
     # -- executions ------------------------------------------------------------------------
     def execute(self, request: ExecutionRequest) -> ExecutionResult:
         """Run one execution on the calling thread and return its result."""
+        _check_request(request)
         pipeline = self.pipeline
         entry = self.ledger.open(request, pipeline.deadline(request), Status.RUNNING)
         return pipeline.run(entry)
@@ -180,6 +181,7 @@ class Coordinator(ResourceCoordinator):
         """Queue one execution on the worker pool; return its handle at once."""
         if self._closed:
             raise InvalidRequest("the coordinator is closed")
+        _check_request(request)
         entry = self.ledger.open(request, self.pipeline.deadline(request), Status.QUEUED)
         entry.future = Future()
         if self._pool is None:
@@ -194,8 +196,15 @@ class Coordinator(ResourceCoordinator):
         return await asyncio.wrap_future(self.submit(request).future)
 
     def _run_queued(self, entry: Entry) -> None:
-        if self.ledger.claim(entry):
+        if not self.ledger.claim(entry):
+            return
+        try:
             self.pipeline.run(entry)
+        except BaseException as exc:  # never leave a handle waiting forever
+            future = entry.future
+            if future is not None and not future.done():
+                future.set_exception(exc)
+            raise
 
     def status(self, execution_id: str) -> ExecutionStatus:
         """Status of an execution: live (queued, running) or final (ledger, then the log)."""
@@ -238,13 +247,17 @@ class Coordinator(ResourceCoordinator):
             if self.store.execution(execution_id) is not None:
                 return False
             raise NotFound(f"no execution with id {execution_id!r}")
-        if self.ledger.claim_for_cancel(entry):
-            entry.token.cancel(ErrorKind.CANCELLED)
-            self.pipeline.run(entry)  # sees the cancelled token: records and closes it
-            return True
         if entry.status.final:
             return False
-        return entry.token.cancel(ErrorKind.CANCELLED)
+        cancelled = entry.token.cancel(ErrorKind.CANCELLED)
+        self._finish_unstarted(entry)
+        return cancelled
+
+    def _finish_unstarted(self, entry: Entry) -> None:
+        """A queued execution whose token was cancelled (by ``cancel`` or its deadline) is
+        finished now on this thread, not when a worker gets to it."""
+        if self.ledger.claim_unstarted(entry):
+            self.pipeline.run(entry)  # sees the cancelled token: records and closes it
 
     def metrics(self) -> dict[str, Any]:
         """A structured snapshot: counts, latencies, throughput, engines, quota, fee."""
@@ -257,3 +270,10 @@ class Coordinator(ResourceCoordinator):
     def plugins(self) -> list[dict[str, Any]]:
         """What loaded, from where, and what failed."""
         return self.host.describe()
+
+
+def _check_request(request: Any) -> None:
+    """Calling with something that is no request is a programming error, raised at once
+    (every malformed *field* of a request ends as an ``invalid_request`` result instead)."""
+    if not isinstance(request, ExecutionRequest):
+        raise InvalidRequest(f"expected an ExecutionRequest, got {type(request).__name__}")

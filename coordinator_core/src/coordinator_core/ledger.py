@@ -62,8 +62,9 @@ class Ledger:
             entry.status = Status.RUNNING
             return True
 
-    def claim_for_cancel(self, entry: Entry) -> bool:
-        """queued -> cancelled (the canceller finishes it); False if it already runs."""
+    def claim_unstarted(self, entry: Entry) -> bool:
+        """queued -> finished without running (its token was cancelled or timed out; the
+        claimer runs it through the pipeline, which records why); False if it already runs."""
         with self._lock:
             if entry.status is not Status.QUEUED:
                 return False
@@ -74,13 +75,14 @@ class Ledger:
         """Record the final result and move the entry to the bounded finished map."""
         entry.result = result
         entry.status = result.status
-        self.active.pop(entry.execution_id, None)
-        with self._lock:
+        with self._lock:  # finished first, then out of active: never briefly in neither
             self.finished[entry.execution_id] = entry
             while len(self.finished) > self.retention:
                 self.finished.popitem(last=False)
-        if entry.future is not None and not entry.future.done():
-            entry.future.set_result(result)
+        self.active.pop(entry.execution_id, None)
+        future = entry.future
+        if future is not None and future.set_running_or_notify_cancel():
+            future.set_result(result)
 
     def get(self, execution_id: str) -> Entry | None:
         return self.active.get(execution_id) or self.finished.get(execution_id)

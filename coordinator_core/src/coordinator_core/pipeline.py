@@ -33,6 +33,7 @@ from coordinator_hookspecs import (
     CoordinatorError,
     Effect,
     EngineError,
+    EngineResult,
     ErrorInfo,
     ErrorKind,
     ExecutionContext,
@@ -43,7 +44,6 @@ from coordinator_hookspecs import (
     NotFound,
     ResourceInfo,
     Status,
-    Timeout,
 )
 
 _SUCCEEDED = Status.SUCCEEDED
@@ -98,6 +98,7 @@ class Pipeline:
         self._failed_sinks: set[str] = set()
         self._state_capabilities = frozenset(settings.state_capabilities)
         self._locks: dict[str, threading.Lock] = {}
+        self._generation = 0  # bumped by forget(): a lookup racing it does not cache
 
     # -- request entry ---------------------------------------------------------------------
     def deadline(self, request: ExecutionRequest) -> float:
@@ -111,18 +112,21 @@ class Pipeline:
 
     def resource(self, resource_id: str) -> ResourceInfo:
         """The resource's metadata (cached); ``NotFound`` if it was never deployed."""
+        if type(resource_id) is not str or not resource_id:
+            raise InvalidRequest(f"resource_id must be a non-empty string, got {resource_id!r}")
         info = self._resources.get(resource_id)
         if info is None:
-            if not isinstance(resource_id, str) or not resource_id:
-                raise InvalidRequest(f"resource_id must be a non-empty string, got {resource_id!r}")
+            generation = self._generation
             info = self.store.get_resource(resource_id)
             if info is None:
                 raise NotFound(f"no resource with id {resource_id!r} is deployed")
-            self._resources[resource_id] = info
+            if generation == self._generation:  # else a policy changed while we read: no cache
+                self._resources[resource_id] = info
         return info
 
     def forget(self, resource_id: str) -> None:
         """Drop cached metadata and verdicts of a resource whose metadata changed."""
+        self._generation += 1
         self._resources.pop(resource_id, None)
         self.security.invalidate(resource_id)
 
@@ -147,6 +151,8 @@ class Pipeline:
             raise InvalidRequest(f"timeout must be a positive number of seconds, got {timeout!r}")
         if request.entry is not None and not isinstance(request.entry, str):
             raise InvalidRequest(f"entry must be a string, got {request.entry!r}")
+        if type(request.depth) is not int or request.depth < 0:
+            raise InvalidRequest(f"depth must be a non-negative integer, got {request.depth!r}")
         fee_limit = request.fee_limit
         if fee_limit is None:
             return self.settings.default_fee_limit
@@ -232,10 +238,14 @@ class Pipeline:
                 t3 = clock()
                 bound.busy_seconds += t3 - t2
                 stages.append(("execution", t3 - t2))
-            output, fee_used, effects = outcome.output, outcome.fee_used, tuple(outcome.effects)
+            output, fee_used, effects = _checked(outcome, bound.name)
+            if token.reason is not None:
+                # Finished, but cancelled or past its deadline meanwhile (an engine that does
+                # not stop at once): cancel() returned True, so the result must say so.
+                raise _stopped(token.reason, "while it ran", fee_used)
         except CoordinatorError as exc:
             error = ErrorInfo(exc.kind, exc.message, exc.source)
-            fee_used = exc.fee_used
+            fee_used = exc.fee_used if type(exc.fee_used) is int and exc.fee_used >= 0 else 0
         except Exception as exc:
             error = self._unexpected(exc, stage, bound)
         finally:
@@ -321,10 +331,14 @@ class Pipeline:
         if lock is None:
             lock = self._locks.setdefault(resource_id, threading.Lock())
         # Uncontended (the usual case): a plain try-lock, no clock read, no timed wait.
-        if not lock.acquire(False) and not lock.acquire(timeout=max(0.0, token.remaining)):
-            raise Timeout(
-                f"resource {resource_id[:12]} was held by another execution until the deadline"
-            )
+        if not lock.acquire(False):
+            # Contended: wait in short slices so a cancel is seen, bounded by the deadline.
+            while not lock.acquire(timeout=min(0.01, max(0.0, token.remaining))):
+                reason = token.poll()
+                if reason is not None:
+                    raise _stopped(
+                        reason, f"waiting for resource {resource_id[:12]}, held by another "
+                        "execution")
         locks.append((resource_id, lock))
 
     def _final_record(
@@ -441,10 +455,30 @@ def _code_loader(store: Store, resource_id: str) -> Any:
     return load
 
 
-def _stopped(reason: ErrorKind, when: str) -> CoordinatorError:
+def _stopped(reason: ErrorKind, when: str, fee_used: int = 0) -> CoordinatorError:
     cls = ERROR_OF_KIND.get(reason, EngineError)
     text = "cancelled" if reason is ErrorKind.CANCELLED else "deadline passed"
-    return cls(f"{text} {when}")
+    return cls(f"{text} {when}", fee_used=fee_used)
+
+
+def _checked(outcome: Any, engine: str) -> tuple[Any, int, tuple[Effect, ...]]:
+    """The engine's result, refused as ``engine_error`` when malformed: a bad fee or effect
+    would otherwise fail later, in the commit, where nothing can report it cleanly."""
+    if not isinstance(outcome, EngineResult):
+        raise EngineError(f"engine {engine} returned {type(outcome).__name__}, not an "
+                          "EngineResult", source=engine)
+    fee = outcome.fee_used
+    if type(fee) is not int or fee < 0:
+        raise EngineError(f"engine {engine} reported fee_used {fee!r}, not a non-negative "
+                          "integer", source=engine)
+    effects = tuple(outcome.effects)
+    for effect in effects:
+        if not (type(effect) is Effect and type(effect.kind) is str
+                and type(effect.resource_id) is str
+                and type(effect.key) is bytes and type(effect.value) is bytes):
+            raise EngineError(f"engine {engine} returned a malformed effect {effect!r} "
+                              "(kind and resource_id str, key and value bytes)", source=engine)
+    return outcome.output, fee, effects
 
 
 def _detail(request: ExecutionRequest, bound: Any, error: ErrorInfo | None) -> dict[str, Any]:

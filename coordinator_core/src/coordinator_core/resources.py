@@ -24,6 +24,7 @@ from coordinator_hookspecs import (
     AuditRecord,
     CoordinatorError,
     DeployRequest,
+    EngineError,
     InvalidRequest,
     ResourceInfo,
     SecurityRejected,
@@ -98,6 +99,11 @@ class ResourceCoordinator:
         except CoordinatorError as exc:
             self._audit_deploy(rid, owner, resource_type, name, started, exc)
             raise
+        except Exception as exc:  # an engine's inspect or canonical_code bug: typed, audited
+            error = EngineError(f"deploy failed in the {resource_type} engine: "
+                                f"{type(exc).__name__}: {exc}")
+            self._audit_deploy(rid, owner, resource_type, name, started, error)
+            raise error from exc
         self._audit_deploy(rid, owner, resource_type, name, started, None, created)
         return info.id
 

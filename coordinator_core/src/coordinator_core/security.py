@@ -10,6 +10,7 @@ policy changes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,7 +35,7 @@ class SecurityIntegrator:
     ) -> None:
         self.threshold = threshold
         self.cache_size = cache_size
-        self._cache: dict[tuple[str, str, str], Any] = {}
+        self._cache: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self.execution_validators = tuple(
             (r.name, r.validator.validate_execution, r.weight, r.applies_to, r.cacheable)
             for r in records
@@ -55,11 +56,15 @@ class SecurityIntegrator:
             if applies_to is not None and resource.type not in applies_to:
                 continue
             if cacheable:
+                # Keyed by the policy object too: an execution that read the resource before
+                # a policy change cannot leave its stale verdict behind for later callers.
                 key = (name, resource.id, request.caller)
-                verdict = cache.get(key)
-                if verdict is None:
+                hit = cache.get(key)
+                if hit is not None and hit[0] is resource.policy:
+                    verdict = hit[1]
+                else:
                     verdict = _ask(name, validate, request, resource)
-                    self._remember(key, verdict)
+                    self._remember(key, (resource.policy, verdict))
             else:
                 verdict = _ask(name, validate, request, resource)
             if verdict is _ADMIT:
@@ -126,5 +131,11 @@ def _ask(name: str, validate: Any, *args: Any) -> Any:
         raise SecurityRejected(
             f"validator {name} returned {type(verdict).__name__}, not a Verdict; refusing",
             source=name,
+        )
+    score = verdict.score
+    if type(score) not in (int, float) or not math.isfinite(score):
+        raise SecurityRejected(
+            f"validator {name} returned a verdict with score {score!r}, not a finite number; "
+            "refusing", source=name,
         )
     return verdict

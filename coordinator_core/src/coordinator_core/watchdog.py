@@ -4,23 +4,29 @@ Engines that can poll (wasm's epoch callback) check the deadline themselves; eng
 cannot (onnxruntime's ``RunOptions.terminate``) rely on a cancellation callback. Rather than
 arm a timer per execution (a cost on every call), one thread scans the ledger's active
 entries every few milliseconds and cancels the tokens whose deadline has passed with reason
-``timeout``, which fires the engines' callbacks.
+``timeout``, which fires the engines' callbacks. A queued execution whose deadline passed is
+finished at once (``finish_queued``), not when a worker frees up.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
-from coordinator_core.ledger import Ledger
-from coordinator_hookspecs import ErrorKind
+from loguru import logger
+
+from coordinator_core.ledger import Entry, Ledger
+from coordinator_hookspecs import ErrorKind, Status
 
 
 class Watchdog:
     """Scans ``ledger`` every ``period`` seconds while executions are active."""
 
-    def __init__(self, ledger: Ledger, period: float = 0.005, idle_period: float = 0.02) -> None:
+    def __init__(self, ledger: Ledger, finish_queued: Callable[[Entry], object],
+                 period: float = 0.005, idle_period: float = 0.02) -> None:
         self._ledger = ledger
+        self._finish_queued = finish_queued
         self._period = period
         self._idle_period = idle_period
         self._stop = threading.Event()
@@ -42,5 +48,11 @@ class Watchdog:
             for entry in entries:
                 token = entry.token
                 if token.reason is None and now >= token.deadline:
-                    token.cancel(ErrorKind.TIMEOUT)
+                    try:
+                        token.cancel(ErrorKind.TIMEOUT)
+                        if entry.status is Status.QUEUED:
+                            self._finish_queued(entry)
+                    except Exception as exc:  # the watchdog must outlive any one execution
+                        logger.opt(exception=exc).error(
+                            "watchdog: timing out {} failed", entry.execution_id)
             self._stop.wait(self._period if entries else self._idle_period)

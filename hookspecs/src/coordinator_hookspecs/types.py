@@ -8,6 +8,7 @@ mutable object an engine sees is the :class:`CancelToken` (and the engine's own 
 from __future__ import annotations
 
 import enum
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -231,6 +232,15 @@ class AuditRecord:
     chain_hash: str = ""
 
 
+def _run_callback(callback: Callable[[ErrorKind], object], reason: ErrorKind) -> None:
+    """One failing cancel callback must not stop the others, nor the thread cancelling (the
+    coordinator's watchdog): it is reported through ``logging`` and skipped."""
+    try:
+        callback(reason)
+    except Exception:
+        logging.getLogger("coordinator").exception("a cancel callback raised; skipped")
+
+
 class CancelToken:
     """Cancellation and deadline of one execution, shared by the core and the engine.
 
@@ -257,7 +267,7 @@ class CancelToken:
             self.reason = reason
             callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
-            callback(reason)
+            _run_callback(callback, reason)
         return True
 
     def on_cancel(self, callback: Callable[[ErrorKind], object]) -> None:
@@ -266,7 +276,7 @@ class CancelToken:
             if self.reason is None:
                 self._callbacks.append(callback)
                 return
-        callback(self.reason)
+        _run_callback(callback, self.reason)
 
     def poll(self) -> ErrorKind | None:
         """Return the reason to stop, or None to go on; a passed deadline cancels as timeout."""

@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from coordinator_core.config import positive
 from coordinator_core.dispatcher import STRATEGIES
 from coordinator_hookspecs import ConfigSection, hookimpl
 
@@ -36,10 +37,6 @@ def _one_of(choices: tuple[str, ...]) -> Any:
     return check
 
 
-def _positive(_i: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
-
 
 @attrs.frozen
 class DispatchSettings:
@@ -54,19 +51,19 @@ class DispatchSettings:
     #: resource type -> engine features it needs, e.g. ``{ wasm = ["fuel"] }``
     required_features: dict[str, list[str]] = attrs.field(factory=dict)
     #: seconds between health checks of an engine (and before retrying an unhealthy one)
-    health_interval: float = attrs.field(default=5.0, validator=_positive)
+    health_interval: float = attrs.field(default=5.0, validator=positive)
     #: ``threads``: engines run on the calling/worker thread (best for executions of 1 ms and
     #: more: wasmtime and onnxruntime release the GIL). ``processes``: each engine named in
     #: ``process_engines`` runs in a pool of worker processes (best for many short executions).
     executor: str = attrs.field(default="threads", validator=_one_of(EXECUTORS))
     #: worker processes of the pool (shared by every engine moved into it)
-    processes: int = attrs.field(default=2, validator=_positive)
+    processes: int = attrs.field(default=2, validator=positive)
     #: engines moved into the pool; empty means every engine
     process_engines: list[str] = attrs.field(factory=list)
     #: seconds a worker gets to stop after a cancel or timeout before it is killed and replaced
-    process_kill_grace: float = attrs.field(default=1.0, validator=_positive)
+    process_kill_grace: float = attrs.field(default=1.0, validator=positive)
     #: seconds a worker process may take to load its plugins and report ready
-    process_start_timeout: float = attrs.field(default=60.0, validator=_positive)
+    process_start_timeout: float = attrs.field(default=60.0, validator=positive)
 
 
 @hookimpl

@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from coordinator_core.config import positive
 from coordinator_core.store.base import (
     BoundProcessor,
     Finished,
@@ -24,10 +25,6 @@ from coordinator_core.store.sqlite import SqliteStore
 MEMORY = ":memory:"
 
 
-def _positive(_i: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
-
 
 @attrs.frozen
 class StoreSettings:
@@ -38,9 +35,9 @@ class StoreSettings:
     durability: str = attrs.field(default="normal",
                                   validator=attrs.validators.in_(("normal", "full")))
     #: Seconds a write waits for another process holding the database lock.
-    busy_timeout: float = attrs.field(default=5.0, validator=_positive)
+    busy_timeout: float = attrs.field(default=5.0, validator=positive)
     #: Most executions committed in one transaction.
-    group_commit_max: int = attrs.field(default=256, validator=_positive)
+    group_commit_max: int = attrs.field(default=256, validator=positive)
     #: Keep guest log lines as events of kind ``log`` (False drops them).
     keep_logs: bool = True
     #: Seconds a group-commit leader waits for concurrent executions to join its group, only

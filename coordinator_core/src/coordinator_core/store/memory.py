@@ -140,12 +140,13 @@ class MemoryStore:
 
     # -- audit and commit ----------------------------------------------------------------
     def _insert(self, record: AuditRecord, digest: str | None = None) -> AuditRecord:
-        if record.record_kind == "execution":
-            if record.execution_id in self._finals:
-                raise InvalidRequest(f"execution {record.execution_id} already has a final "
-                                     "audit record")
-            self._finals[record.execution_id or ""] = len(self.rows)
+        final = record.record_kind == "execution"
+        if final and record.execution_id in self._finals:
+            raise InvalidRequest(f"execution {record.execution_id} already has a final "
+                                 "audit record")
         sealed, row = seal(record, len(self.rows) + 1, self._head, digest)
+        if final:  # only once sealing succeeded: a failed seal leaves no stale index
+            self._finals[record.execution_id or ""] = len(self.rows)
         self.rows.append(row)
         self._head = row[-1]
         return sealed
