@@ -316,7 +316,20 @@ class Pipeline:
                         ErrorKind.INTERNAL, f"commit failed: {type(exc).__name__}: {exc}"
                     )
                     status, effects, output = Status.FAILED, (), None
+                    committed = self._record_failure(record, error)
         return committed, status, error, effects, output
+
+    def _record_failure(self, record: AuditRecord, error: ErrorInfo) -> Sequence[AuditRecord]:
+        """The final record of an execution whose commit failed (nothing of it was written):
+        one more try, alone and without effects, so the log still has it."""
+        failed = attrs.evolve(record, status=_VALUE[Status.FAILED], error_kind=_VALUE[error.kind],
+                              message=error.message, effect_digest=None)
+        try:
+            return (self.store.append(failed),)
+        except Exception as exc:
+            logger.opt(exception=exc).error(
+                "the final record of {} could not be written either", record.execution_id)
+            return ()
 
     def _lock_state(self, resource_id: str, token: Any, locks: list[Any]) -> None:
         """Serialise executions that may write a resource's state, from read to commit.

@@ -8,6 +8,8 @@ success for work that never happened.
 
 from __future__ import annotations
 
+import sqlite3
+
 from collections.abc import Sequence
 from typing import Any
 
@@ -95,6 +97,8 @@ def prepare_all(execution_id: str, routed: Routed, txn: Any) -> Prepared:
         done.processors.append(bound)
         try:
             bound.processor.prepare(execution_id, effects, txn)
+        except sqlite3.Error:
+            raise  # the store itself failed (disk full, I/O): the whole group must abort
         except CoordinatorError as exc:
             done.error = ErrorInfo(exc.kind, f"effect processor {bound.name!r} vetoed the "
                                    f"effects: {exc.message}", source=exc.source or bound.name)

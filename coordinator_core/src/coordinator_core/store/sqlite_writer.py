@@ -102,11 +102,19 @@ class Writer:
                     job.error = InternalError(f"store write failed: {exc}")
                 except Exception as exc:
                     job.error = exc
+                if not conn.in_transaction:
+                    # SQLite rolled the group back under us (disk full, I/O error): anything
+                    # more would run outside a transaction, committing piecemeal.
+                    raise sqlite3.OperationalError("the group's transaction was rolled back")
             conn.execute("COMMIT")
         except Exception as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             self.seq, self.head = start
+            try:  # what is really on disk decides the next seq and link, not our memory
+                self.reload_head()
+            except sqlite3.Error:
+                pass
             error = InternalError(f"store commit failed, nothing of this group was written: "
                                   f"{type(exc).__name__}: {exc}")
             for job in jobs:
@@ -123,8 +131,13 @@ class Writer:
         self._mark = (self.seq, self.head)
 
     def release(self) -> None:
-        if not self._solo and self.conn.in_transaction:
+        if not self._solo:
+            self._require_transaction()
             self.conn.execute("RELEASE execution")
+
+    def _require_transaction(self) -> None:
+        if not self.conn.in_transaction:
+            raise sqlite3.OperationalError("the group's transaction was rolled back")
 
     def undo(self) -> None:
         """Roll back this execution's writes (the transaction stays open for what follows,
@@ -133,7 +146,8 @@ class Writer:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             self.conn.execute("BEGIN IMMEDIATE")
-        elif self.conn.in_transaction:
+        else:
+            self._require_transaction()
             self.conn.execute("ROLLBACK TO execution")
         self.seq, self.head = self._mark
 
