@@ -197,7 +197,9 @@ def test_a_parent_trap_after_a_successful_nested_call_leaves_no_state(
     assert failed.status is Status.FAILED
     assert failed.error is not None and failed.error.kind.value == "trap"
     (child,) = children(coord, failed.execution_id)
-    assert (child.status, child.resource_id) == ("succeeded", writer)
+    # it ran to success, but its writes were discarded with its parent's: the log says so
+    assert (child.status, child.resource_id) == ("failed", writer)
+    assert "discarded with its parent" in (child.message or "")
     assert coord.state(relay) == {} and coord.state(writer) == {}
     assert coord.events(writer) == []
 
@@ -211,17 +213,26 @@ def test_a_parent_trap_after_a_successful_nested_call_leaves_no_state(
     assert coord.store.verify().ok
 
 
-def chain(relay: str, levels: int) -> bytes:
+def relays(coord: Coordinator, count: int) -> list[str]:
+    """``count`` distinct relay contracts (a data segment each, so each has its own id):
+    a nested call back into a stateful contract of the same tree is refused."""
+    return [deploy_wat(coord, RELAY.replace(
+        '(data (i32.const 0) "relayed")',
+        f'(data (i32.const 0) "relayed") (data (i32.const 60000) "relay {n}")'),
+        "storage", "models") for n in range(count)]
+
+
+def chain(targets: list[str]) -> bytes:
     payload = b""
-    for _ in range(levels):
-        payload = relay_input(relay, payload)
+    for rid in reversed(targets):
+        payload = relay_input(rid, payload)
     return payload
 
 
 def test_depth_limit_is_enforced(coord: Coordinator, tmp_path: Path) -> None:
-    relay = deploy_wat(coord, RELAY, "storage", "models")
-    result = coord.execute(ExecutionRequest(resource_id=relay, caller="alice",
-                                            input=chain(relay, 4)))
+    top, *targets = relays(coord, 5)
+    result = coord.execute(ExecutionRequest(resource_id=top, caller="alice",
+                                            input=chain(targets)))
     assert result.ok, result.error
     # depth 0 -> 1 -> 2; the relay at depth 2 gets DEPTH_LIMIT (default max_depth 2)
     assert result.output == struct.pack("<iii", 8, 4, hybrid.DEPTH_LIMIT)
@@ -231,10 +242,22 @@ def test_depth_limit_is_enforced(coord: Coordinator, tmp_path: Path) -> None:
     assert children(coord, second.execution_id or "") == []
 
     with open_coordinator(tmp_path / "shallow", coordinator={"max_depth": 1}) as shallow:
-        relay = deploy_wat(shallow, RELAY, "storage", "models")
-        result = shallow.execute(ExecutionRequest(resource_id=relay, caller="alice",
-                                                  input=chain(relay, 4)))
+        top, *targets = relays(shallow, 5)
+        result = shallow.execute(ExecutionRequest(resource_id=top, caller="alice",
+                                                  input=chain(targets)))
         assert result.output == struct.pack("<ii", 4, hybrid.DEPTH_LIMIT)
+
+
+def test_a_nested_call_back_into_its_own_stateful_tree_is_refused(coord: Coordinator) -> None:
+    """Found in review: the inner call would read committed state, not the outer call's
+    pending writes, and one of the two writes would be lost."""
+    (relay,) = relays(coord, 1)
+    result = coord.execute(ExecutionRequest(resource_id=relay, caller="alice",
+                                            input=chain([relay, relay])))
+    assert result.ok, result.error
+    assert result.output == struct.pack("<i", hybrid.BAD_INPUT)
+    (child,) = children(coord, result.execution_id)
+    assert child.error_kind == "invalid_request" and "re-entrant" in (child.message or "")
 
 
 def test_the_model_policy_must_admit_the_calling_contract(coord: Coordinator) -> None:

@@ -161,14 +161,12 @@ class Pipeline:
         return fee_limit
 
     # -- the run ---------------------------------------------------------------------------
-    def run(
-        self, entry: Entry, *, commit: bool = True, locks: list[Any] | None = None
-    ) -> ExecutionResult:
+    def run(self, entry: Entry, *, tree: _Tree | None = None) -> ExecutionResult:
         """Run one execution to its end; never raises for an execution failure.
 
-        ``commit=False`` runs a nested execution: its effects are returned for the parent to
-        commit, and the state locks it takes join the parent's ``locks``, released only after
-        the top-level execution committed."""
+        With ``tree`` it runs a nested execution: its effects are returned for the parent to
+        fold into its own, its state locks and final record join the top level's ``tree``,
+        released and committed with the top-level execution."""
         clock = time.perf_counter
         t0 = clock()
         request = entry.request
@@ -181,12 +179,12 @@ class Pipeline:
         effects: tuple[Effect, ...] = ()
         error: ErrorInfo | None = None
         held: Held = []
-        own_locks = locks is None
-        if locks is None:
-            locks = []
+        top = tree is None
+        if tree is None:
+            tree = _Tree()
         stage = "validation"
         try:
-            fee_limit = self._validate(request, nested=not commit)
+            fee_limit = self._validate(request, nested=not top)
             if token.reason is not None:  # cancelled or timed out while queued
                 raise _stopped(token.reason, "before it started")
             resource = self.resource(request.resource_id)
@@ -210,7 +208,7 @@ class Pipeline:
             stages.append(("selection", t2 - t1))
             if self._state_capabilities & resource.capabilities:
                 stage = "lock"
-                self._lock_state(resource.id, token, locks)
+                self._lock_state(resource.id, token, tree.locks)
                 t1, t2 = t2, clock()
                 stages.append(("lock", t2 - t1))
             reason = token.poll()
@@ -226,7 +224,7 @@ class Pipeline:
                 state_get=_state_reader(self.store, resource.id),
                 load_code=_code_loader(self.store, resource.id),
                 invoke=(
-                    _Nested(self, entry, locks) if request.depth < self.settings.max_depth else None
+                    _Nested(self, entry, tree) if request.depth < self.settings.max_depth else None
                 ),
             )
             bound.inflight += 1
@@ -257,11 +255,11 @@ class Pipeline:
         t_commit = clock()
         try:
             committed, status, error, effects, output = self._commit(
-                entry, status, error, fee_used, t_commit - t0, effects, output, bound, commit
+                entry, status, error, fee_used, t_commit - t0, effects, output, bound, tree, top
             )
         finally:
-            if own_locks and locks:
-                for _, lock in reversed(locks):
+            if top and tree.locks:
+                for _, lock in reversed(tree.locks):
                     lock.release()
         t_end = clock()
         stages.append(("commit", t_end - t_commit))
@@ -295,40 +293,53 @@ class Pipeline:
         effects: tuple[Effect, ...],
         output: Any,
         bound: Any,
-        commit: bool,
+        tree: _Tree,
+        top: bool,
     ) -> tuple[Sequence[AuditRecord], Status, ErrorInfo | None, tuple[Effect, ...], Any]:
-        """Commit the effects (top level only) and the final audit record, in one store
-        transaction; a veto or a store failure turns the execution into a failure."""
-        committed: Sequence[AuditRecord] = ()
-        to_commit = effects if commit else ()
-        if self._audit_tracking or self._audit_events or to_commit:
-            record = self._final_record(entry, status, error, fee_used, duration, effects, bound)
-            committed = (record,)
-            if self._audit_tracking or to_commit:
-                try:
-                    finished = self.store.finish(record, to_commit, self.processors)
-                    committed = finished.records
-                    if finished.error is not None:
-                        error, status, effects, output = finished.error, Status.FAILED, (), None
-                except Exception as exc:
-                    logger.opt(exception=exc).error("commit of {} failed", entry.execution_id)
-                    error = ErrorInfo(
-                        ErrorKind.INTERNAL, f"commit failed: {type(exc).__name__}: {exc}"
-                    )
-                    status, effects, output = Status.FAILED, (), None
-                    committed = self._record_failure(record, error)
+        """Commit the effects and the final audit record in one store transaction; a veto or
+        a store failure turns the execution into a failure.
+
+        A nested execution commits nothing itself: its record waits in ``tree.records`` and
+        is committed with the top-level execution's, which rewrites it as failed if the top
+        level's effects are not kept (so the log never says succeeded for discarded writes).
+        """
+        if not (self._audit_tracking or self._audit_events or (effects and top)):
+            return (), status, error, effects, output
+        record = self._final_record(entry, status, error, fee_used, duration, effects, bound)
+        if not top:
+            tree.records.append(record)
+            return (), status, error, effects, output
+        committed: Sequence[AuditRecord] = (record,)
+        children = tuple(tree.records)
+        if self._audit_tracking or effects or children:
+            try:
+                finished = self.store.finish(record, effects, self.processors, children)
+                committed = finished.records
+                if finished.error is not None:
+                    error, status, effects, output = finished.error, Status.FAILED, (), None
+            except Exception as exc:
+                logger.opt(exception=exc).error("commit of {} failed", entry.execution_id)
+                error = ErrorInfo(ErrorKind.INTERNAL, f"commit failed: {type(exc).__name__}: {exc}")
+                status, effects, output = Status.FAILED, (), None
+                committed = self._record_failure(record, error)
         return committed, status, error, effects, output
 
     def _record_failure(self, record: AuditRecord, error: ErrorInfo) -> Sequence[AuditRecord]:
         """The final record of an execution whose commit failed (nothing of it was written):
         one more try, alone and without effects, so the log still has it."""
-        failed = attrs.evolve(record, status=_VALUE[Status.FAILED], error_kind=_VALUE[error.kind],
-                              message=error.message, effect_digest=None)
+        failed = attrs.evolve(
+            record,
+            status=_VALUE[Status.FAILED],
+            error_kind=_VALUE[error.kind],
+            message=error.message,
+            effect_digest=None,
+        )
         try:
             return (self.store.append(failed),)
         except Exception as exc:
             logger.opt(exception=exc).error(
-                "the final record of {} could not be written either", record.execution_id)
+                "the final record of {} could not be written either", record.execution_id
+            )
             return ()
 
     def _lock_state(self, resource_id: str, token: Any, locks: list[Any]) -> None:
@@ -336,10 +347,17 @@ class Pipeline:
 
         Engines read committed state and return absolute writes, so two executions of one
         contract running at once would lose an update. The lock is taken once per top-level
-        execution tree (a nested call into a resource the tree holds does not wait for
-        itself) and bounded by the deadline, so crossing nested calls cannot deadlock."""
+        execution tree (a nested call back into a resource the tree holds is refused) and
+        bounded by the deadline, so crossing nested calls cannot deadlock."""
         if locks and any(rid == resource_id for rid, _ in locks):
-            return
+            # A nested call back into a stateful resource of its own tree would read the
+            # committed state, not the pending writes of the outer call, and the later
+            # write would silently undo the earlier one.
+            raise InvalidRequest(
+                f"re-entrant call into resource {resource_id[:12]}, which this execution "
+                "tree already runs: nested calls into a stateful resource of the same tree "
+                "are refused"
+            )
         lock = self._locks.get(resource_id)
         if lock is None:
             lock = self._locks.setdefault(resource_id, threading.Lock())
@@ -350,8 +368,9 @@ class Pipeline:
                 reason = token.poll()
                 if reason is not None:
                     raise _stopped(
-                        reason, f"waiting for resource {resource_id[:12]}, held by another "
-                        "execution")
+                        reason,
+                        f"waiting for resource {resource_id[:12]}, held by another execution",
+                    )
         locks.append((resource_id, lock))
 
     def _final_record(
@@ -426,17 +445,29 @@ class Pipeline:
         return ErrorInfo(ErrorKind.INTERNAL, f"{stage} stage failed: {type(exc).__name__}: {exc}")
 
 
+class _Tree:
+    """What a top-level execution shares with its nested calls: the state locks taken (held
+    until the top level committed) and the nested executions' final records (committed in
+    the same transaction)."""
+
+    __slots__ = ("locks", "records")
+
+    def __init__(self) -> None:
+        self.locks: list[tuple[str, threading.Lock]] = []
+        self.records: list[AuditRecord] = []
+
+
 class _Nested:
     """``ExecutionContext.invoke`` of a running execution: runs a child execution through
     the whole pipeline, linked to the parent, bounded by its deadline, cancelled with it,
     its effects returned (not committed) so they stand or fall with the parent's."""
 
-    __slots__ = ("_locks", "_parent", "_pipeline")
+    __slots__ = ("_parent", "_pipeline", "_tree")
 
-    def __init__(self, pipeline: Pipeline, parent: Entry, locks: list[Any]) -> None:
+    def __init__(self, pipeline: Pipeline, parent: Entry, tree: _Tree) -> None:
         self._pipeline = pipeline
         self._parent = parent
-        self._locks = locks
+        self._tree = tree
 
     def __call__(self, request: ExecutionRequest) -> ExecutionResult:
         parent = self._parent
@@ -449,7 +480,7 @@ class _Nested:
         deadline = min(parent.token.deadline, self._pipeline.deadline(child))
         entry = self._pipeline.ledger.open(child, deadline, Status.RUNNING)
         parent.token.on_cancel(entry.token.cancel)
-        return self._pipeline.run(entry, commit=False, locks=self._locks)
+        return self._pipeline.run(entry, tree=self._tree)
 
 
 def _state_reader(store: Store, resource_id: str) -> Any:
@@ -478,19 +509,28 @@ def _checked(outcome: Any, engine: str) -> tuple[Any, int, tuple[Effect, ...]]:
     """The engine's result, refused as ``engine_error`` when malformed: a bad fee or effect
     would otherwise fail later, in the commit, where nothing can report it cleanly."""
     if not isinstance(outcome, EngineResult):
-        raise EngineError(f"engine {engine} returned {type(outcome).__name__}, not an "
-                          "EngineResult", source=engine)
+        raise EngineError(
+            f"engine {engine} returned {type(outcome).__name__}, not an EngineResult", source=engine
+        )
     fee = outcome.fee_used
     if type(fee) is not int or fee < 0:
-        raise EngineError(f"engine {engine} reported fee_used {fee!r}, not a non-negative "
-                          "integer", source=engine)
+        raise EngineError(
+            f"engine {engine} reported fee_used {fee!r}, not a non-negative integer", source=engine
+        )
     effects = tuple(outcome.effects)
     for effect in effects:
-        if not (type(effect) is Effect and type(effect.kind) is str
-                and type(effect.resource_id) is str
-                and type(effect.key) is bytes and type(effect.value) is bytes):
-            raise EngineError(f"engine {engine} returned a malformed effect {effect!r} "
-                              "(kind and resource_id str, key and value bytes)", source=engine)
+        if not (
+            type(effect) is Effect
+            and type(effect.kind) is str
+            and type(effect.resource_id) is str
+            and type(effect.key) is bytes
+            and type(effect.value) is bytes
+        ):
+            raise EngineError(
+                f"engine {engine} returned a malformed effect {effect!r} "
+                "(kind and resource_id str, key and value bytes)",
+                source=engine,
+            )
     return outcome.output, fee, effects
 
 

@@ -102,9 +102,13 @@ class Store(Protocol):
         record: AuditRecord,
         effects: Sequence[Effect],
         processors: Sequence[BoundProcessor],
+        children: Sequence[AuditRecord] = (),
     ) -> Finished:
         """Commit one finished execution: its effects (only if ``record.status`` is
-        succeeded) and its final audit record, atomically, then return. ``record`` comes with
+        succeeded) and its final audit record, atomically, then return. ``children`` are the
+        final records of its nested executions, committed in the same transaction before it;
+        when the execution's effects are not kept, a child that says succeeded is written as
+        failed (its writes were discarded with its parent's). ``record`` comes with
         ``seq``/hashes unset; the store assigns them (and ``effect_digest`` if it is None).
         Group commit may batch several callers into one transaction, but each caller returns
         only after its own records are durable.

@@ -9,7 +9,6 @@ success for work that never happened.
 from __future__ import annotations
 
 import sqlite3
-
 from collections.abc import Sequence
 from typing import Any
 
@@ -155,3 +154,15 @@ def failed_records(record: AuditRecord, error: ErrorInfo,
     )
     final = attrs.evolve(record, status="failed", error_kind=kind, message=error.message)
     return rollback, final
+
+
+def discarded(children: Sequence[AuditRecord], parent: AuditRecord,
+              error: ErrorInfo | None) -> list[AuditRecord]:
+    """The nested executions' final records as they must be written when their parent's
+    effects are not kept: a child that succeeded is failed, naming why (the audit log never
+    says succeeded for writes that were not committed)."""
+    kind = error.kind.value if error is not None else (parent.error_kind or "internal")
+    why = (f"discarded with its parent execution {parent.execution_id}, which ended "
+           f"{'failed' if error is not None else parent.status} ({kind})")
+    return [attrs.evolve(child, status="failed", error_kind=kind, message=why)
+            if child.status == "succeeded" else child for child in children]

@@ -21,6 +21,7 @@ from coordinator_core.store.effects import (
     Prepared,
     Router,
     blob,
+    discarded,
     failed_records,
     finish_processors,
     prepare_all,
@@ -152,12 +153,15 @@ class MemoryStore:
         return sealed
 
     def finish(self, record: AuditRecord, effects: Sequence[Effect],
-               processors: Sequence[BoundProcessor]) -> Finished:
+               processors: Sequence[BoundProcessor],
+               children: Sequence[AuditRecord] = ()) -> Finished:
         digest = effect_digest(effects) if effects and record.effect_digest is None else None
         eid = record.execution_id or ""
         with self._lock:
             if not (effects and record.status == "succeeded"):
-                return Finished((self._insert(record, digest),))
+                kept = children if record.status == "succeeded" else \
+                    discarded(children, record, None)
+                return Finished((*(self._insert(c) for c in kept), self._insert(record, digest)))
             if eid in self._finals:  # refuse before any processor stages anything
                 raise InvalidRequest(f"execution {eid} already has a final audit record")
             routed = self._router.route(effects, processors)
@@ -166,11 +170,13 @@ class MemoryStore:
                     else prepare_all(eid, routed, txn))
             if done.error is None:
                 self._apply(txn.ops, time.time())
-                records: tuple[AuditRecord, ...] = (self._insert(record, digest),)
+                records: tuple[AuditRecord, ...] = (
+                    *(self._insert(c) for c in children), self._insert(record, digest))
             else:
                 rollback, final = failed_records(record, done.error, done.processors,
                                                  len(effects))
-                records = (self._insert(rollback, digest), self._insert(final, digest))
+                records = (*(self._insert(c) for c in discarded(children, record, done.error)),
+                           self._insert(rollback, digest), self._insert(final, digest))
         for failure in finish_processors(record, done.processors, done.error is None):
             self.append(failure)
         return Finished(records, done.error)

@@ -28,6 +28,7 @@ from coordinator_core.store.chain import ChainWalker, effect_digest, record_of_r
 from coordinator_core.store.effects import (
     Prepared,
     Router,
+    discarded,
     failed_records,
     finish_processors,
     prepare_all,
@@ -190,14 +191,17 @@ class SqliteStore:
 
     # -- audit and commit ----------------------------------------------------------------
     def finish(self, record: AuditRecord, effects: Sequence[Effect],
-               processors: Sequence[BoundProcessor]) -> Finished:
+               processors: Sequence[BoundProcessor],
+               children: Sequence[AuditRecord] = ()) -> Finished:
         digest = effect_digest(effects) if effects and record.effect_digest is None else None
         apply = bool(effects) and record.status == "succeeded"
         prepared: list[Prepared] = []
 
         def run(w: Writer) -> tuple[tuple[AuditRecord, ...], ErrorInfo | None]:
             if not apply:
-                return (w.insert(record, digest),), None
+                kept = children if record.status == "succeeded" else \
+                    discarded(children, record, None)
+                return (*(w.insert(c) for c in kept), w.insert(record, digest)), None
             w.savepoint()
             try:
                 routed = self._router.route(effects, processors)
@@ -205,11 +209,13 @@ class SqliteStore:
                         else prepare_all(record.execution_id or "", routed, w.txn))
                 prepared.append(done)
                 if done.error is None:
-                    return (w.insert(record, digest),), None
+                    return (*(w.insert(c) for c in children), w.insert(record, digest)), None
                 w.undo()
                 rollback, final = failed_records(record, done.error, done.processors,
                                                  len(effects))
-                return (w.insert(rollback, digest), w.insert(final, digest)), done.error
+                lost = discarded(children, record, done.error)
+                return (*(w.insert(c) for c in lost), w.insert(rollback, digest),
+                        w.insert(final, digest)), done.error
             except BaseException:
                 w.undo()
                 raise
@@ -217,7 +223,7 @@ class SqliteStore:
                 w.release()
 
         try:
-            records, error = self._write(run, single=not apply)
+            records, error = self._write(run, single=not (apply or children))
         except BaseException:
             if prepared:
                 finish_processors(record, prepared[0].processors, committed=False)
