@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 import pytest
@@ -138,8 +139,8 @@ def test_oversized_modules_are_refused_before_parsing(harness_factory: Any) -> N
 def test_non_deterministic_features_are_off(harness: Any) -> None:
     shared = ('(module (memory (export "memory") 1 1 shared) (func (export "main") '
               '(drop (i32.atomic.load (i32.const 0)))))')
-    with pytest.raises(InvalidRequest):
-        harness.deploy(shared)
+    with pytest.raises(SecurityRejected, match="shared and 64-bit memories are not allowed"):
+        harness.deploy(shared)  # the static limits see it before wasmtime's validation
     relaxed = ('(module (func (export "main") (result v128) (f32x4.relaxed_madd '
                '(v128.const i64x2 0 0) (v128.const i64x2 0 0) (v128.const i64x2 0 0))))')
     with pytest.raises(InvalidRequest):
@@ -193,3 +194,15 @@ def test_execution_rechecks_capabilities_of_the_resource(harness: Any) -> None:
                                                 meta=deployed.resource.meta)
     with pytest.raises(SecurityRejected, match="not granted to the resource: storage"):
         harness.run(deployed)
+
+
+def test_many_imports_and_exports_are_refused_before_any_costly_work(harness: Any) -> None:
+    """Found in review: describing the exports was quadratic in imports x exports and ran
+    before the limits (a 2 MB module could hold the GIL for minutes)."""
+    n = 4000
+    imports = "".join(f'(import "env" "input_len" (func $f{i} (result i32)))' for i in range(n))
+    exports = "".join(f'(export "e{i}" (func $f{i}))' for i in range(n))
+    started = time.monotonic()
+    with pytest.raises(SecurityRejected, match="number of imports is 4000"):
+        harness.deploy(f"(module {imports} {exports})")
+    assert time.monotonic() - started < 2.0

@@ -174,6 +174,9 @@ class WasmtimeEngine:
                                    f"{self.settings.max_module_bytes} (wasmtime.max_module_bytes)",
                                    source=SOURCE)
         shape = read_module(code)
+        # Static limits before anything whose cost grows with the module (validation,
+        # describing every export): a hostile module is refused cheaply.
+        check_limits(shape, len(code), self.settings)
         reason = _capi.validate(self._engine, code)
         if reason is not None:
             raise InvalidRequest(f"invalid wasm module: {runtime._cause(reason)}")

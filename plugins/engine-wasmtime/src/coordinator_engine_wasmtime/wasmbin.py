@@ -10,6 +10,8 @@ full validation stays wasmtime's job (``_capi.validate``).
 
 from __future__ import annotations
 
+import functools
+
 import attrs
 
 from coordinator_hookspecs import InvalidRequest
@@ -36,7 +38,7 @@ class Export:
     index: int
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=False, slots=False)
 class ModuleShape:
     """What the reader learned: enough for limits, capabilities and entry signatures."""
 
@@ -49,12 +51,15 @@ class ModuleShape:
     max_locals: int
     has_start: bool
 
+    @functools.cached_property
+    def _func_type_indices(self) -> tuple[int, ...]:
+        """Type index of every function in the index space (imports first), built once:
+        a per-call rebuild made ``inspect`` quadratic in imports x exports."""
+        return (*(i.type_index for i in self.imports if i.kind == "func"), *self.functions)
+
     def func_type(self, index: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Signature of function ``index`` in the function index space (imports first)."""
-        imported = [i for i in self.imports if i.kind == "func"]
-        type_index = (imported[index].type_index if index < len(imported)
-                      else self.functions[index - len(imported)])
-        return self.types[type_index]
+        return self.types[self._func_type_indices[index]]
 
 
 class _Reader:
