@@ -336,6 +336,7 @@ def hybrid_codec_code(dtype: str) -> int:
     (b"\x01\x01x\x01\x00\x00\x00\x80\x3f\x00", "1 bytes follow"),
     (b"\x02\x01x\x01\x00\x00\x00\x80\x3f\x01x\x01\x00\x00\x00\x80\x3f", "occurs twice"),
     (b"\x01\x01\xff\x01\x00\x00\x00\x80\x3f", "not UTF-8"),
+    (b"\x01\x01x\x01\x03" + struct.pack("<III", 0, 2**32 - 1, 2**32 - 1), "cannot be built"),
 ])
 def test_tensor_encoding_refuses_malformed_bytes(data: bytes, message: str) -> None:
     with pytest.raises(EncodingError, match=message):

@@ -206,3 +206,12 @@ def test_many_imports_and_exports_are_refused_before_any_costly_work(harness: An
     with pytest.raises(SecurityRejected, match="number of imports is 4000"):
         harness.deploy(f"(module {imports} {exports})")
     assert time.monotonic() - started < 2.0
+
+
+def test_args_that_cannot_cross_the_boundary_are_invalid_requests() -> None:
+    from coordinator_engine_wasmtime.values import pack_args, slots_struct
+
+    with pytest.raises(InvalidRequest, match="do not fit"):
+        pack_args("f", ("f32",), [1e300])
+    with pytest.raises(InvalidRequest, match="v128 cannot be passed"):
+        slots_struct(("i32", "v128"))

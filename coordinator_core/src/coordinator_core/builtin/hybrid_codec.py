@@ -88,7 +88,10 @@ def decode_tensors(data: bytes) -> dict[str, Any]:
         if pos + n * size > len(data):
             raise EncodingError(f"tensor {name!r}: shape {dims} of {dtype} needs {n * size} "
                                 f"data bytes, {len(data) - pos} are left")
-        out[name] = _array(data[pos : pos + n * size], dtype, fmt, dims)
+        try:
+            out[name] = _array(data[pos : pos + n * size], dtype, fmt, dims)
+        except (ValueError, MemoryError) as exc:  # e.g. a 0 dim beside dims numpy refuses
+            raise EncodingError(f"tensor {name!r}: shape {dims} cannot be built: {exc}") from None
         pos += n * size
     if pos != len(data):
         raise EncodingError(f"{len(data) - pos} bytes follow the last of {count} tensors")

@@ -22,7 +22,12 @@ _CTYPE: dict[str, Any] = {"i32": ctypes.c_int32, "i64": ctypes.c_int64, "f32": c
 
 
 def slots_struct(types: Sequence[str]) -> struct.Struct:
-    """A ``struct`` reading/writing ``types`` from consecutive 16-byte slots."""
+    """A ``struct`` reading/writing ``types`` from consecutive 16-byte slots; only numbers
+    cross the request boundary (``InvalidRequest`` for v128 and reference types)."""
+    unsupported = sorted({t for t in types if t not in _CODE})
+    if unsupported:
+        raise InvalidRequest(f"values of type {', '.join(unsupported)} cannot be passed in "
+                             "or out through args (numbers only: i32, i64, f32, f64)")
     return struct.Struct("<" + "".join(f"{_CODE[t]}{RAW_SLOT - _SIZE[t]}x" for t in types))
 
 
@@ -48,7 +53,11 @@ def pack_args(entry: str, params: Sequence[str], args: Any) -> bytes:
         else:
             value = float(value)
         values.append(value)
-    return slots_struct(params).pack(*values)
+    try:
+        return slots_struct(params).pack(*values)
+    except (OverflowError, struct.error) as exc:  # e.g. 1e300 for an f32
+        raise InvalidRequest(f"args of entry {entry!r} do not fit ({', '.join(params)}): "
+                             f"{exc}") from None
 
 
 def results_reader(results: Sequence[str]) -> Callable[[int], list[Any]]:
