@@ -165,3 +165,27 @@ def test_cached_verdicts_belong_to_the_policy_they_were_made_under() -> None:
     new = attrs.evolve(old, policy=AccessPolicy(public=False))
     integrator.check_execution(request, new)
     assert calls == ["mallory", "mallory"]  # a verdict made under the old policy is not reused
+
+
+def test_cancelling_the_awaiting_task_cancels_the_execution(
+    echo_coordinator: Coordinator,
+) -> None:
+    import asyncio
+
+    rid = echo_coordinator.deploy(b"x", "echo")
+
+    async def run() -> None:
+        task = asyncio.ensure_future(echo_coordinator.execute_async(
+            ExecutionRequest(resource_id=rid, entry="sleep", args=(5,))))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    started = time.monotonic()
+    asyncio.run(run())
+    while echo_coordinator.ledger.active and time.monotonic() - started < 2:
+        time.sleep(0.01)
+    finals = [r for r in echo_coordinator.store.audit_records() if r.record_kind == "execution"]
+    assert [r.status for r in finals] == ["cancelled"]
+    assert time.monotonic() - started < 2  # not the 5 s the engine was asked to sleep

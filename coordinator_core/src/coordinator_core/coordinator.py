@@ -192,8 +192,14 @@ class Coordinator(ResourceCoordinator):
         return ExecutionHandle(self, entry.execution_id, entry.future)
 
     async def execute_async(self, request: ExecutionRequest) -> ExecutionResult:
-        """``execute`` for asyncio callers: runs on the worker pool, awaits the result."""
-        return await asyncio.wrap_future(self.submit(request).future)
+        """``execute`` for asyncio callers: runs on the worker pool, awaits the result.
+        Cancelling the awaiting task cancels the execution."""
+        handle = self.submit(request)
+        try:
+            return await asyncio.wrap_future(handle.future)
+        except asyncio.CancelledError:
+            self.cancel(handle.execution_id)
+            raise
 
     def _run_queued(self, entry: Entry) -> None:
         if not self.ledger.claim(entry):
