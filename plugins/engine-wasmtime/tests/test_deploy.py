@@ -215,3 +215,19 @@ def test_args_that_cannot_cross_the_boundary_are_invalid_requests() -> None:
         pack_args("f", ("f32",), [1e300])
     with pytest.raises(InvalidRequest, match="v128 cannot be passed"):
         slots_struct(("i32", "v128"))
+
+
+def test_a_pool_the_process_cannot_map_is_a_config_error() -> None:
+    """Found in review: wasmtime aborts the process when its pooling allocator cannot reserve
+    its address space; such a configuration is refused before the engine is built."""
+    import subprocess
+    import sys
+
+    probe = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (200 << 30, 200 << 30));"
+             "from coordinator_engine_wasmtime.engine import check_address_space as c;"
+             "c(0); c(8)\n"
+             "try:\n    c(256)\nexcept Exception as e:\n    print(type(e).__name__, e)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("InvalidRequest") and "instance_pool_slots" in done.stdout

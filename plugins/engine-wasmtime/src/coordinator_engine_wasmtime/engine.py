@@ -28,7 +28,7 @@ from coordinator_engine_wasmtime.policy import (
     entries_from_meta,
     required_capabilities,
 )
-from coordinator_engine_wasmtime.settings import WasmtimeSettings
+from coordinator_engine_wasmtime.settings import POOL_SLOT_RESERVATION, WasmtimeSettings
 from coordinator_engine_wasmtime.ticker import EpochTicker
 from coordinator_engine_wasmtime.values import (
     host_params,
@@ -88,6 +88,19 @@ def check_stack_budget(max_wasm_stack: int, max_depth: int) -> None:
         )
 
 
+def check_address_space(slots: int) -> None:
+    """Refuse a pool the process cannot map: wasmtime aborts the process (a panic in the C
+    API) when its pooling allocator's reservation fails, instead of returning an error."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    need = slots * POOL_SLOT_RESERVATION
+    if soft != resource.RLIM_INFINITY and need > soft // 2:
+        raise InvalidRequest(
+            f"invalid configuration: [wasmtime] instance_pool_slots = {slots} reserves about "
+            f"{need >> 30} GiB of address space, but the process may map {soft >> 30} GiB "
+            "(ulimit -v): lower it, or set 0 to turn pooling off"
+        )
+
+
 class WasmtimeEngine:
     """Runs ``wasm`` resources (see docs/abi-wasm.md for the contract ABI)."""
 
@@ -95,6 +108,7 @@ class WasmtimeEngine:
                  data_dir: Path | None = None, max_depth: int = 2) -> None:
         s = self.settings = settings or WasmtimeSettings()
         check_stack_budget(s.max_wasm_stack, max_depth)
+        check_address_space(s.instance_pool_slots)
         self._engine, flags = _capi.make_engine(s.max_wasm_stack, s.pool_spec())
         self.fingerprint = f"wasmtime {_capi.WASMTIME_VERSION};{flags}"
         artifacts = None
