@@ -136,7 +136,14 @@ class ProcessPool:
         self.kill_grace = kill_grace
         self.start_timeout = start_timeout
         self._cond = threading.Condition()
-        self._workers = [_Worker(slot, self._ctx, spec) for slot in range(size)]
+        self._workers: list[_Worker] = []
+        try:
+            for slot in range(size):
+                self._workers.append(_Worker(slot, self._ctx, spec))
+        except BaseException:  # a later worker failing to spawn must not orphan the earlier
+            for worker in self._workers:
+                worker.stop()
+            raise
         self.restarts = 0
         self.closed = False
         #: why a worker last failed to start (reported once by ``health``)
