@@ -50,3 +50,36 @@ def test_stateless_contracts_are_not_serialised(tmp_path: Path) -> None:
         counter = coord.deploy(COUNTER_WAT, "wasm", source_format="wat", capabilities=["storage"])
         coord.execute(ExecutionRequest(resource_id=counter))
         assert coord.metrics()["stages"]["lock"]["count"] == 1
+
+
+CHILD = """
+import sys
+from coordinator_core import Coordinator, ExecutionRequest
+with Coordinator.open(data_dir=sys.argv[1], overrides={"coordinator": {"workers": 2}}) as coord:
+    rid = coord.deploy(sys.argv[2], "wasm", source_format="wat", capabilities=["storage"])
+    print("ready", flush=True)
+    sys.stdin.readline()  # start together
+    handles = [coord.submit(ExecutionRequest(resource_id=rid)) for _ in range(int(sys.argv[3]))]
+    assert all(h.result(timeout=60).ok for h in handles)
+"""
+
+
+def test_two_processes_on_one_data_dir_keep_every_increment(tmp_path: Path) -> None:
+    """The state lock also holds across processes (a service and a CLI on one data dir)."""
+    import subprocess
+    import sys
+
+    children = [subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), COUNTER_WAT,
+                                  "150"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True) for _ in range(2)]
+    for child in children:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    for child in children:
+        assert child.wait(timeout=120) == 0
+    with Coordinator.open(data_dir=tmp_path) as coord:
+        rid = coord.deploy(COUNTER_WAT, "wasm", source_format="wat", capabilities=["storage"])
+        assert _count(coord, rid) == 300

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
@@ -19,13 +20,14 @@ from coordinator_core.config import Config, load_config
 from coordinator_core.dispatcher import Dispatcher
 from coordinator_core.handles import ExecutionHandle, ExecutionStatus
 from coordinator_core.ledger import Entry, Ledger
+from coordinator_core.locks import ResourceLocks
 from coordinator_core.pipeline import Pipeline
 from coordinator_core.plugins import BUILTIN_PLUGINS, PluginHost
 from coordinator_core.quota import QuotaManager
 from coordinator_core.registry import Registry, build_registry, collect_sections
 from coordinator_core.resources import ResourceCoordinator
 from coordinator_core.security import SecurityIntegrator
-from coordinator_core.store import open_store
+from coordinator_core.store import MEMORY, open_store
 from coordinator_core.store.base import BoundProcessor, Store
 from coordinator_core.watchdog import Watchdog
 from coordinator_hookspecs import (
@@ -73,6 +75,9 @@ class Coordinator(ResourceCoordinator):
             ],
             metrics_sinks=[(r.name, r.sink) for r in registry.metrics_sinks],
             audit_sinks=[(r.name, r.sink) for r in registry.audit_sinks],
+            state_locks=ResourceLocks(
+                None if str(config.data_dir) == MEMORY else Path(config.data_dir) / "state.lock"
+            ),
         )
         for bound in self.dispatcher.engines:
             bind = getattr(bound.engine, "bind_host_functions", None)
@@ -162,6 +167,7 @@ class Coordinator(ResourceCoordinator):
                 except Exception as exc:
                     logger.warning("closing {} failed: {}", type(item).__name__, exc)
         self.store.close()
+        self.pipeline.state_locks.close()
 
     def __enter__(self) -> Coordinator:
         return self

@@ -12,7 +12,6 @@ logged once and never changes the result.
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +22,7 @@ from loguru import logger
 from coordinator_core.config import CoreSettings
 from coordinator_core.dispatcher import Dispatcher
 from coordinator_core.ledger import Entry, Ledger
+from coordinator_core.locks import ResourceLocks
 from coordinator_core.quota import Held, QuotaManager
 from coordinator_core.security import SecurityIntegrator
 from coordinator_core.store.base import BoundProcessor, Store
@@ -78,6 +78,7 @@ class Pipeline:
         processors: Sequence[BoundProcessor],
         metrics_sinks: Sequence[tuple[str, Any]],
         audit_sinks: Sequence[tuple[str, Any]],
+        state_locks: ResourceLocks | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -97,7 +98,7 @@ class Pipeline:
         self._resources: dict[str, ResourceInfo] = {}
         self._failed_sinks: set[str] = set()
         self._state_capabilities = frozenset(settings.state_capabilities)
-        self._locks: dict[str, threading.Lock] = {}
+        self.state_locks = state_locks or ResourceLocks()
         self._generation = 0  # bumped by forget(): a lookup racing it does not cache
 
     # -- request entry ---------------------------------------------------------------------
@@ -259,8 +260,8 @@ class Pipeline:
             )
         finally:
             if top and tree.locks:
-                for _, lock in reversed(tree.locks):
-                    lock.release()
+                for resource_id in reversed(tree.locks):
+                    self.state_locks.release(resource_id)
         t_end = clock()
         stages.append(("commit", t_end - t_commit))
         result = ExecutionResult(
@@ -342,14 +343,14 @@ class Pipeline:
             )
             return ()
 
-    def _lock_state(self, resource_id: str, token: Any, locks: list[Any]) -> None:
+    def _lock_state(self, resource_id: str, token: Any, locks: list[str]) -> None:
         """Serialise executions that may write a resource's state, from read to commit.
 
         Engines read committed state and return absolute writes, so two executions of one
         contract running at once would lose an update. The lock is taken once per top-level
         execution tree (a nested call back into a resource the tree holds is refused) and
         bounded by the deadline, so crossing nested calls cannot deadlock."""
-        if locks and any(rid == resource_id for rid, _ in locks):
+        if resource_id in locks:
             # A nested call back into a stateful resource of its own tree would read the
             # committed state, not the pending writes of the outer call, and the later
             # write would silently undo the earlier one.
@@ -358,20 +359,18 @@ class Pipeline:
                 "tree already runs: nested calls into a stateful resource of the same tree "
                 "are refused"
             )
-        lock = self._locks.get(resource_id)
-        if lock is None:
-            lock = self._locks.setdefault(resource_id, threading.Lock())
-        # Uncontended (the usual case): a plain try-lock, no clock read, no timed wait.
-        if not lock.acquire(False):
+        state_locks = self.state_locks
+        # Uncontended (the usual case): one try, no clock read, no timed wait.
+        if not state_locks.acquire(resource_id, 0.0):
             # Contended: wait in short slices so a cancel is seen, bounded by the deadline.
-            while not lock.acquire(timeout=min(0.01, max(0.0, token.remaining))):
+            while not state_locks.acquire(resource_id, min(0.01, max(0.0, token.remaining))):
                 reason = token.poll()
                 if reason is not None:
                     raise _stopped(
                         reason,
                         f"waiting for resource {resource_id[:12]}, held by another execution",
                     )
-        locks.append((resource_id, lock))
+        locks.append(resource_id)
 
     def _final_record(
         self,
@@ -453,7 +452,7 @@ class _Tree:
     __slots__ = ("locks", "records")
 
     def __init__(self) -> None:
-        self.locks: list[tuple[str, threading.Lock]] = []
+        self.locks: list[str] = []  # resource ids whose state lock the tree holds
         self.records: list[AuditRecord] = []
 
 
