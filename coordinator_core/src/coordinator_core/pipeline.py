@@ -11,7 +11,6 @@ logged once and never changes the result.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +25,7 @@ from coordinator_core.locks import ResourceLocks
 from coordinator_core.quota import Held, QuotaManager
 from coordinator_core.security import SecurityIntegrator
 from coordinator_core.store.base import BoundProcessor, Store
+from coordinator_core.store.chain import effect_digest
 from coordinator_hookspecs import (
     ERROR_OF_KIND,
     STATUS_OF_KIND,
@@ -49,18 +49,6 @@ from coordinator_hookspecs import (
 _SUCCEEDED = Status.SUCCEEDED
 #: enum member -> its string, without the (slow) ``.value`` descriptor on the hot path
 _VALUE: dict[Any, str] = {m: m.value for m in (*Status, *ErrorKind)}
-
-
-def effect_digest(effects: Sequence[Effect]) -> str | None:
-    """sha256 over the effects in order (length-prefixed fields), None when there are none."""
-    if not effects:
-        return None
-    h = hashlib.sha256()
-    for e in effects:
-        for part in (e.kind.encode(), e.resource_id.encode(), e.key, e.value):
-            h.update(len(part).to_bytes(4, "big"))
-            h.update(part)
-    return h.hexdigest()
 
 
 class Pipeline:
@@ -398,7 +386,7 @@ class Pipeline:
             message=error.message if error else None,
             fee_used=fee_used,
             duration=duration,
-            effect_digest=effect_digest(effects),
+            effect_digest=effect_digest(effects) if effects else None,
             detail=_detail(request, bound, error),
         )
 
