@@ -189,3 +189,20 @@ def test_cancelling_the_awaiting_task_cancels_the_execution(
     finals = [r for r in echo_coordinator.store.audit_records() if r.record_kind == "execution"]
     assert [r.status for r in finals] == ["cancelled"]
     assert time.monotonic() - started < 2  # not the 5 s the engine was asked to sleep
+
+
+def test_close_cancels_executions_still_running_on_other_threads(make_coordinator: Make) -> None:
+    import threading
+
+    coord = make_coordinator(EchoPlugin())
+    rid = coord.deploy(b"x", "echo")
+    results: list[Any] = []
+    caller = threading.Thread(target=lambda: results.append(coord.execute(
+        ExecutionRequest(resource_id=rid, entry="sleep", args=(10,)))))
+    caller.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    coord.close()
+    caller.join(5)
+    assert time.monotonic() - started < 2
+    assert results and results[0].status is Status.CANCELLED

@@ -7,6 +7,7 @@ pipeline and opens the store; afterwards no hook is called until ``close``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from os import PathLike
@@ -38,6 +39,9 @@ from coordinator_hookspecs import (
     NotFound,
     Status,
 )
+
+#: Seconds ``close`` waits for executions it cancelled to end.
+CLOSE_GRACE = 5.0
 
 
 class Coordinator(ResourceCoordinator):
@@ -153,6 +157,7 @@ class Coordinator(ResourceCoordinator):
         self._closed = True
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        self._drain(CLOSE_GRACE)
         self._watchdog.stop()
         self.host.broadcast("coordinator_shutdown", coordinator=self)
         for item in (
@@ -168,6 +173,19 @@ class Coordinator(ResourceCoordinator):
                     logger.warning("closing {} failed: {}", type(item).__name__, exc)
         self.store.close()
         self.pipeline.state_locks.close()
+
+    def _drain(self, grace: float) -> None:
+        """Executions still running on callers' own threads (``execute``) are cancelled and
+        waited for, so no engine is closed under a running execution."""
+        active = self.ledger.running()
+        if not active:
+            return
+        logger.warning("closing: cancelling {} execution(s) still running", len(active))
+        for entry in active:
+            entry.token.cancel(ErrorKind.CANCELLED)
+        deadline = time.monotonic() + grace
+        while self.ledger.active and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     def __enter__(self) -> Coordinator:
         return self
