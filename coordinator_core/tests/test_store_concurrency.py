@@ -11,7 +11,8 @@ import pytest
 
 from coordinator_core.builtin.state_processor import KINDS, StateProcessor
 from coordinator_core.store import BoundProcessor, MemoryStore, SqliteStore, Store
-from coordinator_hookspecs import AuditRecord, Effect
+from coordinator_core.store.groupcommit import Job
+from coordinator_hookspecs import AuditRecord, Effect, InvalidRequest
 
 PROCESSORS = (BoundProcessor("state", StateProcessor(), KINDS),)
 RID = "cd" * 32
@@ -156,4 +157,44 @@ def test_commit_delay_gathers_concurrent_executions(tmp_path: Path) -> None:
     first.join(5)
     assert store.commit_stats[0] == groups_before + 1  # two executions, one transaction
     assert store.verify().ok and store.verify().count == 5
+    store.close()
+
+
+def _record_job(store: SqliteStore, execution_id: str) -> Job:
+    record = AuditRecord(seq=0, record_kind="execution", timestamp=time.time(),
+                         execution_id=execution_id, caller="c", resource_id=RID,
+                         status="succeeded")
+    pairs = ((record, None),)
+    return Job(lambda w: tuple(w.insert(r, d) for r, d in pairs), single=True, records=pairs)
+
+
+def test_a_group_of_appends_is_one_statement(tmp_path: Path) -> None:
+    """Record-only jobs of one group go in as one multi-row INSERT (under the GIL each
+    statement is a wait to win the GIL back), sealed in order, chain intact."""
+    store = SqliteStore(tmp_path)
+    statements: list[str] = []
+    store._writer.conn.set_trace_callback(statements.append)
+    jobs = [_record_job(store, f"e{i}") for i in range(5)]
+    store._writer.commit_batch(jobs)
+    store._writer.conn.set_trace_callback(None)
+    assert len(statements) == 1 and statements[0].startswith("INSERT INTO audit")
+    assert [job.error for job in jobs] == [None] * 5
+    assert [job.result[0].seq for job in jobs] == [1, 2, 3, 4, 5]
+    assert [r.execution_id for r in store.audit_records()] == [f"e{i}" for i in range(5)]
+    assert store.verify().ok
+    store.close()
+
+
+def test_a_refused_record_in_a_group_fails_only_its_own_job(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path)
+    store._writer.commit_batch([first := _record_job(store, "dup")])
+    assert first.error is None
+    jobs = [_record_job(store, "a"), _record_job(store, "dup"), _record_job(store, "b")]
+    store._writer.commit_batch(jobs)
+    assert jobs[0].error is None and jobs[2].error is None
+    assert isinstance(jobs[1].error, InvalidRequest)
+    assert "already has a final audit record" in str(jobs[1].error)
+    assert [r.execution_id for r in store.audit_records()] == ["dup", "a", "b"]
+    report = store.verify()
+    assert report.ok and report.count == 3
     store.close()

@@ -242,14 +242,17 @@ class Pipeline:
         if status is not _SUCCEEDED:
             effects, output = (), None
         t_commit = clock()
+        if top and tree.locks and not effects:
+            # Nothing to write: the tree's reads are done, so the next execution of these
+            # resources may start now instead of after this record's commit.
+            self._release_state(tree)
         try:
             committed, status, error, effects, output = self._commit(
                 entry, status, error, fee_used, t_commit - t0, effects, output, bound, tree, top
             )
         finally:
             if top and tree.locks:
-                for resource_id in reversed(tree.locks):
-                    self.state_locks.release(resource_id)
+                self._release_state(tree)
         t_end = clock()
         stages.append(("commit", t_end - t_commit))
         result = ExecutionResult(
@@ -330,6 +333,11 @@ class Pipeline:
                 "the final record of {} could not be written either", record.execution_id
             )
             return ()
+
+    def _release_state(self, tree: _Tree) -> None:
+        locks, tree.locks = tree.locks, []
+        for resource_id in reversed(locks):
+            self.state_locks.release(resource_id)
 
     def _lock_state(self, resource_id: str, token: Any, locks: list[str]) -> None:
         """Serialise executions that may write a resource's state, from read to commit.

@@ -26,15 +26,21 @@ from coordinator_hookspecs import InternalError
 
 class Job:
     """One unit of work for the writer: ``run(writer)`` executes inside the group's
-    transaction; ``result``/``error`` are read by the submitting thread after commit."""
+    transaction; ``result``/``error`` are read by the submitting thread after commit.
 
-    __slots__ = ("_promoted", "_waiter", "error", "result", "run", "single")
+    ``records``, when given, says the job only appends these ``(record, digest)`` pairs to the
+    audit log (``run`` does the same one record at a time): a group made only of such jobs
+    can be written as one multi-row INSERT."""
 
-    def __init__(self, run: Callable[[Any], Any], single: bool = False) -> None:
+    __slots__ = ("_promoted", "_waiter", "error", "records", "result", "run", "single")
+
+    def __init__(self, run: Callable[[Any], Any], single: bool = False,
+                 records: tuple[tuple[Any, str | None], ...] | None = None) -> None:
         self.run = run
         #: ``run`` executes exactly one statement, atomic by itself: alone in its group it
         #: may skip BEGIN/COMMIT.
         self.single = single
+        self.records = records
         self.result: Any = None
         self.error: BaseException | None = None
         self._waiter: Any = None

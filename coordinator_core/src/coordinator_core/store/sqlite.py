@@ -197,11 +197,13 @@ class SqliteStore:
         apply = bool(effects) and record.status == "succeeded"
         prepared: list[Prepared] = []
 
+        if not apply:
+            kept = children if record.status == "succeeded" else \
+                discarded(children, record, None)
+            return Finished(self._append_records(
+                (*((c, None) for c in kept), (record, digest))), None)
+
         def run(w: Writer) -> tuple[tuple[AuditRecord, ...], ErrorInfo | None]:
-            if not apply:
-                kept = children if record.status == "succeeded" else \
-                    discarded(children, record, None)
-                return (*(w.insert(c) for c in kept), w.insert(record, digest)), None
             w.savepoint()
             try:
                 routed = self._router.route(effects, processors)
@@ -223,7 +225,7 @@ class SqliteStore:
                 w.release()
 
         try:
-            records, error = self._write(run, single=not (apply or children))
+            records, error = self._write(run)
         except BaseException:
             if prepared:
                 finish_processors(record, prepared[0].processors, committed=False)
@@ -242,7 +244,19 @@ class SqliteStore:
                                              record.record_kind, record.execution_id)
 
     def append(self, record: AuditRecord) -> AuditRecord:
-        sealed: AuditRecord = self._write(lambda w: w.insert(record), single=True)
+        return self._append_records(((record, None),))[0]
+
+    def _append_records(self, pairs: tuple[tuple[AuditRecord, str | None], ...]
+                        ) -> tuple[AuditRecord, ...]:
+        """Append ``(record, effect digest)`` pairs, in order, as one job of the group."""
+        if self._closed:
+            raise InvalidRequest("the store is closed")
+
+        def run(w: Writer) -> tuple[AuditRecord, ...]:
+            return tuple(w.insert(record, digest) for record, digest in pairs)
+
+        sealed: tuple[AuditRecord, ...] = self._committer.submit(
+            Job(run, single=len(pairs) == 1, records=pairs))
         return sealed
 
     def execution(self, execution_id: str) -> AuditRecord | None:
