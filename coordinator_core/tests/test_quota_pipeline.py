@@ -100,6 +100,46 @@ def test_cancel_while_waiting_for_a_slot_releases_it(make_coordinator: Any) -> N
     assert quota(coord)["quota-concurrency"]["waited"] == 1
 
 
+def test_cancel_ends_a_wait_for_a_slot_at_once(make_coordinator: Any) -> None:
+    """The queued request stops when cancelled, not when the holder frees the slot."""
+    coord, rid = open_coord(make_coordinator, **LIMITS)
+    holder = coord.submit(sleeper(rid, 3.0))
+    wait_until(lambda: quota(coord)["quota-concurrency"]["overall"]["running"] == 1)
+    waiter = coord.submit(sleeper(rid, 0.0))
+    wait_until(lambda: quota(coord)["quota-concurrency"]["overall"]["queued"] == 1)
+    started = time.monotonic()
+    assert coord.cancel(waiter.execution_id)
+    result = waiter.result(timeout=5)
+    assert time.monotonic() - started < 1.0  # the holder still runs for seconds
+    assert result.status is Status.CANCELLED and result.error is not None
+    assert "while queued for a concurrency slot" in result.error.message
+    assert result.error.source == "quota-concurrency"
+    assert not holder.done()
+    assert quota(coord)["quota-concurrency"]["overall"]["queued"] == 0
+    records = [r for r in coord.store.audit_records() if r.execution_id == result.execution_id]
+    assert [r.status for r in records] == ["cancelled"]
+    coord.cancel(holder.execution_id)
+    holder.result(timeout=5)
+    assert_zero(coord)
+
+
+def test_cancel_ends_a_wait_for_a_rate_token_and_gives_it_back(make_coordinator: Any) -> None:
+    coord, rid = open_coord(make_coordinator, **{
+        "quota-rate": {"rate": 0.5, "burst": 1, "mode": "wait", "max_wait": 5.0}})
+    assert coord.execute(sleeper(rid, 0.0)).ok  # spends the only token; the next is 2 s away
+    waiter = coord.submit(sleeper(rid, 0.0))
+    wait_until(lambda: quota(coord)["quota-rate"]["callers"]["alice"]["waiting"] == 1)
+    started = time.monotonic()
+    assert coord.cancel(waiter.execution_id)
+    result = waiter.result(timeout=5)
+    assert time.monotonic() - started < 1.0
+    assert result.status is Status.CANCELLED and result.error is not None
+    assert "while waiting for a rate token" in result.error.message
+    alice = quota(coord)["quota-rate"]["callers"]["alice"]
+    assert alice["waiting"] == 0
+    assert alice["tokens"] > -0.5  # the reservation was returned, not left owed
+
+
 def test_a_wait_that_runs_out_is_quota_exceeded_with_one_audit_record(
         make_coordinator: Any) -> None:
     coord, rid = open_coord(make_coordinator, **{

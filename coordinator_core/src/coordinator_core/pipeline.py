@@ -187,7 +187,7 @@ class Pipeline:
                 t1 = t2
             if self._check_quota:
                 stage = "quota"
-                self.quota.acquire(request, resource, token.deadline, held)
+                self.quota.acquire(request, resource, token, held)
                 t2 = clock()
                 stages.append(("quota", t2 - t1))
                 t1 = t2

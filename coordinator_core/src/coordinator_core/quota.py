@@ -8,12 +8,14 @@ any later stage all give back what was taken. A policy that raises anything but
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from loguru import logger
 
 from coordinator_hookspecs import (
+    CancelToken,
     CoordinatorError,
     ExecutionRequest,
     QuotaExceeded,
@@ -24,12 +26,24 @@ from coordinator_hookspecs import (
 Held = list[tuple[str, Callable[[Any, int], None], Any]]
 
 
+def _takes_token(acquire: Callable[..., Any]) -> bool:
+    """Whether a policy's ``acquire`` accepts the optional ``token`` keyword."""
+    try:
+        parameters = inspect.signature(acquire).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        return False
+    return any((p.name == "token" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+               or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
 class QuotaManager:
     """Walks the quota policy records as a frozen tuple."""
 
     def __init__(self, records: Sequence[QuotaPolicyRecord]) -> None:
         self.policies = tuple(
-            (r.name, r.policy.acquire, r.policy.release, r.applies_to) for r in records
+            (r.name, r.policy.acquire, r.policy.release, r.applies_to,
+             _takes_token(r.policy.acquire))
+            for r in records
         )
         self.snapshots = tuple(
             (r.name, r.policy.snapshot)
@@ -38,14 +52,20 @@ class QuotaManager:
         )
 
     def acquire(
-        self, request: ExecutionRequest, resource: ResourceInfo, deadline: float, held: Held
+        self, request: ExecutionRequest, resource: ResourceInfo, token: CancelToken, held: Held
     ) -> None:
-        """Acquire every applicable policy, appending to ``held`` as it goes."""
-        for name, acquire, release, applies_to in self.policies:
+        """Acquire every applicable policy, appending to ``held`` as it goes. Policies whose
+        ``acquire`` takes a ``token`` keyword get the execution's token, so a wait of theirs
+        ends when the execution is cancelled; the others get its deadline only."""
+        deadline = token.deadline
+        for name, acquire, release, applies_to, takes_token in self.policies:
             if applies_to is not None and resource.type not in applies_to:
                 continue
             try:
-                lease = acquire(request, resource, deadline)
+                if takes_token:
+                    lease = acquire(request, resource, deadline, token=token)
+                else:
+                    lease = acquire(request, resource, deadline)
             except CoordinatorError as exc:
                 if exc.source is None:
                     exc.source = name

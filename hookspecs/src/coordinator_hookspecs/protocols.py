@@ -62,6 +62,10 @@ class QuotaPolicy(Protocol):
     ``acquire`` returns a lease (any object, None included) or raises ``QuotaExceeded``. It may
     block to wait, but never past ``deadline`` (``time.monotonic()`` seconds). ``release`` is
     called exactly once for every successful ``acquire``, on every path, with the fee used.
+
+    Optional: an ``acquire`` that also accepts a ``token`` keyword gets the execution's
+    ``CancelToken``, so a wait can end as soon as the execution is cancelled (register a
+    wake-up with ``token.on_cancel``; raise ``ERROR_OF_KIND[token.reason]``).
     """
 
     def acquire(

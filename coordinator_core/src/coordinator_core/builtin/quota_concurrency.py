@@ -42,7 +42,10 @@ from coordinator_core.builtin.quota_common import (
     wait_bound,
 )
 from coordinator_hookspecs import (
+    ERROR_OF_KIND,
+    CancelToken,
     ConfigSection,
+    ErrorKind,
     ExecutionRequest,
     QuotaExceeded,
     QuotaPolicyRecord,
@@ -95,10 +98,15 @@ Lease = list
 
 
 class _Waiter:
-    __slots__ = ("caller", "cond", "granted", "limit")
+    """A queued request. ``wake`` is set when it is granted a slot or its execution is
+    cancelled; setting it needs no policy lock, so a cancel callback can do it from any
+    thread (also at once, from inside ``_wait``, for a token cancelled meanwhile)."""
 
-    def __init__(self, caller: str, limit: int, cond: threading.Condition) -> None:
-        self.caller, self.limit, self.cond, self.granted = caller, limit, cond, False
+    __slots__ = ("caller", "granted", "limit", "wake")
+
+    def __init__(self, caller: str, limit: int) -> None:
+        self.caller, self.limit, self.granted = caller, limit, False
+        self.wake = threading.Event()
 
 
 class ConcurrencyPolicy:
@@ -134,7 +142,7 @@ class ConcurrencyPolicy:
             self.peak = self._total
 
     def acquire(self, request: ExecutionRequest, resource: ResourceInfo,
-                deadline: float) -> Lease | None:
+                deadline: float, token: CancelToken | None = None) -> Lease | None:
         if request.parent_id is not None:
             return None
         caller = request.caller
@@ -156,29 +164,43 @@ class ConcurrencyPolicy:
                     self.peak = total
                 self.admitted += 1
                 return [caller]
-            return self._wait(caller, limit, deadline)
+            return self._wait(caller, limit, deadline, token)
         finally:
             lock.release()
 
-    def _wait(self, caller: str, limit: _Limit, deadline: float) -> Lease:
-        """Queue for a slot (called holding the lock; ``cond.wait`` releases it)."""
+    def _wait(self, caller: str, limit: _Limit, deadline: float,
+              token: CancelToken | None) -> Lease:
+        """Queue for a slot (called holding the lock, which it lets go while it sleeps).
+        Ends granted, refused at the wait bound, or stopped by the execution's cancel."""
         now = self._clock()
         until = wait_bound(now, deadline, limit.max_wait)
         if not limit.wait or until <= now or len(self._waiters) >= self.max_waiters:
             self.rejected += 1
             raise QuotaExceeded(self._refusal(caller, limit, queued=limit.wait), source=NAME)
-        waiter = _Waiter(caller, limit.limit, threading.Condition(self._lock))
+        waiter = _Waiter(caller, limit.limit)
         self._waiters.append(waiter)
         self.waited += 1
+        if token is not None:
+            token.on_cancel(lambda _reason: waiter.wake.set())
+        lock = self._lock
         remaining = until - now
-        while not waiter.granted and remaining > 0:
-            waiter.cond.wait(remaining)
+        while not waiter.granted and remaining > 0 and (token is None or token.reason is None):
+            lock.release()
+            try:
+                waiter.wake.wait(remaining)
+            finally:
+                lock.acquire()
             remaining = until - self._clock()
         self.wait_seconds += max(0.0, self._clock() - now)
         if waiter.granted:
             self.admitted += 1
             return [caller]
         self._waiters.remove(waiter)
+        if token is not None and token.reason is not None:
+            reason = token.reason
+            what = "cancelled" if reason is ErrorKind.CANCELLED else "deadline passed"
+            raise ERROR_OF_KIND[reason](f"{what} while queued for a concurrency slot",
+                                        source=NAME)
         self.rejected += 1
         raise QuotaExceeded(self._refusal(caller, limit, queued=True, waited=until - now),
                             source=NAME)
@@ -216,7 +238,7 @@ class ConcurrencyPolicy:
             if self._fits(waiter.caller, waiter.limit):
                 self._take(waiter.caller)
                 waiter.granted = True
-                waiter.cond.notify()
+                waiter.wake.set()
             else:
                 kept.append(waiter)
         self._waiters = kept

@@ -40,7 +40,10 @@ from coordinator_core.builtin.quota_common import (
     wait_bound,
 )
 from coordinator_hookspecs import (
+    ERROR_OF_KIND,
+    CancelToken,
     ConfigSection,
+    ErrorKind,
     ExecutionRequest,
     QuotaExceeded,
     QuotaPolicyRecord,
@@ -122,7 +125,8 @@ class TokenBucketPolicy:
         self.admitted = self.rejected = self.waited = 0
         self.wait_seconds = 0.0
 
-    def acquire(self, request: ExecutionRequest, resource: ResourceInfo, deadline: float) -> None:
+    def acquire(self, request: ExecutionRequest, resource: ResourceInfo, deadline: float,
+                token: CancelToken | None = None) -> None:
         caller = request.caller
         limit = self._limits.get(caller, self._default)
         if limit is None or request.parent_id is not None:
@@ -147,11 +151,24 @@ class TokenBucketPolicy:
             delay = self._reserve(caller, bucket, limit, tokens, now, deadline)
         finally:
             lock.release()
+        cancelled = False
         try:
-            self._sleep(delay)
+            if token is None:
+                self._sleep(delay)
+            else:  # sleep until the token refilled, or until the execution is cancelled
+                woken = threading.Event()
+                token.on_cancel(lambda _reason: woken.set())
+                cancelled = woken.wait(delay) and token.reason is not None
         finally:
             with lock:
                 bucket.waiting -= 1
+                if cancelled:  # the reserved token goes back to the caller's bucket
+                    bucket.tokens += 1.0
+        if cancelled:
+            assert token is not None and token.reason is not None
+            what = "cancelled" if token.reason is ErrorKind.CANCELLED else "deadline passed"
+            raise ERROR_OF_KIND[token.reason](f"{what} while waiting for a rate token",
+                                              source=NAME)
         return None
 
     def _reserve(self, caller: str, bucket: _Bucket, limit: _Limit, tokens: float, now: float,
