@@ -92,6 +92,9 @@ class CoreSettings:
     default_fee_limit: int = attrs.field(default=10_000_000, validator=positive)
     #: Worker threads behind submit() and execute_async().
     workers: int = attrs.field(default=2, validator=positive)
+    #: Executions submit() lets wait for a worker; beyond it a new one is refused at once
+    #: (``quota_exceeded``, recorded like any refusal) instead of growing the queue unbounded.
+    max_queued: int = attrs.field(default=10_000, validator=positive)
     #: Finished executions kept in memory for status(); older ones are read from the log.
     ledger_retention: int = attrs.field(default=10_000, validator=positive)
     #: Depth limit of nested (hybrid) executions.

@@ -7,6 +7,7 @@ pipeline and opens the store; afterwards no hook is called until ``close``.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,6 +38,7 @@ from coordinator_hookspecs import (
     ExecutionResult,
     InvalidRequest,
     NotFound,
+    QuotaExceeded,
     Status,
 )
 
@@ -91,6 +93,8 @@ class Coordinator(ResourceCoordinator):
             (r.sink for r in registry.metrics_sinks if r.name == COLLECTOR_NAME), None
         )
         self._pool: ThreadPoolExecutor | None = None
+        self._queue_lock = threading.Lock()
+        self._queued = 0  # submitted, not yet taken by a worker (see max_queued)
         self._watchdog = Watchdog(self.ledger, self._finish_unstarted)
         self._watchdog.start()
         self._closed = False
@@ -208,6 +212,17 @@ class Coordinator(ResourceCoordinator):
         _check_request(request)
         entry = self.ledger.open(request, self.pipeline.deadline(request), Status.QUEUED)
         entry.future = Future()
+        limit = self.config.core.max_queued
+        with self._queue_lock:
+            full = self._queued >= limit
+            if not full:
+                self._queued += 1
+        if full:  # back-pressure: refused now, recorded, the handle already holds the result
+            self.ledger.claim(entry)
+            self.pipeline.run(entry, refused=QuotaExceeded(
+                f"the coordinator's queue is full: {limit} submitted executions wait for a "
+                "worker ([coordinator] max_queued)", source="coordinator"))
+            return ExecutionHandle(self, entry.execution_id, entry.future)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 self.config.core.workers, thread_name_prefix="coordinator-worker"
@@ -226,6 +241,8 @@ class Coordinator(ResourceCoordinator):
             raise
 
     def _run_queued(self, entry: Entry) -> None:
+        with self._queue_lock:
+            self._queued -= 1
         if not self.ledger.claim(entry):
             return
         try:

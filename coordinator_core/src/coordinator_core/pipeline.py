@@ -150,8 +150,12 @@ class Pipeline:
         return fee_limit
 
     # -- the run ---------------------------------------------------------------------------
-    def run(self, entry: Entry, *, tree: _Tree | None = None) -> ExecutionResult:
+    def run(self, entry: Entry, *, tree: _Tree | None = None,
+            refused: CoordinatorError | None = None) -> ExecutionResult:
         """Run one execution to its end; never raises for an execution failure.
+
+        ``refused``: the coordinator turned the request away before it could start (its
+        queue is full); the execution ends with that error, recorded like any refusal.
 
         With ``tree`` it runs a nested execution: its effects are returned for the parent to
         fold into its own, its state locks and final record join the top level's ``tree``,
@@ -174,6 +178,8 @@ class Pipeline:
         stage = "validation"
         try:
             fee_limit = self._validate(request, nested=not top)
+            if refused is not None:
+                raise refused
             if token.reason is not None:  # cancelled or timed out while queued
                 raise _stopped(token.reason, "before it started")
             resource = self.resource(request.resource_id)
