@@ -51,6 +51,11 @@ _SUCCEEDED = Status.SUCCEEDED
 _VALUE: dict[Any, str] = {m: m.value for m in (*Status, *ErrorKind)}
 
 
+#: Seconds between looks at the store's resources version: how soon a resource change made
+#: by another process (an access policy set from the CLI) reaches this one's caches.
+RESOURCES_RECHECK = 0.1
+
+
 class Pipeline:
     """Holds the frozen collaborators and runs executions through them."""
 
@@ -88,6 +93,8 @@ class Pipeline:
         self._state_capabilities = frozenset(settings.state_capabilities)
         self.state_locks = state_locks or ResourceLocks()
         self._generation = 0  # bumped by forget(): a lookup racing it does not cache
+        self._resources_version = store.resources_version()
+        self._resources_checked = time.monotonic()
 
     # -- request entry ---------------------------------------------------------------------
     def deadline(self, request: ExecutionRequest) -> float:
@@ -103,6 +110,9 @@ class Pipeline:
         """The resource's metadata (cached); ``NotFound`` if it was never deployed."""
         if type(resource_id) is not str or not resource_id:
             raise InvalidRequest(f"resource_id must be a non-empty string, got {resource_id!r}")
+        now = time.monotonic()
+        if now >= self._resources_checked + RESOURCES_RECHECK:
+            self._refresh_resources(now)
         info = self._resources.get(resource_id)
         if info is None:
             generation = self._generation
@@ -112,6 +122,18 @@ class Pipeline:
             if generation == self._generation:  # else a policy changed while we read: no cache
                 self._resources[resource_id] = info
         return info
+
+    def _refresh_resources(self, now: float) -> None:
+        """Drop every cached resource and verdict if the store's resources changed since the
+        last look: another process (``coordinator policy set`` beside a running service) may
+        have changed an access policy. One indexed read per ``RESOURCES_RECHECK`` seconds."""
+        self._resources_checked = now
+        version = self.store.resources_version()
+        if version != self._resources_version:
+            self._resources_version = version
+            self._generation += 1
+            self._resources.clear()
+            self.security.invalidate()
 
     def forget(self, resource_id: str) -> None:
         """Drop cached metadata and verdicts of a resource whose metadata changed."""

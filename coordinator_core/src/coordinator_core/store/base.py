@@ -83,6 +83,11 @@ class Store(Protocol):
 
     def set_policy(self, resource_id: str, policy: AccessPolicy) -> ResourceInfo: ...
 
+    def resources_version(self) -> int:
+        """A number that changes whenever any resource's metadata changes, also when another
+        process sharing the store changes it (the core polls it to refresh its caches)."""
+        ...
+
     # -- state and events ----------------------------------------------------------------
     def state_get(self, resource_id: str, key: bytes) -> bytes | None:
         """Committed value of ``key`` in the resource's namespace (hot path: keep it cheap)."""

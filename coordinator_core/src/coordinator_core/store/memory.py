@@ -77,6 +77,7 @@ class MemoryStore:
         self._finals: dict[str, int] = {}
         self._head = GENESIS
         self._router = Router()
+        self._resources_version = 0
 
     # -- resources -----------------------------------------------------------------------
     def put_resource(self, info: ResourceInfo, code: bytes) -> tuple[ResourceInfo, bool]:
@@ -86,6 +87,7 @@ class MemoryStore:
                 return self._resources[info.id][0], False
             info = attrs.evolve(info, size=len(code), deployed_at=info.deployed_at or time.time())
             self._resources[info.id] = (info, bytes(code))
+            self._resources_version += 1
             return info, True
 
     def get_resource(self, resource_id: str) -> ResourceInfo | None:
@@ -110,7 +112,11 @@ class MemoryStore:
             info, code = self._resources[resource_id]
             info = attrs.evolve(info, policy=policy)
             self._resources[resource_id] = (info, code)
+            self._resources_version += 1
             return info
+
+    def resources_version(self) -> int:
+        return self._resources_version
 
     # -- state and events ----------------------------------------------------------------
     def state_get(self, resource_id: str, key: bytes) -> bytes | None:

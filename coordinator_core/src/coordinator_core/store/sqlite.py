@@ -166,6 +166,11 @@ class SqliteStore:
         info: ResourceInfo = self._write(run)
         return info
 
+    def resources_version(self) -> int:
+        rows = self._reader().execute(
+            "SELECT value FROM meta WHERE key = 'resources_version'").fetchall()
+        return int(rows[0][0]) if rows else 0
+
     # -- state and events ----------------------------------------------------------------
     def state_get(self, resource_id: str, key: bytes) -> bytes | None:
         # fetchall, never fetchone: an unfinished statement would pin an old WAL snapshot.
