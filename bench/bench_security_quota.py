@@ -34,6 +34,7 @@ from coordinator_core.quota import Held, QuotaManager
 from coordinator_core.security import SecurityIntegrator
 from coordinator_hookspecs import (
     AccessPolicy,
+    CancelToken,
     EngineRecord,
     EngineResult,
     ExecutionContext,
@@ -72,12 +73,12 @@ def _stages(security: SecurityIntegrator, quota: QuotaManager, request: Executio
     check = security.check_execution
     acquire = quota.acquire
     release = quota.release
-    deadline = time.monotonic() + 3600.0
+    token = CancelToken(time.monotonic() + 3600.0)
 
     def stages() -> None:
         check(request, resource)
         held: Held = []
-        acquire(request, resource, deadline, held)
+        acquire(request, resource, token, held)
         release(held, 5)
 
     return stages

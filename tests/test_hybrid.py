@@ -200,6 +200,9 @@ def test_a_parent_trap_after_a_successful_nested_call_leaves_no_state(
     # it ran to success, but its writes were discarded with its parent's: the log says so
     assert (child.status, child.resource_id) == ("failed", writer)
     assert "discarded with its parent" in (child.message or "")
+    # ... and so does its live status, not the success it reported to its parent
+    live = coord.status(child.execution_id)
+    assert live.status is Status.FAILED and "discarded with its parent" in (live.message or "")
     assert coord.state(relay) == {} and coord.state(writer) == {}
     assert coord.events(writer) == []
 

@@ -49,6 +49,8 @@ from coordinator_hookspecs import (
 _SUCCEEDED = Status.SUCCEEDED
 #: enum member -> its string, without the (slow) ``.value`` descriptor on the hot path
 _VALUE: dict[Any, str] = {m: m.value for m in (*Status, *ErrorKind)}
+_STATUS_OF: dict[str, Status] = {m.value: m for m in Status}
+_KIND_OF: dict[str, ErrorKind] = {m.value: m for m in ErrorKind}
 
 
 #: Seconds between looks at the store's resources version: how soon a resource change made
@@ -281,6 +283,8 @@ class Pipeline:
         finally:
             if top and tree.locks:
                 self._release_state(tree)
+        if top and tree.records:
+            self._settle_children(committed)
         t_end = clock()
         stages.append(("commit", t_end - t_commit))
         result = ExecutionResult(
@@ -343,6 +347,24 @@ class Pipeline:
                 status, effects, output = Status.FAILED, (), None
                 committed = self._record_failure(record, error)
         return committed, status, error, effects, output
+
+    def _settle_children(self, committed: Sequence[AuditRecord]) -> None:
+        """Make each nested execution's ledger entry say what its durable record says: a
+        child that succeeded is failed when its parent's effects were not kept (its record
+        was rewritten as discarded), so ``status`` never contradicts the audit log."""
+        for record in committed:
+            if record.record_kind != "execution" or record.parent_id is None:
+                continue
+            child = self.ledger.get(record.execution_id or "")
+            result = child.result if child is not None else None
+            if child is None or result is None or _VALUE[result.status] == record.status:
+                continue
+            kind = _KIND_OF.get(record.error_kind or "", ErrorKind.INTERNAL)
+            status = _STATUS_OF.get(record.status or "", Status.FAILED)
+            child.result = attrs.evolve(
+                result, status=status, output=None, effects=(),
+                error=ErrorInfo(kind, record.message or "", "coordinator"))
+            child.status = child.result.status
 
     def _record_failure(self, record: AuditRecord, error: ErrorInfo) -> Sequence[AuditRecord]:
         """The final record of an execution whose commit failed (nothing of it was written):
