@@ -9,7 +9,9 @@ Measured side by side in one run (``interleaved``, so machine noise hits all ali
 (b) the whole coordinator pipeline: ``Coordinator.open`` with its defaults (security
     validators, quota policies, SQLite store committing the state write and the audit
     record, metrics) and ``coordinator.execute``;
-(c) the engine alone (``WasmtimeEngine.execute`` on a hand-built context), for reference.
+(c) the engine alone (``WasmtimeEngine.execute`` on a hand-built context), for reference;
+(b') (b) on the in-memory store, and SQLite's own cost of (b)'s transaction with no
+    coordinator: together the floor of (b) when durability costs only what SQLite needs.
 
 Target: (b) costs no more than (a). Then the compiled-module cache for a ~100 KB contract:
 an in-memory hit, a sealed artifact loaded from disk (as after a restart), a full compile.
@@ -31,6 +33,7 @@ import wasmtime
 
 from bench.harness import Table, interleaved, percentiles, time_calls
 from coordinator_core import Coordinator, ExecutionRequest
+from coordinator_core.store.schema import INSERT_AUDIT, connect, initialise
 from coordinator_engine_wasmtime.engine import WasmtimeEngine
 from coordinator_engine_wasmtime.settings import WasmtimeSettings
 from coordinator_hookspecs import (
@@ -139,9 +142,12 @@ def bench_pipeline(table: Table, tmp: Path) -> None:
         def coordinator_register_metrics_sinks(self, config: Any) -> list[MetricsSinkRecord]:
             return [MetricsSinkRecord(name="bench-stage-probe", sink=probe)]
 
-    with Coordinator.open(data_dir=tmp / "pipeline", plugins=[ProbePlugin()]) as coord:
+    with Coordinator.open(data_dir=tmp / "pipeline", plugins=[ProbePlugin()]) as coord, \
+            Coordinator.open(data_dir=":memory:") as in_memory:
         rid = coord.deploy(COUNTER, "wasm", name="counter", capabilities=["storage"],
                            source_format="wat")
+        memory_request = ExecutionRequest(caller="bench", resource_id=in_memory.deploy(
+            COUNTER, "wasm", name="counter", capabilities=["storage"], source_format="wat"))
         wasm = coord.engine_for("wasm").canonical_code(COUNTER, "wat")
         engine: WasmtimeEngine = coord.engine_for("wasm")
         resource = coord.resource(rid)
@@ -161,18 +167,53 @@ def bench_pipeline(table: Table, tmp: Path) -> None:
         assert struct.unpack("<q", public()) == (1,)
         first = pipeline()
         assert first.ok, first  # type: ignore[attr-defined]
-        samples = interleaved({"public": public, "pipeline": pipeline, "engine": engine_only},
-                              N)
+        samples = interleaved({"public": public, "pipeline": pipeline, "engine": engine_only,
+                               "memory": lambda: in_memory.execute(memory_request)}, N)
+    floor = sqlite_transaction_seconds()
     a = _row(table, "(a) public wasmtime-py API, fresh Store + instantiate", samples["public"],
              "3 host calls reading/writing guest memory")
     b = _row(table, "(b) whole coordinator pipeline", samples["pipeline"],
              "security, quota, SQLite commit of state + audit, metrics")
     c = _row(table, "(c) engine alone", samples["engine"], "hand-built context")
     table.add(SECTION, "(b) / (a)", b / a, "x", target="<= 1", ok=b <= a)
+    m = _row(table, "(b') the same pipeline on the in-memory store", samples["memory"],
+             "everything of (b) but the disk: sealed hash chain, effects, metrics")
+    table.add(SECTION, "(b') / (a)", m / a, "x", note="the pipeline itself, without SQLite")
+    table.add(SECTION, "sqlite3 alone: the state write + audit row transaction", floor * 1e6,
+              "us", note="BEGIN, upsert, insert, COMMIT; no coordinator, warm loop")
+    table.add(SECTION, "floor of (b) / (a): ((b') + that transaction) / (a)",
+              (m + floor) / a, "x", note="what (b) would cost if SQLite's own work were the "
+                                         "only price of durability")
     table.add(SECTION, "(a) / (c): public API cost over the engine's", a / c, "x")
     for name, samples in probe.stages.items():  # where (b) spends its time
         table.add(SECTION, f"(b) stage {name} p50", percentiles(samples)[0] * 1e6, "us",
                   note="engine + committed-state reads" if name == "execution" else "")
+
+
+def sqlite_transaction_seconds(n: int = 2000) -> float:
+    """What (b)'s commit costs SQLite alone: one transaction with the counter's state upsert
+    and one audit row (WAL, ``synchronous=NORMAL``, the store's schema). Median of 5 rounds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        conn = connect(Path(tmp) / "raw.db", durability="normal", busy_timeout=5.0,
+                       readonly=False)
+        initialise(conn)
+        row: list[Any] = [0, "execution", time.time(), "", None, "bench", "ab" * 32,
+                          "succeeded", None, None, 5, 0.0001, "cd" * 32, "{}", bytes(32),
+                          bytes(32)]
+        rounds, seq = [], 0
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(n // 5):
+                seq += 1
+                row[0], row[3] = seq, f"ex-{seq:08d}"
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?)",
+                             ("ab" * 32, b"count", seq.to_bytes(8, "little")))
+                conn.execute(INSERT_AUDIT, row)
+                conn.execute("COMMIT")
+            rounds.append((time.perf_counter() - t0) / (n // 5))
+        conn.close()
+    return sorted(rounds)[2]
 
 
 def _big_module(functions: int) -> str:
