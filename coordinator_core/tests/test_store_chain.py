@@ -4,6 +4,7 @@ and ``verify`` names the first bad sequence number (both stores)."""
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -12,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from coordinator_core.store import MemoryStore, SqliteStore
-from coordinator_core.store.chain import GENESIS, canonical, chain_hash, leaf_hash
+from coordinator_core.store.chain import (
+    GENESIS,
+    _jsonable,
+    canonical,
+    chain_hash,
+    leaf_hash,
+    seal,
+)
 from coordinator_hookspecs import AuditRecord
 
 Tamper = Callable[[sqlite3.Connection], object]
@@ -138,3 +146,29 @@ def test_a_deleted_tail_is_not_papered_over(tmp_path: Path) -> None:
     report = store.verify()
     assert not report.ok and report.first_bad_seq == 3
     store.close()
+
+
+@pytest.mark.parametrize("record", [
+    AuditRecord(seq=0, record_kind="execution", timestamp=1700000000.123456,
+                execution_id="ex-1", caller="bob", resource_id="ab" * 32, status="succeeded",
+                fee_used=2**70, duration=1e-7, detail={"engine": "wasmtime", "entry": "add"}),
+    AuditRecord(seq=0, record_kind="execution", timestamp=0.1, caller="zoë \u2603 \"q\"\n",
+                message="\x00\x1f tab\t", duration=float("nan"),
+                detail={"b": [1, 2.5, None, True], "a": {"z": b"\x01\xff", "y": {3, 1}}}),
+    AuditRecord(seq=0, record_kind="deploy", timestamp=float("inf"), fee_used=-5,
+                duration=-0.0, detail={}),
+])
+def test_sealing_hashes_the_documented_canonical_json(record: AuditRecord) -> None:
+    """The sealing fast path (C encoders built once) must hash exactly the canonical form the
+    docs define, or logs written earlier (or by other tools) would stop verifying."""
+    sealed, row = seal(record, 7, GENESIS, "ff" * 32)
+    reference = json.dumps([*row[:13], json.loads(row[13]) if row[13] != "{}" else {}],
+                           sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                           default=_jsonable)
+    assert row[13] == (json.dumps(record.detail, sort_keys=True, separators=(",", ":"),
+                                  ensure_ascii=True, default=_jsonable)
+                       if record.detail else "{}")
+    assert canonical(row[:13], row[13]) == reference.encode("ascii")
+    assert row[14] == leaf_hash(reference.encode("ascii"))
+    assert row[15] == chain_hash(GENESIS, row[14])
+    assert sealed.leaf_hash == row[14].hex() and sealed.seq == 7
