@@ -13,7 +13,8 @@ Every policy follows the same rules (issue 6):
   holds the caller's quota, and counting them again would let a contract deadlock on its own
   concurrency slot or pay twice for the same fee;
 * a wait never outlives ``min(deadline, now + max_wait)``, and the refusal after it is a
-  ``QuotaExceeded`` whose ``source`` is the policy's name.
+  ``QuotaExceeded`` whose ``source`` is the policy's name;
+* a wait ends as soon as the execution's ``CancelToken`` is cancelled (``stopped``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from coordinator_hookspecs import InvalidRequest
+from coordinator_hookspecs import (
+    ERROR_OF_KIND,
+    CancelToken,
+    CoordinatorError,
+    ErrorKind,
+    InvalidRequest,
+)
 
 Mode = Literal["reject", "wait"]
 MODES = ("reject", "wait")
@@ -59,3 +66,11 @@ def wait_bound(now: float, deadline: float, max_wait: float) -> float:
 def default_fee_limit(config: Any) -> int:
     """The fee limit of a request that names none (``[coordinator].default_fee_limit``)."""
     return int(config.core.default_fee_limit)
+
+
+def stopped(token: CancelToken, waiting_for: str, source: str) -> CoordinatorError:
+    """The error ending a wait whose execution was cancelled (or timed out by the watchdog)
+    meanwhile: its kind is the token's reason, as if the engine had been stopped."""
+    reason = token.reason or ErrorKind.CANCELLED
+    what = "cancelled" if reason is ErrorKind.CANCELLED else "deadline passed"
+    return ERROR_OF_KIND[reason](f"{what} while {waiting_for}", source=source)

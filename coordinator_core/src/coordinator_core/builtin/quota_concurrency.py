@@ -39,13 +39,12 @@ from coordinator_core.builtin.quota_common import (
     mode_of,
     non_negative,
     pick,
+    stopped,
     wait_bound,
 )
 from coordinator_hookspecs import (
-    ERROR_OF_KIND,
     CancelToken,
     ConfigSection,
-    ErrorKind,
     ExecutionRequest,
     QuotaExceeded,
     QuotaPolicyRecord,
@@ -197,10 +196,7 @@ class ConcurrencyPolicy:
             return [caller]
         self._waiters.remove(waiter)
         if token is not None and token.reason is not None:
-            reason = token.reason
-            what = "cancelled" if reason is ErrorKind.CANCELLED else "deadline passed"
-            raise ERROR_OF_KIND[reason](f"{what} while queued for a concurrency slot",
-                                        source=NAME)
+            raise stopped(token, "queued for a concurrency slot", NAME)
         self.rejected += 1
         raise QuotaExceeded(self._refusal(caller, limit, queued=True, waited=until - now),
                             source=NAME)

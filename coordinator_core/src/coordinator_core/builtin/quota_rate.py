@@ -37,13 +37,12 @@ from coordinator_core.builtin.quota_common import (
     mode_of,
     non_negative,
     pick,
+    stopped,
     wait_bound,
 )
 from coordinator_hookspecs import (
-    ERROR_OF_KIND,
     CancelToken,
     ConfigSection,
-    ErrorKind,
     ExecutionRequest,
     QuotaExceeded,
     QuotaPolicyRecord,
@@ -165,10 +164,8 @@ class TokenBucketPolicy:
                 if cancelled:  # the reserved token goes back to the caller's bucket
                     bucket.tokens += 1.0
         if cancelled:
-            assert token is not None and token.reason is not None
-            what = "cancelled" if token.reason is ErrorKind.CANCELLED else "deadline passed"
-            raise ERROR_OF_KIND[token.reason](f"{what} while waiting for a rate token",
-                                              source=NAME)
+            assert token is not None
+            raise stopped(token, "waiting for a rate token", NAME)
         return None
 
     def _reserve(self, caller: str, bucket: _Bucket, limit: _Limit, tokens: float, now: float,
