@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from coordinator_engine_wasmtime import _capi
 from coordinator_hookspecs import EngineError
 
 GROW = """(module (memory (export "memory") 1)
@@ -136,3 +139,37 @@ def test_the_in_memory_data_dir_writes_nothing(harness_factory: Any, tmp_path: P
     harness = harness_factory(Path(":memory:"))
     harness.deploy(GROW)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_slow_compile_does_not_hold_up_other_cold_loads(harness_factory: Any,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Misses of different modules compile in parallel; only misses of one hash wait for each
+    other. The compile of ``big`` is held open (wasmtime's compile is the collaborator here)
+    while ``small`` is loaded cold."""
+    harness = harness_factory(disk_cache=False)
+    big, small = harness.deploy(_big_module(50)), harness.deploy(GROW)
+    harness.engine._cache.clear()
+    compiled_before = harness.engine.cache_stats()["compiles"]
+    real, entered, release = _capi.compile_module, threading.Event(), threading.Event()
+
+    def compile_module(engine: int, wasm: bytes) -> int:
+        if wasm == big.code:
+            entered.set()
+            assert release.wait(10)
+        return real(engine, wasm)
+
+    monkeypatch.setattr(_capi, "compile_module", compile_module)
+    results: list[Any] = []
+    slow = threading.Thread(target=lambda: results.append(harness.run(big, args=[7])))
+    slow.start()
+    try:
+        assert entered.wait(10)
+        started = time.monotonic()
+        assert harness.run(small, entry="grow", args=[0]).output == [1]
+        assert time.monotonic() - started < 2.0  # did not wait for the big compile
+    finally:
+        release.set()
+        slow.join(10)
+    assert results and results[0].output == [7]
+    assert harness.engine.cache_stats()["compiles"] == compiled_before + 2
+    assert len(harness.engine._misses) == 0  # no lock left behind

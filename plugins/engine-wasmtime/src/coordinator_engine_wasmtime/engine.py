@@ -18,7 +18,7 @@ from typing import Any
 from coordinator_engine_wasmtime import _capi, runtime
 from coordinator_engine_wasmtime.abi import builtin_host_functions
 from coordinator_engine_wasmtime.artifacts import ArtifactStore
-from coordinator_engine_wasmtime.modcache import CompiledModule, ModuleCache
+from coordinator_engine_wasmtime.modcache import CompiledModule, MissLocks, ModuleCache
 from coordinator_engine_wasmtime.policy import (
     ALWAYS_GRANTED,
     HOST_MODULE,
@@ -120,7 +120,8 @@ class WasmtimeEngine:
                                   s.compile_timeout)
         self._ticker = EpochTicker(self._engine, s.epoch_tick)
         self._limits = (s.memory_limit_bytes, s.max_table_elements, 1, s.max_tables, 1)
-        self._load_lock = threading.Lock()
+        self._load_lock = threading.Lock()  # the linker and the cache's contents
+        self._misses = MissLocks()
         self._linker = 0
         self._table: tuple[runtime.HostEntry, ...] = ()
         self.hosts: Mapping[str, HostFunctionRecord] = {}
@@ -273,10 +274,10 @@ class WasmtimeEngine:
     # -- the compiled-module cache ----------------------------------------------------------
     def _compiled(self, module_hash: str, load_code: Callable[[], bytes],
                   meta: Mapping[str, Any] | None) -> CompiledModule:
-        with self._load_lock:  # one miss at a time: a hash is never compiled twice
-            cm = self._cache.get(module_hash)
-            if cm is not None:
-                return cm
+        with self._misses.hold(module_hash):  # a hash is never compiled twice
+            cached = self._cache.get(module_hash)
+            if cached is not None:
+                return cached
             seen: dict[str, Any] = {}
 
             def checked_code() -> bytes:
@@ -289,6 +290,7 @@ class WasmtimeEngine:
                 return code
 
             module = self._cache.load_module(module_hash, checked_code)
+            cm: CompiledModule | None = None  # owns ``module`` once built
             try:
                 known = entries_from_meta(meta)
                 if known is None:
@@ -297,18 +299,24 @@ class WasmtimeEngine:
                               for e in shape.exports if e.kind == "func"},
                              required_capabilities(shape, self.hosts), shape.has_start)
                 entries, required, has_start = known
-                try:
+                # Linked and cached under the engine-wide lock, so a module is never
+                # pre-linked against a linker bind_host_functions is replacing; the compile
+                # above, the slow part, ran under this hash's miss lock only.
+                with self._load_lock:
                     pre = _capi.instantiate_pre(self._linker, module)
-                except _capi.WasmError as exc:
-                    raise SecurityRejected(f"the module cannot be linked against the bound "
-                                           f"host functions: {runtime._cause(str(exc))}",
-                                           source=SOURCE) from None
+                    cm = CompiledModule(module_hash, module, pre, entries,
+                                        required - ALWAYS_GRANTED, has_start)
+                    self._cache.put(cm)
+            except _capi.WasmError as exc:
+                if cm is None:
+                    _capi.module_delete(module)
+                raise SecurityRejected(f"the module cannot be linked against the bound host "
+                                       f"functions: {runtime._cause(str(exc))}",
+                                       source=SOURCE) from None
             except BaseException:
-                _capi.module_delete(module)
+                if cm is None:
+                    _capi.module_delete(module)
                 raise
-            cm = CompiledModule(module_hash, module, pre, entries, required - ALWAYS_GRANTED,
-                                has_start)
-            self._cache.put(cm)
             return cm
 
     # -- introspection and lifecycle --------------------------------------------------------

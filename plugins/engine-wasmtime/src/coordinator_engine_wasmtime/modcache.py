@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from coordinator_engine_wasmtime import _capi
 from coordinator_engine_wasmtime.artifacts import ArtifactStore
@@ -48,6 +49,35 @@ class CompiledModule:
             _capi.pre_delete(self.pre)
         if self.module:
             _capi.module_delete(self.module)
+
+
+class MissLocks:
+    """One lock per module hash, alive while someone holds or waits for it: two misses of one
+    hash load it once, misses of different hashes compile in parallel (a slow compile must
+    not stall every other cold load)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.get(key) or (threading.Lock(), 0)
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
 
 
 class ModuleCache:
