@@ -187,6 +187,32 @@ def test_quota_is_charged_to_the_original_caller_once(tmp_path: Path) -> None:
         assert spent == result.fee_used  # the nested fee is inside it, not charged twice
 
 
+def test_a_failed_commit_discards_the_nested_executions_too(coord: Coordinator) -> None:
+    """The store refuses the top level's commit: nothing is written, and the nested call
+    that succeeded is failed in the log and in status() as well, not left 'succeeded'."""
+    relay = deploy_wat(coord, RELAY, "storage", "models")
+    writer = deploy_wat(coord, WRITER, "storage", "events")
+    finish = coord.store.finish
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("disk unplugged")
+
+    coord.store.finish = broken  # type: ignore[method-assign]
+    try:
+        failed = coord.execute(ExecutionRequest(
+            resource_id=relay, caller="alice", input=relay_input(writer, b"hello")))
+    finally:
+        coord.store.finish = finish  # type: ignore[method-assign]
+    assert failed.status is Status.FAILED and failed.error is not None
+    assert failed.error.kind.value == "internal" and "disk unplugged" in failed.error.message
+    (child,) = children(coord, failed.execution_id)
+    assert child.status == "failed" and "discarded with its parent" in (child.message or "")
+    live = coord.status(child.execution_id)
+    assert live.status is Status.FAILED and "discarded with its parent" in (live.message or "")
+    assert coord.state(writer) == {} and coord.events(writer) == []
+    assert coord.store.verify().ok
+
+
 def test_a_parent_trap_after_a_successful_nested_call_leaves_no_state(
         coord: Coordinator) -> None:
     relay = deploy_wat(coord, RELAY, "storage", "models")

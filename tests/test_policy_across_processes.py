@@ -26,3 +26,13 @@ def test_a_deny_set_from_the_cli_reaches_a_running_coordinator(tmp_path: Path) -
         assert coord.resource(rid).policy.deny == frozenset({"bob"})
         assert coord.execute(ExecutionRequest(resource_id=rid, caller="carol",
                                               input=b"hi")).ok
+
+
+def test_only_a_change_of_an_existing_resource_bumps_the_version(tmp_path: Path) -> None:
+    """A new deploy makes no cache stale: it must not make every process drop its caches."""
+    with Coordinator.open(data_dir=tmp_path) as coord:
+        before = coord.store.resources_version()
+        rid = coord.deploy(ECHO_WAT, "wasm", owner="alice", source_format="wat")
+        assert coord.store.resources_version() == before
+        coord.set_policy(rid, coord.resource(rid).policy, caller="alice")
+        assert coord.store.resources_version() == before + 1

@@ -6,6 +6,7 @@ by a later policy all leave the accounting at zero.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -119,6 +120,29 @@ def test_cancel_ends_a_wait_for_a_slot_at_once(make_coordinator: Any) -> None:
     records = [r for r in coord.store.audit_records() if r.execution_id == result.execution_id]
     assert [r.status for r in records] == ["cancelled"]
     coord.cancel(holder.execution_id)
+    holder.result(timeout=5)
+    assert_zero(coord)
+
+
+def test_a_wait_cut_by_the_deadline_is_always_quota_exceeded(make_coordinator: Any) -> None:
+    """The watchdog's timeout at the deadline races the wait's own end: either way the
+    request was refused by the policy, never reported as a timeout of its own."""
+    coord, rid = open_coord(make_coordinator, **LIMITS)
+    holder = coord.submit(sleeper(rid, 1.0))
+    wait_until(lambda: quota(coord)["quota-concurrency"]["overall"]["running"] == 1)
+    outcomes: list[tuple[str, str]] = []
+
+    def wait_briefly() -> None:
+        result = coord.execute(sleeper(rid, 0.0, timeout=0.05))
+        assert result.error is not None
+        outcomes.append((result.status.value, result.error.kind.value))
+
+    threads = [threading.Thread(target=wait_briefly) for _ in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert outcomes == [("rejected", "quota_exceeded")] * 40
     holder.result(timeout=5)
     assert_zero(coord)
 

@@ -3,6 +3,7 @@ every thread reads its own committed writes, and commits were grouped."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from coordinator_core.builtin.state_processor import KINDS, StateProcessor
 from coordinator_core.store import BoundProcessor, MemoryStore, SqliteStore, Store
 from coordinator_core.store.groupcommit import Job
-from coordinator_hookspecs import AuditRecord, Effect, InvalidRequest
+from coordinator_hookspecs import AuditRecord, Effect, InternalError, InvalidRequest
 
 PROCESSORS = (BoundProcessor("state", StateProcessor(), KINDS),)
 RID = "cd" * 32
@@ -197,4 +198,24 @@ def test_a_refused_record_in_a_group_fails_only_its_own_job(tmp_path: Path) -> N
     assert [r.execution_id for r in store.audit_records()] == ["dup", "a", "b"]
     report = store.verify()
     assert report.ok and report.count == 3
+    store.close()
+
+
+def test_a_locked_database_fails_a_group_of_appends_once(tmp_path: Path) -> None:
+    """A lock held past busy_timeout (another process writing) fails the group after one
+    timeout, not one per fallback attempt; nothing is written and the next append works."""
+    store = SqliteStore(tmp_path, busy_timeout=0.5)
+    other = sqlite3.connect(tmp_path / "coordinator.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    job = _record_job(store, "locked")
+    started = time.monotonic()
+    store._writer.commit_batch([job])
+    elapsed = time.monotonic() - started
+    other.execute("ROLLBACK")
+    other.close()
+    assert isinstance(job.error, InternalError) and "locked" in str(job.error)
+    assert elapsed < 0.9  # one busy_timeout (0.5 s), where the retry made it two
+    assert list(store.audit_records()) == []
+    store._writer.commit_batch([again := _record_job(store, "after")])
+    assert again.error is None and store.verify().ok
     store.close()

@@ -218,7 +218,8 @@ class Coordinator(ResourceCoordinator):
             if not full:
                 self._queued += 1
         if full:  # back-pressure: refused now, recorded, the handle already holds the result
-            self.ledger.claim(entry)
+            if not self.ledger.claim(entry):  # its deadline passed already: the watchdog ends it
+                return ExecutionHandle(self, entry.execution_id, entry.future)
             self.pipeline.run(entry, refused=QuotaExceeded(
                 f"the coordinator's queue is full: {limit} submitted executions wait for a "
                 "worker ([coordinator] max_queued)", source="coordinator"))

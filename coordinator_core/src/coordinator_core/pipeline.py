@@ -26,6 +26,7 @@ from coordinator_core.quota import Held, QuotaManager
 from coordinator_core.security import SecurityIntegrator
 from coordinator_core.store.base import BoundProcessor, Store
 from coordinator_core.store.chain import effect_digest
+from coordinator_core.store.effects import discarded
 from coordinator_hookspecs import (
     ERROR_OF_KIND,
     STATUS_OF_KIND,
@@ -49,8 +50,6 @@ from coordinator_hookspecs import (
 _SUCCEEDED = Status.SUCCEEDED
 #: enum member -> its string, without the (slow) ``.value`` descriptor on the hot path
 _VALUE: dict[Any, str] = {m: m.value for m in (*Status, *ErrorKind)}
-_STATUS_OF: dict[str, Status] = {m.value: m for m in Status}
-_KIND_OF: dict[str, ErrorKind] = {m.value: m for m in ErrorKind}
 
 
 #: Seconds between looks at the store's resources version: how soon a resource change made
@@ -95,8 +94,13 @@ class Pipeline:
         self._state_capabilities = frozenset(settings.state_capabilities)
         self.state_locks = state_locks or ResourceLocks()
         self._generation = 0  # bumped by forget(): a lookup racing it does not cache
-        self._resources_version = store.resources_version()
-        self._resources_checked = time.monotonic()
+        # A store without resources_version (an older custom one) is never polled.
+        self._resources_version = (
+            store.resources_version() if hasattr(store, "resources_version") else 0
+        )
+        self._resources_checked = (
+            time.monotonic() if hasattr(store, "resources_version") else float("inf")
+        )
 
     # -- request entry ---------------------------------------------------------------------
     def deadline(self, request: ExecutionRequest) -> float:
@@ -283,8 +287,8 @@ class Pipeline:
         finally:
             if top and tree.locks:
                 self._release_state(tree)
-        if top and tree.records:
-            self._settle_children(committed)
+        if top and tree.children and status is not _SUCCEEDED:
+            self._settle_children(entry, tree, status, error)
         t_end = clock()
         stages.append(("commit", t_end - t_commit))
         result = ExecutionResult(
@@ -345,30 +349,30 @@ class Pipeline:
                 logger.opt(exception=exc).error("commit of {} failed", entry.execution_id)
                 error = ErrorInfo(ErrorKind.INTERNAL, f"commit failed: {type(exc).__name__}: {exc}")
                 status, effects, output = Status.FAILED, (), None
-                committed = self._record_failure(record, error)
+                committed = self._record_failure(record, error, children)
         return committed, status, error, effects, output
 
-    def _settle_children(self, committed: Sequence[AuditRecord]) -> None:
-        """Make each nested execution's ledger entry say what its durable record says: a
-        child that succeeded is failed when its parent's effects were not kept (its record
-        was rewritten as discarded), so ``status`` never contradicts the audit log."""
-        for record in committed:
-            if record.record_kind != "execution" or record.parent_id is None:
-                continue
-            child = self.ledger.get(record.execution_id or "")
-            result = child.result if child is not None else None
-            if child is None or result is None or _VALUE[result.status] == record.status:
-                continue
-            kind = _KIND_OF.get(record.error_kind or "", ErrorKind.INTERNAL)
-            status = _STATUS_OF.get(record.status or "", Status.FAILED)
-            child.result = attrs.evolve(
-                result, status=status, output=None, effects=(),
-                error=ErrorInfo(kind, record.message or "", "coordinator"))
-            child.status = child.result.status
+    def _settle_children(self, entry: Entry, tree: _Tree, status: Status,
+                         error: ErrorInfo | None) -> None:
+        """The top level ended without keeping its effects, so neither did its nested
+        executions: each one that succeeded is failed in the ledger too, as its durable record
+        says (``discarded``), and ``status`` never contradicts the audit log."""
+        kind = error.kind if error is not None else ErrorKind.INTERNAL
+        why = (f"discarded with its parent execution {entry.execution_id}, which ended "
+               f"{_VALUE[status]} ({_VALUE[kind]})")
+        for child in tree.children:
+            result = child.result
+            if result is not None and result.status is _SUCCEEDED:
+                child.result = attrs.evolve(result, status=Status.FAILED, output=None,
+                                            effects=(), error=ErrorInfo(kind, why, "coordinator"))
+                child.status = Status.FAILED
 
-    def _record_failure(self, record: AuditRecord, error: ErrorInfo) -> Sequence[AuditRecord]:
-        """The final record of an execution whose commit failed (nothing of it was written):
-        one more try, alone and without effects, so the log still has it."""
+    def _record_failure(
+        self, record: AuditRecord, error: ErrorInfo, children: Sequence[AuditRecord] = ()
+    ) -> Sequence[AuditRecord]:
+        """The final records of an execution whose commit failed (nothing of it was written)
+        and of its nested executions, discarded with it: one more try, alone and without
+        effects, so the log still has them."""
         failed = attrs.evolve(
             record,
             status=_VALUE[Status.FAILED],
@@ -376,13 +380,15 @@ class Pipeline:
             message=error.message,
             effect_digest=None,
         )
-        try:
-            return (self.store.append(failed),)
-        except Exception as exc:
-            logger.opt(exception=exc).error(
-                "the final record of {} could not be written either", record.execution_id
-            )
-            return ()
+        written = []
+        for each in (*discarded(children, failed, error), failed):
+            try:
+                written.append(self.store.append(each))
+            except Exception as exc:
+                logger.opt(exception=exc).error(
+                    "the final record of {} could not be written either", each.execution_id
+                )
+        return tuple(written)
 
     def _release_state(self, tree: _Tree) -> None:
         locks, tree.locks = tree.locks, []
@@ -495,11 +501,12 @@ class _Tree:
     until the top level committed) and the nested executions' final records (committed in
     the same transaction)."""
 
-    __slots__ = ("locks", "records")
+    __slots__ = ("children", "locks", "records")
 
     def __init__(self) -> None:
         self.locks: list[str] = []  # resource ids whose state lock the tree holds
         self.records: list[AuditRecord] = []
+        self.children: list[Entry] = []  # every nested execution's ledger entry
 
 
 class _Nested:
@@ -524,6 +531,7 @@ class _Nested:
         )
         deadline = min(parent.token.deadline, self._pipeline.deadline(child))
         entry = self._pipeline.ledger.open(child, deadline, Status.RUNNING)
+        self._tree.children.append(entry)
         parent.token.on_cancel(entry.token.cancel)
         return self._pipeline.run(entry, tree=self._tree)
 

@@ -45,6 +45,7 @@ from coordinator_core.builtin.quota_common import (
 from coordinator_hookspecs import (
     CancelToken,
     ConfigSection,
+    ErrorKind,
     ExecutionRequest,
     QuotaExceeded,
     QuotaPolicyRecord,
@@ -195,8 +196,9 @@ class ConcurrencyPolicy:
             self.admitted += 1
             return [caller]
         self._waiters.remove(waiter)
-        if token is not None and token.reason is not None:
+        if token is not None and token.reason is ErrorKind.CANCELLED:
             raise stopped(token, "queued for a concurrency slot", NAME)
+        # Past the wait bound (the watchdog's timeout at the deadline included): a refusal.
         self.rejected += 1
         raise QuotaExceeded(self._refusal(caller, limit, queued=True, waited=until - now),
                             source=NAME)

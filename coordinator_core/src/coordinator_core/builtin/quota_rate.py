@@ -43,6 +43,7 @@ from coordinator_core.builtin.quota_common import (
 from coordinator_hookspecs import (
     CancelToken,
     ConfigSection,
+    ErrorKind,
     ExecutionRequest,
     QuotaExceeded,
     QuotaPolicyRecord,
@@ -157,12 +158,13 @@ class TokenBucketPolicy:
             else:  # sleep until the token refilled, or until the execution is cancelled
                 woken = threading.Event()
                 token.on_cancel(lambda _reason: woken.set())
-                cancelled = woken.wait(delay) and token.reason is not None
+                cancelled = woken.wait(delay) and token.reason is ErrorKind.CANCELLED
         finally:
             with lock:
                 bucket.waiting -= 1
                 if cancelled:  # the reserved token goes back to the caller's bucket
                     bucket.tokens += 1.0
+                    self.admitted -= 1
         if cancelled:
             assert token is not None
             raise stopped(token, "waiting for a rate token", NAME)

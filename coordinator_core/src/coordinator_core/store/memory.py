@@ -87,7 +87,6 @@ class MemoryStore:
                 return self._resources[info.id][0], False
             info = attrs.evolve(info, size=len(code), deployed_at=info.deployed_at or time.time())
             self._resources[info.id] = (info, bytes(code))
-            self._resources_version += 1
             return info, True
 
     def get_resource(self, resource_id: str) -> ResourceInfo | None:

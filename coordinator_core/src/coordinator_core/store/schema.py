@@ -63,16 +63,14 @@ CREATE TABLE IF NOT EXISTS audit (
     leaf_hash     BLOB NOT NULL,            -- sha256(0x00 || canonical record)
     chain_hash    BLOB NOT NULL             -- sha256(0x01 || previous chain || leaf)
 );
--- Bumped by every change of the resources table, whichever process makes it: a running
--- coordinator polls it to drop cached metadata (an access policy set from the CLI).
+-- Bumped by every change of an existing resource, whichever process makes it: a running
+-- coordinator polls it to drop cached metadata (an access policy set from the CLI). A new
+-- resource makes nothing stale (a miss is never cached), so inserts do not bump it.
 CREATE TABLE IF NOT EXISTS meta (
     key          TEXT PRIMARY KEY,
     value        INTEGER NOT NULL
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta VALUES ('resources_version', 0);
-CREATE TRIGGER IF NOT EXISTS resources_inserted AFTER INSERT ON resources BEGIN
-    UPDATE meta SET value = value + 1 WHERE key = 'resources_version';
-END;
 CREATE TRIGGER IF NOT EXISTS resources_updated AFTER UPDATE ON resources BEGIN
     UPDATE meta SET value = value + 1 WHERE key = 'resources_version';
 END;

@@ -135,27 +135,37 @@ class Writer:
         one here. Returns False, with nothing written, when the statement is refused (a
         duplicate final record, another process's record taking our ``seq``) or the group
         is too big for one statement: the caller then runs the group one record at a time,
-        which sorts out each job's own outcome."""
+        which sorts out each job's own outcome. Any other SQLite error (disk full, a lock
+        held past ``busy_timeout``) fails the whole group at once, as a transaction would:
+        retrying record by record would only wait the timeout again."""
+        count = sum(len(job.records or ()) for job in jobs)
+        if count > MAX_ROWS:
+            return False
         seq, head = self.seq, self.head
         rows: list[Any] = []
         sealed: list[tuple[AuditRecord, ...]] = []
         try:
             for job in jobs:
-                assert job.records is not None
                 own = []
-                for record, digest in job.records:
+                for record, digest in job.records or ():
                     seq += 1
                     done, row = seal(record, seq, head, digest)
                     head = row[-1]
                     rows.extend(row)
                     own.append(done)
                 sealed.append(tuple(own))
-            count = seq - self.seq
-            if count > MAX_ROWS:
-                return False
-            self.conn.execute(_insert_rows(count), rows)
-        except Exception:  # nothing was written: the careful path decides per job
+        except Exception:  # a record that cannot be sealed fails its own job, on that path
             return False
+        try:
+            self.conn.execute(_insert_rows(count), rows)
+        except sqlite3.IntegrityError:  # refused: the careful path decides per job
+            return False
+        except sqlite3.Error as exc:  # disk full, I/O, lock timeout: the group fails as one
+            error = InternalError(f"store commit failed, nothing of this group was written: "
+                                  f"{type(exc).__name__}: {exc}")
+            for job in jobs:
+                job.error = error
+            return True
         self.seq, self.head = seq, head
         for job, records in zip(jobs, sealed, strict=True):
             job.result = records
