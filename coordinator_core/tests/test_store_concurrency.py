@@ -165,8 +165,7 @@ def _record_job(store: SqliteStore, execution_id: str) -> Job:
     record = AuditRecord(seq=0, record_kind="execution", timestamp=time.time(),
                          execution_id=execution_id, caller="c", resource_id=RID,
                          status="succeeded")
-    pairs = ((record, None),)
-    return Job(lambda w: tuple(w.insert(r, d) for r, d in pairs), single=True, records=pairs)
+    return Job(records=((record, None),))
 
 
 def test_a_group_of_appends_is_one_statement(tmp_path: Path) -> None:

@@ -95,12 +95,9 @@ class Pipeline:
         self.state_locks = state_locks or ResourceLocks()
         self._generation = 0  # bumped by forget(): a lookup racing it does not cache
         # A store without resources_version (an older custom one) is never polled.
-        self._resources_version = (
-            store.resources_version() if hasattr(store, "resources_version") else 0
-        )
-        self._resources_checked = (
-            time.monotonic() if hasattr(store, "resources_version") else float("inf")
-        )
+        polled = hasattr(store, "resources_version")
+        self._resources_version = store.resources_version() if polled else 0
+        self._resources_checked = time.monotonic() if polled else float("inf")
 
     # -- request entry ---------------------------------------------------------------------
     def deadline(self, request: ExecutionRequest) -> float:

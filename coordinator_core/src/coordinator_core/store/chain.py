@@ -32,7 +32,6 @@ FIELDS = (
 )
 GENESIS = bytes(32)
 _MAX_FEE = 2**63 - 1  # SQLite INTEGER range: larger fees are clamped, never wrapped
-_sha256 = hashlib.sha256
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 
 
@@ -130,9 +129,8 @@ def seal(record: AuditRecord, seq: int, previous: bytes,
     scalars = scalars_of(record, seq, digest)
     detail = record.detail
     text = _detail_json(detail) if detail else "{}"
-    head = _scalars_json(scalars)
-    leaf = _sha256(b"\x00" + (head[:-1] + "," + text + "]").encode("ascii")).digest()
-    chain = _sha256(b"\x01" + previous + leaf).digest()
+    leaf = leaf_hash(canonical(scalars, text))
+    chain = chain_hash(previous, leaf)
     row = [*scalars, text, leaf, chain]
     if text == "{}":
         detail = {}

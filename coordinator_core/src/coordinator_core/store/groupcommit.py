@@ -28,19 +28,19 @@ class Job:
     """One unit of work for the writer: ``run(writer)`` executes inside the group's
     transaction; ``result``/``error`` are read by the submitting thread after commit.
 
-    ``records``, when given, says the job only appends these ``(record, digest)`` pairs to the
-    audit log (``run`` does the same one record at a time): a group made only of such jobs
-    can be written as one multi-row INSERT."""
+    A job given ``records`` instead of ``run`` only appends these ``(record, digest)`` pairs
+    to the audit log: the writer appends them one by one, or, for a group made only of such
+    jobs, as one multi-row INSERT."""
 
     __slots__ = ("_promoted", "_waiter", "error", "records", "result", "run", "single")
 
-    def __init__(self, run: Callable[[Any], Any], single: bool = False,
+    def __init__(self, run: Callable[[Any], Any] | None = None, single: bool = False,
                  records: tuple[tuple[Any, str | None], ...] | None = None) -> None:
         self.run = run
-        #: ``run`` executes exactly one statement, atomic by itself: alone in its group it
-        #: may skip BEGIN/COMMIT.
-        self.single = single
         self.records = records
+        #: the job executes exactly one statement, atomic by itself: alone in its group it
+        #: may skip BEGIN/COMMIT.
+        self.single = single if records is None else len(records) == 1
         self.result: Any = None
         self.error: BaseException | None = None
         self._waiter: Any = None

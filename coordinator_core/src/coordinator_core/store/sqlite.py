@@ -109,10 +109,11 @@ class SqliteStore:
             self._local.conn, self._local.holder = conn, holder
             return conn
 
-    def _write(self, run: Any, single: bool = False) -> Any:
+    def _write(self, run: Any = None, single: bool = False,
+               records: tuple[tuple[AuditRecord, str | None], ...] | None = None) -> Any:
         if self._closed:
             raise InvalidRequest("the store is closed")
-        return self._committer.submit(Job(run, single))
+        return self._committer.submit(Job(run, single, records))
 
     @property
     def commit_stats(self) -> tuple[int, int]:
@@ -254,14 +255,7 @@ class SqliteStore:
     def _append_records(self, pairs: tuple[tuple[AuditRecord, str | None], ...]
                         ) -> tuple[AuditRecord, ...]:
         """Append ``(record, effect digest)`` pairs, in order, as one job of the group."""
-        if self._closed:
-            raise InvalidRequest("the store is closed")
-
-        def run(w: Writer) -> tuple[AuditRecord, ...]:
-            return tuple(w.insert(record, digest) for record, digest in pairs)
-
-        sealed: tuple[AuditRecord, ...] = self._committer.submit(
-            Job(run, single=len(pairs) == 1, records=pairs))
+        sealed: tuple[AuditRecord, ...] = self._write(records=pairs)
         return sealed
 
     def execution(self, execution_id: str) -> AuditRecord | None:

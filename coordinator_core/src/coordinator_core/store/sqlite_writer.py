@@ -86,7 +86,7 @@ class Writer:
             # and skipping BEGIN/COMMIT saves two statements on the uncontended path.
             job = jobs[0]
             try:
-                job.result = job.run(self)
+                job.result = self._run(job)
             except sqlite3.Error as exc:
                 job.error = InternalError(f"store write failed: {exc}")
             except Exception as exc:
@@ -99,7 +99,7 @@ class Writer:
             self.now = time.time()
             for job in jobs:
                 try:
-                    job.result = job.run(self)
+                    job.result = self._run(job)
                 except sqlite3.Error as exc:
                     if not conn.in_transaction:  # SQLite aborted the whole transaction
                         raise
@@ -125,6 +125,12 @@ class Writer:
                 job.result = None
                 if job.error is None:
                     job.error = error
+
+    def _run(self, job: Job) -> Any:
+        if job.run is not None:
+            return job.run(self)
+        assert job.records is not None
+        return tuple(self.insert(record, digest) for record, digest in job.records)
 
     def _append_group(self, jobs: list[Job]) -> bool:
         """Write a group of append-only jobs as ONE multi-row INSERT, atomic by itself.
