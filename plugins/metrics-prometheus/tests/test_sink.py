@@ -104,3 +104,24 @@ def test_serve_metrics_once_reads_the_audit_log(make_coordinator: Any, tmp_path:
     assert 'coordinator_fee_used_total{engine="echo",resource_type="echo"} 9.0' in text
     assert 'coordinator_execution_duration_seconds_bucket{le="+Inf",resource_type="echo"} 4.0' \
         in text
+
+
+def test_reports_are_queued_and_counted_once_when_scraped_or_when_the_queue_fills(
+        tmp_path: Any) -> None:
+    from coordinator_metrics_prometheus.sink import FOLD_AT
+
+    with Coordinator.open(data_dir=tmp_path, plugins=[EchoPlugin()]) as coord:
+        sink = sink_of(coord)
+        rid = coord.deploy(b"code", "echo")
+        for _ in range(FOLD_AT + 3):
+            assert coord.execute(ExecutionRequest(resource_id=rid, input=b"x")).ok
+        assert len(sink._pending) == 3  # FOLD_AT were folded by the recording thread
+        families = {f.name: f for f in sink.families()}  # a scrape folds the rest
+        assert not sink._pending
+        (count,) = [s.value for s in families["coordinator_executions"].samples
+                    if s.labels["status"] == "succeeded"]
+        assert count == FOLD_AT + 3
+        stage_counts = {s.labels["stage"]: s.value
+                        for s in families["coordinator_stage_duration_seconds"].samples
+                        if s.name.endswith("_count")}
+        assert stage_counts["execution"] == FOLD_AT + 3
