@@ -241,7 +241,7 @@ class Pipeline:
                 resource=resource,
                 fee_limit=fee_limit,
                 token=token,
-                state_get=_state_reader(self.store, resource.id),
+                state_get=self.store.state_reader(resource.id, resource.id in tree.locks),
                 load_code=_code_loader(self.store, resource.id),
                 invoke=(
                     _Nested(self, entry, tree) if request.depth < self.settings.max_depth else None
@@ -338,7 +338,8 @@ class Pipeline:
         children = tuple(tree.records)
         if self._audit_tracking or effects or children:
             try:
-                finished = self.store.finish(record, effects, self.processors, children)
+                finished = self.store.finish(record, effects, self.processors, children,
+                                             exclusive=tree.locks)
                 committed = finished.records
                 if finished.error is not None:
                     error, status, effects, output = finished.error, Status.FAILED, (), None
@@ -531,15 +532,6 @@ class _Nested:
         self._tree.children.append(entry)
         parent.token.on_cancel(entry.token.cancel)
         return self._pipeline.run(entry, tree=self._tree)
-
-
-def _state_reader(store: Store, resource_id: str) -> Any:
-    state_get = store.state_get
-
-    def get(key: bytes) -> bytes | None:
-        return state_get(resource_id, key)
-
-    return get
 
 
 def _code_loader(store: Store, resource_id: str) -> Any:

@@ -4,9 +4,10 @@ Layout: ``<data_dir>/coordinator.db`` (SQLite, WAL mode; schema in ``schema.py``
 ``<data_dir>/resources/<aa>/<sha256>`` (content-addressed bytes, ``files.py``).
 
 Reads run on a connection per thread (``state_get`` is called from engine host functions on
-the hot path, and WAL readers never wait for the writer). Writes go through one writer
-connection driven by the group-commit leader (``groupcommit.py``): each ``finish`` returns
-only after the transaction holding its records is committed.
+the hot path, and WAL readers never wait for the writer); an execution holding its
+resource's state lock reads through the committed-state cache (``statecache.py``). Writes
+go through one writer connection driven by the group-commit leader (``groupcommit.py``):
+each ``finish`` returns only after the transaction holding its records is committed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,8 @@ from coordinator_core.store.schema import (
     resource_of,
     resource_row,
 )
-from coordinator_core.store.sqlite_writer import Writer
+from coordinator_core.store.sqlite_writer import StateLog, Writer
+from coordinator_core.store.statecache import Stamps, StateCache
 from coordinator_hookspecs import (
     AccessPolicy,
     AuditRecord,
@@ -77,14 +79,17 @@ class SqliteStore:
         self.durability = durability
         self._busy_timeout = busy_timeout
         self._files = BlobFiles(self.data_dir / "resources", fsync=durability == "full")
+        self._stamps = Stamps(self.data_dir / "state.stamps")
         conn = connect(self.path, durability=durability, busy_timeout=busy_timeout,
                        readonly=False)
         try:
             initialise(conn)
-            self._writer = Writer(conn, keep_logs=keep_logs)
+            self._writer = Writer(conn, keep_logs=keep_logs, stamps=self._stamps)
         except BaseException:
             conn.close()
+            self._stamps.close()
             raise
+        self._state_cache = StateCache(self._stamps, self.state_get)
         self._committer = GroupCommitter(self._writer.commit_batch, group_commit_max,
                                          commit_delay)
         self._router = Router()
@@ -180,6 +185,16 @@ class SqliteStore:
             (resource_id, key)).fetchall()
         return rows[0][0] if rows else None
 
+    def state_reader(self, resource_id: str, exclusive: bool) -> Callable[[bytes], bytes | None]:
+        if exclusive:  # the caller holds the state lock: committed values may be cached
+            return self._state_cache.reader(resource_id)
+        state_get = self.state_get
+
+        def get(key: bytes) -> bytes | None:
+            return state_get(resource_id, key)
+
+        return get
+
     def state_items(self, resource_id: str) -> list[tuple[bytes, bytes]]:
         rows = self._reader().execute(
             "SELECT key, value FROM state WHERE resource_id = ? ORDER BY key",
@@ -198,10 +213,12 @@ class SqliteStore:
     # -- audit and commit ----------------------------------------------------------------
     def finish(self, record: AuditRecord, effects: Sequence[Effect],
                processors: Sequence[BoundProcessor],
-               children: Sequence[AuditRecord] = ()) -> Finished:
+               children: Sequence[AuditRecord] = (),
+               exclusive: Collection[str] = ()) -> Finished:
         digest = effect_digest(effects) if effects and record.effect_digest is None else None
         apply = bool(effects) and record.status == "succeeded"
         prepared: list[Prepared] = []
+        log: StateLog = {}
 
         if not apply:
             kept = children if record.status == "succeeded" else \
@@ -211,6 +228,7 @@ class SqliteStore:
 
         def run(w: Writer) -> tuple[tuple[AuditRecord, ...], ErrorInfo | None]:
             w.savepoint()
+            w.state_log = log
             try:
                 routed = self._router.route(effects, processors)
                 done = (Prepared([], routed) if isinstance(routed, ErrorInfo)
@@ -219,6 +237,7 @@ class SqliteStore:
                 if done.error is None:
                     return (*(w.insert(c) for c in children), w.insert(record, digest)), None
                 w.undo()
+                log.clear()  # rolled back: nothing of it is committed state
                 rollback, final = failed_records(record, done.error, done.processors,
                                                  len(effects))
                 lost = discarded(children, record, done.error)
@@ -226,21 +245,38 @@ class SqliteStore:
                         w.insert(final, digest)), done.error
             except BaseException:
                 w.undo()
+                log.clear()
                 raise
             finally:
+                w.state_log = None
                 w.release()
 
         try:
             records, error = self._write(run)
-        except BaseException:
+        except BaseException:  # nothing of it was committed; its stamps already changed
             if prepared:
                 finish_processors(record, prepared[0].processors, committed=False)
             raise
+        self._settle_state(log, exclusive)
         if prepared:
             done = prepared[0]
             for failure in finish_processors(record, done.processors, done.error is None):
                 self._append_quietly(failure)
         return Finished(records, error)
+
+    def _settle_state(self, log: StateLog, exclusive: Collection[str]) -> None:
+        """After a commit (``log`` is empty if nothing of it was written): the writes of
+        resources the caller held locked join the state cache; any other written resource is
+        stamped again, invalidating what a reader cached while the write was in flight."""
+        if not log:
+            return
+        cache, stamps = self._state_cache, self._stamps
+        for resource_id, (previous, stamp, writes) in log.items():
+            if resource_id in exclusive:
+                cache.committed(resource_id, previous, stamp, writes)
+            else:
+                stamps.stamp(stamps.slot(resource_id))
+                cache.forget(resource_id)
 
     def _append_quietly(self, record: AuditRecord) -> None:
         try:
@@ -299,6 +335,8 @@ class SqliteStore:
         for holder in readers:
             holder.conn.close()
         self._writer.conn.close()
+        self._state_cache.clear()
+        self._stamps.close()
 
 
 class _Reader:

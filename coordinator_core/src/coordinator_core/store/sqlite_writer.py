@@ -17,6 +17,7 @@ from coordinator_core.store.chain import GENESIS, seal
 from coordinator_core.store.effects import blob
 from coordinator_core.store.groupcommit import Job
 from coordinator_core.store.schema import INSERT_AUDIT
+from coordinator_core.store.statecache import Stamps
 from coordinator_hookspecs import AuditRecord, InternalError, InvalidRequest
 
 
@@ -30,12 +31,16 @@ class SqliteTxn:
         self._writer = writer
 
     def put_state(self, resource_id: str, key: bytes, value: bytes) -> None:
+        key, value = blob(key, "state key"), blob(value, "state value")
+        self._writer.wrote(resource_id, key, value)
         self._writer.conn.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?)",
-                                  (resource_id, blob(key, "state key"), blob(value, "state value")))
+                                  (resource_id, key, value))
 
     def delete_state(self, resource_id: str, key: bytes) -> None:
+        key = blob(key, "state key")
+        self._writer.wrote(resource_id, key, None)
         self._writer.conn.execute("DELETE FROM state WHERE resource_id = ? AND key = ?",
-                                  (resource_id, blob(key, "state key")))
+                                  (resource_id, key))
 
     def add_event(self, resource_id: str, execution_id: str, payload: bytes) -> None:
         self._writer.conn.execute(
@@ -53,12 +58,21 @@ class SqliteTxn:
              self._writer.now))
 
 
+#: What one job wrote to state, per resource: (stamp replaced, stamp put, key -> value or
+#: None for a removal). See ``statecache.py``.
+StateLog = dict[str, tuple[int, int, dict[bytes, bytes | None]]]
+
+
 class Writer:
     """Owns the writer connection and the in-transaction chain head."""
 
-    def __init__(self, conn: sqlite3.Connection, *, keep_logs: bool) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, keep_logs: bool,
+                 stamps: Stamps | None = None) -> None:
         self.conn = conn
         self.keep_logs = keep_logs
+        self.stamps = stamps
+        #: the state writes of the job running now (``finish`` sets and takes it)
+        self.state_log: StateLog | None = None
         self.txn = SqliteTxn(self)
         self.now = 0.0
         self.seq = 0
@@ -178,6 +192,22 @@ class Writer:
         return True
 
     # -- helpers for jobs ----------------------------------------------------------------
+    def wrote(self, resource_id: str, key: bytes, value: bytes | None) -> None:
+        """Note a state write about to be made: the first one of a resource in this job
+        stamps the resource's slot first, so other processes' cached values of it are
+        dropped before the write can commit (``statecache.py``)."""
+        stamps = self.stamps
+        if stamps is None:
+            return
+        log = self.state_log
+        noted = log.get(resource_id) if log is not None else None
+        if noted is None:
+            previous, new = stamps.stamp(stamps.slot(resource_id))
+            if log is None:  # a write outside any execution's commit: invalidate only
+                return
+            noted = log[resource_id] = (previous, new, {})
+        noted[2][key] = value
+
     def savepoint(self) -> None:
         """Mark where this execution's writes start. Alone in its group (the uncontended
         case) the group's transaction is the savepoint: two statements fewer per commit."""
