@@ -27,6 +27,7 @@ from coordinator_hookspecs import (
 )
 from tests.helpers import COUNTER_WAT, run_cli
 
+
 def count(coord: Coordinator, rid: str) -> int:
     result = coord.execute(ExecutionRequest(resource_id=rid))
     assert result.ok, result.error
