@@ -172,3 +172,22 @@ def test_sealing_hashes_the_documented_canonical_json(record: AuditRecord) -> No
     assert row[14] == leaf_hash(reference.encode("ascii"))
     assert row[15] == chain_hash(GENESIS, row[14])
     assert sealed.leaf_hash == row[14].hex() and sealed.seq == 7
+
+
+def test_committed_records_are_built_when_read_and_match_the_log(tmp_path: Path) -> None:
+    """``finish`` returns its sealed records lazily (rows until read): read, they are
+    exactly what the log holds, nested detail included."""
+    from coordinator_core.store.chain import SealedRecords
+
+    store = SqliteStore(tmp_path)
+    record = AuditRecord(seq=0, record_kind="execution", timestamp=time.time(),
+                         execution_id="lazy", caller="alice", status="succeeded",
+                         detail={"entry": None, "nested": {"b": [1, 2], "a": b"\x01"}})
+    done = store.finish(record, [], ())
+    assert isinstance(done.records, SealedRecords) and done.records._records is None
+    (sealed,) = done.records
+    assert sealed == store.execution("lazy")
+    assert sealed.detail == {"entry": None, "nested": {"a": "01", "b": [1, 2]}}
+    assert sealed.chain_hash == store.verify().head
+    assert list(done.records) == [sealed] and done.records == (sealed,)
+    store.close()

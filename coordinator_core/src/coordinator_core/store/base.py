@@ -29,7 +29,7 @@ class Finished:
     """What ``Store.finish`` returns: the committed records (the execution's final record
     last) and, when an effect processor vetoed or failed, the error that replaced success."""
 
-    records: tuple[AuditRecord, ...]
+    records: Sequence[AuditRecord]
     error: ErrorInfo | None = None
 
 

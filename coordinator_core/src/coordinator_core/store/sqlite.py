@@ -25,7 +25,12 @@ import attrs
 from loguru import logger
 
 from coordinator_core.store.base import BoundProcessor, Finished, VerifyReport
-from coordinator_core.store.chain import ChainWalker, effect_digest, record_of_row
+from coordinator_core.store.chain import (
+    ChainWalker,
+    SealedRecords,
+    effect_digest,
+    record_of_row,
+)
 from coordinator_core.store.effects import (
     Prepared,
     Router,
@@ -226,7 +231,7 @@ class SqliteStore:
             return Finished(self._append_records(
                 (*((c, None) for c in kept), (record, digest))), None)
 
-        def run(w: Writer) -> tuple[tuple[AuditRecord, ...], ErrorInfo | None]:
+        def run(w: Writer) -> tuple[SealedRecords, ErrorInfo | None]:
             w.savepoint()
             w.state_log = log
             try:
@@ -235,14 +240,15 @@ class SqliteStore:
                         else prepare_all(record.execution_id or "", routed, w.txn))
                 prepared.append(done)
                 if done.error is None:
-                    return (*(w.insert(c) for c in children), w.insert(record, digest)), None
+                    return SealedRecords([*(w.insert(c) for c in children),
+                                          w.insert(record, digest)]), None
                 w.undo()
                 log.clear()  # rolled back: nothing of it is committed state
                 rollback, final = failed_records(record, done.error, done.processors,
                                                  len(effects))
                 lost = discarded(children, record, done.error)
-                return (*(w.insert(c) for c in lost), w.insert(rollback, digest),
-                        w.insert(final, digest)), done.error
+                return SealedRecords([*(w.insert(c) for c in lost), w.insert(rollback, digest),
+                                      w.insert(final, digest)]), done.error
             except BaseException:
                 w.undo()
                 log.clear()
@@ -289,9 +295,9 @@ class SqliteStore:
         return self._append_records(((record, None),))[0]
 
     def _append_records(self, pairs: tuple[tuple[AuditRecord, str | None], ...]
-                        ) -> tuple[AuditRecord, ...]:
+                        ) -> SealedRecords:
         """Append ``(record, effect digest)`` pairs, in order, as one job of the group."""
-        sealed: tuple[AuditRecord, ...] = self._write(records=pairs)
+        sealed: SealedRecords = self._write(records=pairs)
         return sealed
 
     def execution(self, execution_id: str) -> AuditRecord | None:

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from typing import Any
 
-from coordinator_core.store.chain import GENESIS, seal
+from coordinator_core.store.chain import GENESIS, SealedRecords, seal_row
 from coordinator_core.store.effects import blob
 from coordinator_core.store.groupcommit import Job
 from coordinator_core.store.schema import INSERT_AUDIT
@@ -93,7 +93,8 @@ class Writer:
         """Run ``jobs`` in one transaction. A job's own failure stays its own; a failure of
         the transaction (disk full, I/O error, lock timeout) fails every job of the group."""
         conn = self.conn
-        if all(job.records is not None for job in jobs) and self._append_group(jobs):
+        if jobs[0].records is not None and all(job.records is not None for job in jobs) \
+                and self._append_group(jobs):
             return
         if len(jobs) == 1 and jobs[0].single:
             # One statement alone: SQLite's implicit transaction commits it just as durably,
@@ -144,7 +145,7 @@ class Writer:
         if job.run is not None:
             return job.run(self)
         assert job.records is not None
-        return tuple(self.insert(record, digest) for record, digest in job.records)
+        return SealedRecords([self.insert(record, digest) for record, digest in job.records])
 
     def _append_group(self, jobs: list[Job]) -> bool:
         """Write a group of append-only jobs as ONE multi-row INSERT, atomic by itself.
@@ -163,17 +164,17 @@ class Writer:
             return False
         seq, head = self.seq, self.head
         rows: list[Any] = []
-        sealed: list[tuple[AuditRecord, ...]] = []
+        sealed: list[SealedRecords] = []
         try:
             for job in jobs:
                 own = []
                 for record, digest in job.records or ():
                     seq += 1
-                    done, row = seal(record, seq, head, digest)
+                    row = seal_row(record, seq, head, digest)
                     head = row[-1]
                     rows.extend(row)
-                    own.append(done)
-                sealed.append(tuple(own))
+                    own.append(row)
+                sealed.append(SealedRecords(own))
         except Exception:  # a record that cannot be sealed fails its own job, on that path
             return False
         try:
@@ -236,8 +237,9 @@ class Writer:
             self.conn.execute("ROLLBACK TO execution")
         self.seq, self.head = self._mark
 
-    def insert(self, record: AuditRecord, digest: str | None = None) -> AuditRecord:
-        """Seal ``record`` as the next link of the chain and insert it.
+    def insert(self, record: AuditRecord, digest: str | None = None) -> list[Any]:
+        """Seal ``record`` as the next link of the chain and insert it; returns its row
+        (``SealedRecords`` turns it into the sealed record when read).
 
         The head is cached between groups instead of re-read each time (one statement less
         per commit). Another process appending to the same log (the CLI deploying while a
@@ -245,7 +247,7 @@ class Writer:
         it, and we re-read the head and seal again. A log whose tail was deleted behind our
         back is not papered over: our next record keeps its number and verify reports the gap.
         """
-        sealed, row = seal(record, self.seq + 1, self.head, digest)
+        row = seal_row(record, self.seq + 1, self.head, digest)
         try:
             self.conn.execute(INSERT_AUDIT, row)
         except sqlite3.IntegrityError as exc:
@@ -256,7 +258,7 @@ class Writer:
                 self.conn.execute("BEGIN IMMEDIATE")
             try:
                 self.reload_head()
-                sealed, row = seal(record, self.seq + 1, self.head, digest)
+                row = seal_row(record, self.seq + 1, self.head, digest)
                 self.conn.execute(INSERT_AUDIT, row)
             except sqlite3.IntegrityError:
                 if own:
@@ -265,7 +267,7 @@ class Writer:
             if own:
                 self.conn.execute("COMMIT")
         self.seq, self.head = row[0], row[-1]
-        return sealed
+        return row
 
 
 #: Most audit rows in one multi-row INSERT (16 parameters each, well under SQLite's limit).
