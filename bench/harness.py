@@ -58,8 +58,13 @@ def time_calls(fn: Callable[[], object], n: int, warmup: int = 50) -> list[float
 
 
 def interleaved(fns: dict[str, Callable[[], object]], n: int, rounds: int = 5,
-                warmup: int = 50) -> dict[str, list[float]]:
-    """Time several variants in alternating rounds so machine noise hits all of them alike."""
+                warmup: int = 50,
+                round_medians: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+    """Time several variants in alternating rounds so machine noise hits all of them alike.
+
+    ``round_medians``, if given, receives each variant's median per round: ratios of two
+    variants taken round by round (``paired_ratio``) cancel the drift between rounds that
+    pooled percentiles keep."""
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():
         for _ in range(warmup):
@@ -67,5 +72,13 @@ def interleaved(fns: dict[str, Callable[[], object]], n: int, rounds: int = 5,
     per_round = max(1, n // rounds)
     for _ in range(rounds):
         for name, fn in fns.items():
-            samples[name].extend(time_calls(fn, per_round, warmup=0))
+            timed = time_calls(fn, per_round, warmup=0)
+            samples[name].extend(timed)
+            if round_medians is not None:
+                round_medians.setdefault(name, []).append(statistics.median(timed))
     return samples
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """Median over rounds of numerator/denominator, each round's pair measured back to back."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
