@@ -266,3 +266,42 @@ def test_a_host_function_may_run_a_nested_execution_on_the_same_thread(harness: 
     result = harness.engine.execute(context)
     assert result.output == b"desserts"
     assert result.fee_used > harness.run(inner, input=b"stressed").fee_used
+
+
+def test_memory_grown_during_the_call_is_read_and_written_past_its_old_end(
+        harness: Any) -> None:
+    """Host calls see guest memory through a view sized when first used; a guest that grows
+    its memory afterwards is read and written past the old end (the view is renewed)."""
+    grower = harness.deploy(_wat("""(module {io}
+      (memory (export "memory") 1)
+      (func (export "main")
+        (call $output_write (i32.const 0) (i32.const 1))  ;; first use: a one-page view
+        (drop (memory.grow (i32.const 1)))
+        (call $input_read (i32.const 70000))
+        (call $output_write (i32.const 70000) (call $input_len))))""", harness))
+    assert harness.run(grower, input=b"beyond").output == b"\0beyond"
+
+
+def test_a_host_function_keeping_its_call_cannot_reach_memory_after_the_execution(
+        harness: Any) -> None:
+    kept: list[Any] = []
+
+    def keep(call: Any) -> None:
+        assert call.read(0, 4) == b"data"  # reachable while the execution runs
+        kept.append(call)
+
+    records = builtin_host_functions(WasmtimeSettings())
+    records.append(HostFunctionRecord(name="keep", capability="keep", func=keep))
+    harness.engine.bind_host_functions(records)
+    keeper = harness.deploy("""(module
+      (import "env" "keep" (func $keep))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "data")
+      (func (export "main") (call $keep)))""", "keep")
+    harness.run(keeper)
+    (call,) = kept
+    assert call.view is None
+    with pytest.raises(Trap, match="execution is over"):
+        call.read(0, 4)
+    with pytest.raises(Trap, match="execution is over"):
+        call.write(0, b"x")

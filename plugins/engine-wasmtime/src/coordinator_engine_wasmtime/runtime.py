@@ -120,6 +120,7 @@ def run(engine: int, pre: int, has_start: bool, inv: Invocation, entry: bytes, a
     finally:
         # A host function that kept `call` must not reach the freed store or its memory.
         inv.cx, inv.span, inv.mem = 0, None, 0
+        inv.close_view()
         _capi.store_delete(store)
 
 
