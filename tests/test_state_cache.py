@@ -1,18 +1,22 @@
 """The committed-state cache (``store/statecache.py``): executions of a stateful resource read
 the values its last execution committed from memory, and never a stale one: not after
 another process wrote (the CLI beside a running coordinator), not after a vetoed commit, not
-after an effect processor wrote another resource's state."""
+after an effect processor wrote another resource's state, not when a read overlaps another
+writer's open transaction. Also the state locks it sits beside (``locks.py``)."""
 
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from coordinator_core import Coordinator, ExecutionRequest
+from coordinator_core import Coordinator, ExecutionRequest, locks
 from coordinator_core.store import statecache
 from coordinator_core.store.statecache import Stamps, StateCache
 from coordinator_core.testing import EchoPlugin
@@ -173,15 +177,233 @@ def test_the_cache_starts_over_past_its_bounds(tmp_path: Path,
 
     def read(resource_id: str, key: bytes) -> bytes:
         reads.append(key)
-        return key * 2
+        return b"disk"
 
     cache = StateCache(stamps, read)
     get = cache.reader("r")
     keys = [bytes([n]) for n in range(10)]
-    assert [get(k) for k in keys] == [k * 2 for k in keys]
-    assert [get(k) for k in keys] == [k * 2 for k in keys]
-    assert len(reads) == 10  # all ten cached
-    get(b"x")  # the eleventh: everything is dropped
-    get(keys[0])
-    assert len(reads) == 12
+    previous, stamp = stamps.stamp(stamps.slot("r"))
+    cache.committed("r", previous, stamp, {k: k * 2 for k in keys})
+    for _ in range(1000):  # overwriting the same keys does not fill the cache
+        cache.committed("r", stamp, stamp, {keys[0]: b"new"})
+    assert [get(k) for k in keys] == [b"new", *(k * 2 for k in keys[1:])]
+    assert reads == []
+    assert get(b"x") == b"disk"  # the eleventh value: everything is dropped
+    assert get(keys[1]) == b"disk" and len(reads) == 2
     stamps.close()
+
+
+def test_only_a_commit_creates_an_entry_and_a_read_joins_it_only_under_its_stamp(
+        tmp_path: Path) -> None:
+    stamps = Stamps(tmp_path / "s")
+    disk = {b"a": b"1", b"b": b"2"}
+    reads: list[bytes] = []
+
+    def read(resource_id: str, key: bytes) -> bytes | None:
+        reads.append(key)
+        return disk.get(key)
+
+    cache = StateCache(stamps, read)
+    get = cache.reader("r")
+    assert get(b"a") == b"1" and get(b"a") == b"1"
+    assert reads == [b"a", b"a"]  # never written here: nothing cached
+    slot = stamps.slot("r")
+    previous, stamp = stamps.stamp(slot)
+    disk[b"a"] = b"10"
+    cache.committed("r", previous, stamp, {b"a": b"10", b"gone": None})
+    reads.clear()
+    assert (get(b"a"), get(b"gone"), get(b"b"), get(b"b")) == (b"10", None, b"2", b"2")
+    assert reads == [b"b"]  # "b" joined the entry under its stamp
+    stamps.stamp(slot)  # another writer begins: the entry is stale from now on
+    assert get(b"a") == b"10" and reads == [b"b", b"a"]
+    previous, stamp = stamps.stamp(slot)  # this process writes "a" after that writer: the
+    cache.committed("r", previous, stamp, {b"a": b"11"})  # entry keeps nothing else
+    disk.update({b"a": b"11", b"b": b"3"})
+    reads.clear()
+    assert (get(b"a"), get(b"b")) == (b"11", b"3") and reads == [b"b"]
+    stamps.close()
+
+
+class KV:
+    """Resource type ``kv``: entry ``get`` returns ``last``; ``append`` appends the input to
+    it; ``delete`` removes it."""
+
+    def execute(self, ctx: ExecutionContext) -> EngineResult:
+        rid, entry = ctx.resource.id, ctx.request.entry
+        data = ctx.request.input if isinstance(ctx.request.input, bytes) else b""
+        last = ctx.state_get(b"last")
+        if entry == "append":
+            value = (last or b"") + data
+            return EngineResult(output=value, fee_used=1,
+                                effects=(Effect("state.set", rid, b"last", value),))
+        if entry == "delete":
+            return EngineResult(output=b"", fee_used=1,
+                                effects=(Effect("state.delete", rid, b"last", b""),))
+        return EngineResult(output=last, fee_used=1)
+
+    @hookimpl
+    def coordinator_register_engines(self, config: Any) -> list[EngineRecord]:
+        return [EngineRecord(name="kv", engine=self, resource_types={"kv"})]
+
+
+class PausingMirror(Mirror):
+    """``Mirror`` whose commit waits, its transaction open, until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.in_flight = threading.Event()
+        self.go_on = threading.Event()
+
+    def prepare(self, execution_id: str, effects: Sequence[Effect], txn: Any) -> None:
+        super().prepare(execution_id, effects, txn)
+        self.in_flight.set()
+        assert self.go_on.wait(10)
+
+
+def test_a_read_overlapping_another_writers_open_transaction_is_not_cached(
+        tmp_path: Path) -> None:
+    """B (another store on the directory, as another process) has written and stamped the
+    resource and not committed yet; A reads it meanwhile: the old value, which A must not
+    keep once B has committed."""
+    mirror_plugin = PausingMirror()
+    with Coordinator.open(data_dir=tmp_path, plugins=[KV()], entry_points=False) as a, \
+            Coordinator.open(data_dir=tmp_path, plugins=[KV(), mirror_plugin],
+                             entry_points=False) as b:
+        kv = a.deploy(b"kv", "kv", capabilities=["storage"])
+        mirror = b.deploy(b"mirror", "mirror")
+
+        def run(entry: str, data: bytes = b"") -> Any:
+            result = a.execute(ExecutionRequest(resource_id=kv, entry=entry, input=data))
+            assert result.ok, result.error
+            return result.output
+
+        assert run("append", b"one") == b"one"  # cached by its commit
+        writer = threading.Thread(target=b.execute, args=(
+            ExecutionRequest(resource_id=mirror, input=kv.encode()),))
+        writer.start()
+        assert mirror_plugin.in_flight.wait(10)  # written and stamped, not committed
+        cache = a.store._state_cache  # type: ignore[attr-defined]
+        read, overlapped = cache._read, threading.Event()
+
+        def read_then_signal(resource_id: str, key: bytes) -> bytes | None:
+            value = read(resource_id, key)
+            overlapped.set()
+            return value
+
+        cache._read = read_then_signal
+        outputs: list[Any] = []
+        reader = threading.Thread(target=lambda: outputs.append(run("get")))
+        reader.start()  # its audit commit waits for B's transaction
+        assert overlapped.wait(10)
+        mirror_plugin.go_on.set()
+        writer.join()
+        reader.join()
+        assert outputs == [b"one"]  # what was committed when it read
+        assert run("get") == b"mirrored"
+        assert run("append", b"X") == b"mirroredX"
+
+
+def test_a_write_through_another_store_on_the_directory_is_seen(tmp_path: Path) -> None:
+    """Two coordinators on one directory have separate caches and mappings of the stamps,
+    as two processes do; each sees the other's writes, and a write of another key does not
+    carry a value the other store replaced into its cache."""
+    with Coordinator.open(data_dir=tmp_path, plugins=[KV()], entry_points=False) as a, \
+            Coordinator.open(data_dir=tmp_path, plugins=[KV(), Mirror()],
+                             entry_points=False) as b:
+        kv = a.deploy(b"kv", "kv", capabilities=["storage"])
+        mirror = b.deploy(b"mirror", "mirror")
+
+        def run(coord: Coordinator, entry: str, data: bytes = b"") -> Any:
+            result = coord.execute(ExecutionRequest(resource_id=kv, entry=entry, input=data))
+            assert result.ok, result.error
+            return result.output
+
+        assert run(a, "append", b"one") == b"one"
+        assert run(b, "append", b"two") == b"onetwo"
+        assert run(a, "get") == b"onetwo"
+        assert b.execute(ExecutionRequest(resource_id=mirror, input=kv.encode())).ok
+        assert run(a, "append", b"!") == b"mirrored!"
+        assert run(b, "get") == b"mirrored!"
+
+
+def test_a_removed_key_is_cached_as_absent(tmp_path: Path) -> None:
+    with Coordinator.open(data_dir=tmp_path, plugins=[KV()], entry_points=False) as coord:
+        kv = coord.deploy(b"kv", "kv", capabilities=["storage"])
+        misses = cache_reads(coord)
+        request = ExecutionRequest(resource_id=kv, entry="append", input=b"x")
+        assert coord.execute(request).output == b"x"
+        assert coord.execute(ExecutionRequest(resource_id=kv, entry="delete")).ok
+        assert coord.execute(ExecutionRequest(resource_id=kv)).output is None
+        assert coord.store.state_get(kv, b"last") is None
+        assert misses == [(kv, b"last")]  # only the very first read
+
+
+def test_the_memory_store_reads_state_through_the_same_call(tmp_path: Path) -> None:
+    with Coordinator.open(data_dir=":memory:", plugins=[KV()], entry_points=False) as coord:
+        kv = coord.deploy(b"kv", "kv", capabilities=["storage"])
+        get = coord.store.state_reader(kv)
+        assert get(b"last") is None
+        coord.execute(ExecutionRequest(resource_id=kv, entry="append", input=b"m"))
+        assert get(b"last") == b"m"
+
+
+def test_two_resources_on_one_lock_byte_keep_it_until_both_are_released(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Record locks belong to the process: releasing one of two resources sharing a byte of
+    state.lock must not let another process take the other."""
+    monkeypatch.setattr(locks, "SLOTS", 1)
+    path = tmp_path / "state.lock"
+    mine = locks.ResourceLocks(path)
+    assert mine.acquire("r1", 0.0) and mine.acquire("r2", 0.0)
+
+    def other_process_gets(resource_id: str) -> bool:
+        code = ("import sys; from pathlib import Path; from coordinator_core import locks; "
+                "locks.SLOTS = 1; "
+                f"print(locks.ResourceLocks(Path(sys.argv[1])).acquire({resource_id!r}, 0.0))")
+        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                              text=True, timeout=60, check=True)
+        return done.stdout.strip() == "True"
+
+    mine.release("r1")
+    assert not other_process_gets("r2")  # r2 is still held here
+    mine.release("r2")
+    assert other_process_gets("r2")
+    mine.close()
+
+
+def test_coordinators_on_one_directory_in_one_process_share_the_state_locks(
+        tmp_path: Path) -> None:
+    first = locks.shared_locks(tmp_path / "state.lock")
+    second = locks.shared_locks(tmp_path / "." / "state.lock")
+    assert first is second
+    assert first.acquire("r", 0.0) and not second.acquire("r", 0.0)
+    second.close()  # the other user goes on holding its lock
+    assert not first.acquire("r", 0.0)
+    first.release("r")
+    first.close()
+
+
+def test_a_store_without_state_reader_still_serves_state(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store written against the older protocol (no ``state_reader``): the core binds its
+    ``state_get`` to the resource itself."""
+    from coordinator_core import coordinator as coordinator_module
+
+    class OlderStore:
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "state_reader":
+                raise AttributeError(name)
+            return getattr(self._inner, name)
+
+    real_open = coordinator_module.open_store
+    monkeypatch.setattr(coordinator_module, "open_store",
+                        lambda config: OlderStore(real_open(config)))
+    with Coordinator.open(data_dir=tmp_path, plugins=[KV()], entry_points=False) as coord:
+        assert not hasattr(coord.store, "state_reader")
+        kv = coord.deploy(b"kv", "kv", capabilities=["storage"])
+        for expected in (b"a", b"ab"):
+            result = coord.execute(ExecutionRequest(resource_id=kv, entry="append",
+                                                    input=expected[-1:]))
+            assert result.ok and result.output == expected

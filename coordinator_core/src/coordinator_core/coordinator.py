@@ -22,7 +22,7 @@ from coordinator_core.config import Config, load_config
 from coordinator_core.dispatcher import Dispatcher
 from coordinator_core.handles import ExecutionHandle, ExecutionStatus
 from coordinator_core.ledger import Entry, Ledger
-from coordinator_core.locks import ResourceLocks
+from coordinator_core.locks import shared_locks
 from coordinator_core.pipeline import Pipeline
 from coordinator_core.plugins import BUILTIN_PLUGINS, PluginHost
 from coordinator_core.quota import QuotaManager
@@ -81,7 +81,7 @@ class Coordinator(ResourceCoordinator):
             ],
             metrics_sinks=[(r.name, r.sink) for r in registry.metrics_sinks],
             audit_sinks=[(r.name, r.sink) for r in registry.audit_sinks],
-            state_locks=ResourceLocks(
+            state_locks=shared_locks(
                 None if str(config.data_dir) == MEMORY else Path(config.data_dir) / "state.lock"
             ),
         )

@@ -94,6 +94,8 @@ class Pipeline:
         self._state_capabilities = frozenset(settings.state_capabilities)
         self.state_locks = state_locks or ResourceLocks()
         self._generation = 0  # bumped by forget(): a lookup racing it does not cache
+        # A store without state_reader (an older custom one) gets state_get bound here.
+        self._state_reader = getattr(store, "state_reader", None) or _state_reader(store)
         # A store without resources_version (an older custom one) is never polled.
         polled = hasattr(store, "resources_version")
         self._resources_version = store.resources_version() if polled else 0
@@ -241,7 +243,7 @@ class Pipeline:
                 resource=resource,
                 fee_limit=fee_limit,
                 token=token,
-                state_get=self.store.state_reader(resource.id, resource.id in tree.locks),
+                state_get=self._state_reader(resource.id),
                 load_code=_code_loader(self.store, resource.id),
                 invoke=(
                     _Nested(self, entry, tree) if request.depth < self.settings.max_depth else None
@@ -338,8 +340,7 @@ class Pipeline:
         children = tuple(tree.records)
         if self._audit_tracking or effects or children:
             try:
-                finished = self.store.finish(record, effects, self.processors, children,
-                                             exclusive=tree.locks)
+                finished = self.store.finish(record, effects, self.processors, children)
                 committed = finished.records
                 if finished.error is not None:
                     error, status, effects, output = finished.error, Status.FAILED, (), None
@@ -532,6 +533,18 @@ class _Nested:
         self._tree.children.append(entry)
         parent.token.on_cancel(entry.token.cancel)
         return self._pipeline.run(entry, tree=self._tree)
+
+
+def _state_reader(store: Store) -> Any:
+    state_get = store.state_get
+
+    def reader(resource_id: str) -> Any:
+        def get(key: bytes) -> bytes | None:
+            return state_get(resource_id, key)
+
+        return get
+
+    return reader
 
 
 def _code_loader(store: Store, resource_id: str) -> Any:

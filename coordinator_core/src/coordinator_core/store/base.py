@@ -7,7 +7,7 @@ tests and development: same behaviour, nothing on disk).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -93,10 +93,10 @@ class Store(Protocol):
         """Committed value of ``key`` in the resource's namespace (hot path: keep it cheap)."""
         ...
 
-    def state_reader(self, resource_id: str, exclusive: bool) -> Callable[[bytes], bytes | None]:
-        """``state_get`` bound to one resource, for an execution's context. ``exclusive``:
-        the caller holds the resource's state lock from its first read through its commit,
-        so the store may serve committed values from a cache (``statecache.py``)."""
+    def state_reader(self, resource_id: str) -> Callable[[bytes], bytes | None]:
+        """``state_get`` bound to one resource, for an execution's context; the store may
+        serve committed values from a cache (``statecache.py``). Optional: the core binds
+        ``state_get`` itself for a store without it."""
         ...
 
     def state_items(self, resource_id: str) -> list[tuple[bytes, bytes]]: ...
@@ -114,7 +114,6 @@ class Store(Protocol):
         effects: Sequence[Effect],
         processors: Sequence[BoundProcessor],
         children: Sequence[AuditRecord] = (),
-        exclusive: Collection[str] = (),
     ) -> Finished:
         """Commit one finished execution: its effects (only if ``record.status`` is
         succeeded) and its final audit record, atomically, then return. ``children`` are the
@@ -132,8 +131,7 @@ class Store(Protocol):
         failed, with the error kind of the raised ``CoordinatorError`` (``internal`` for any
         other exception); that error is ``Finished.error``. A second final record for the same
         execution id raises ``InvalidRequest``; a failed transaction raises ``InternalError``.
-        ``exclusive``: resource ids whose state lock the caller held from its reads through
-        this commit (a caching store may keep their committed writes). See docs/storage.md."""
+        See docs/storage.md."""
         ...
 
     def append(self, record: AuditRecord) -> AuditRecord:

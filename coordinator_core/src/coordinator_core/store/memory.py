@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -122,7 +122,7 @@ class MemoryStore:
         with self._lock:  # an execution's writes become visible all at once
             return self._state.get(resource_id, {}).get(key)
 
-    def state_reader(self, resource_id: str, exclusive: bool) -> Callable[[bytes], bytes | None]:
+    def state_reader(self, resource_id: str) -> Callable[[bytes], bytes | None]:
         state_get = self.state_get
 
         def get(key: bytes) -> bytes | None:
@@ -167,8 +167,7 @@ class MemoryStore:
 
     def finish(self, record: AuditRecord, effects: Sequence[Effect],
                processors: Sequence[BoundProcessor],
-               children: Sequence[AuditRecord] = (),
-               exclusive: Collection[str] = ()) -> Finished:
+               children: Sequence[AuditRecord] = ()) -> Finished:
         digest = effect_digest(effects) if effects and record.effect_digest is None else None
         eid = record.execution_id or ""
         with self._lock:

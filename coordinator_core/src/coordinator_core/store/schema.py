@@ -14,7 +14,11 @@ from typing import Any
 
 from coordinator_hookspecs import AccessPolicy, InvalidRequest, ResourceInfo
 
-SCHEMA_VERSION = 1
+#: 2: the tables of 1, and every state write stamps ``state.stamps`` (``statecache.py``). A
+#: version-1 coordinator would write state without stamping and leave other processes'
+#: caches stale, so it must refuse a directory a version-2 one has opened (it refuses any
+#: newer version); a version-1 directory is upgraded in place, nothing to convert.
+SCHEMA_VERSION = 2
 DURABILITY = {"normal": "NORMAL", "full": "FULL"}
 
 SCHEMA = """

@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +85,12 @@ class SqliteStore:
         self._busy_timeout = busy_timeout
         self._files = BlobFiles(self.data_dir / "resources", fsync=durability == "full")
         self._stamps = Stamps(self.data_dir / "state.stamps")
-        conn = connect(self.path, durability=durability, busy_timeout=busy_timeout,
-                       readonly=False)
+        try:
+            conn = connect(self.path, durability=durability, busy_timeout=busy_timeout,
+                           readonly=False)
+        except BaseException:
+            self._stamps.close()
+            raise
         try:
             initialise(conn)
             self._writer = Writer(conn, keep_logs=keep_logs, stamps=self._stamps)
@@ -190,15 +194,8 @@ class SqliteStore:
             (resource_id, key)).fetchall()
         return rows[0][0] if rows else None
 
-    def state_reader(self, resource_id: str, exclusive: bool) -> Callable[[bytes], bytes | None]:
-        if exclusive:  # the caller holds the state lock: committed values may be cached
-            return self._state_cache.reader(resource_id)
-        state_get = self.state_get
-
-        def get(key: bytes) -> bytes | None:
-            return state_get(resource_id, key)
-
-        return get
+    def state_reader(self, resource_id: str) -> Callable[[bytes], bytes | None]:
+        return self._state_cache.reader(resource_id)
 
     def state_items(self, resource_id: str) -> list[tuple[bytes, bytes]]:
         rows = self._reader().execute(
@@ -218,8 +215,7 @@ class SqliteStore:
     # -- audit and commit ----------------------------------------------------------------
     def finish(self, record: AuditRecord, effects: Sequence[Effect],
                processors: Sequence[BoundProcessor],
-               children: Sequence[AuditRecord] = (),
-               exclusive: Collection[str] = ()) -> Finished:
+               children: Sequence[AuditRecord] = ()) -> Finished:
         digest = effect_digest(effects) if effects and record.effect_digest is None else None
         apply = bool(effects) and record.status == "succeeded"
         prepared: list[Prepared] = []
@@ -263,26 +259,13 @@ class SqliteStore:
             if prepared:
                 finish_processors(record, prepared[0].processors, committed=False)
             raise
-        self._settle_state(log, exclusive)
+        for resource_id, (previous, stamp, writes) in log.items():
+            self._state_cache.committed(resource_id, previous, stamp, writes)
         if prepared:
             done = prepared[0]
             for failure in finish_processors(record, done.processors, done.error is None):
                 self._append_quietly(failure)
         return Finished(records, error)
-
-    def _settle_state(self, log: StateLog, exclusive: Collection[str]) -> None:
-        """After a commit (``log`` is empty if nothing of it was written): the writes of
-        resources the caller held locked join the state cache; any other written resource is
-        stamped again, invalidating what a reader cached while the write was in flight."""
-        if not log:
-            return
-        cache, stamps = self._state_cache, self._stamps
-        for resource_id, (previous, stamp, writes) in log.items():
-            if resource_id in exclusive:
-                cache.committed(resource_id, previous, stamp, writes)
-            else:
-                stamps.stamp(stamps.slot(resource_id))
-                cache.forget(resource_id)
 
     def _append_quietly(self, record: AuditRecord) -> None:
         try:

@@ -32,15 +32,15 @@ class SqliteTxn:
 
     def put_state(self, resource_id: str, key: bytes, value: bytes) -> None:
         key, value = blob(key, "state key"), blob(value, "state value")
-        self._writer.wrote(resource_id, key, value)
         self._writer.conn.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?)",
                                   (resource_id, key, value))
+        self._writer.wrote(resource_id, key, value)
 
     def delete_state(self, resource_id: str, key: bytes) -> None:
         key = blob(key, "state key")
-        self._writer.wrote(resource_id, key, None)
         self._writer.conn.execute("DELETE FROM state WHERE resource_id = ? AND key = ?",
                                   (resource_id, key))
+        self._writer.wrote(resource_id, key, None)
 
     def add_event(self, resource_id: str, execution_id: str, payload: bytes) -> None:
         self._writer.conn.execute(
@@ -194,8 +194,8 @@ class Writer:
 
     # -- helpers for jobs ----------------------------------------------------------------
     def wrote(self, resource_id: str, key: bytes, value: bytes | None) -> None:
-        """Note a state write about to be made: the first one of a resource in this job
-        stamps the resource's slot first, so other processes' cached values of it are
+        """Note a state write made in the open transaction: the first one of a resource in
+        this job stamps the resource's slot, so every process's cached values of it are
         dropped before the write can commit (``statecache.py``)."""
         stamps = self.stamps
         if stamps is None:
@@ -204,7 +204,7 @@ class Writer:
         noted = log.get(resource_id) if log is not None else None
         if noted is None:
             previous, new = stamps.stamp(stamps.slot(resource_id))
-            if log is None:  # a write outside any execution's commit: invalidate only
+            if log is None:  # a write outside any execution's commit: invalidates only
                 return
             noted = log[resource_id] = (previous, new, {})
         noted[2][key] = value

@@ -3,29 +3,29 @@
 Why: an execution's ``storage_get`` is an SQLite read, and after every commit SQLite drops
 the reader's page cache, so each read walks the B-tree from the WAL again (measured ~12 us
 per read inside the pipeline, ~30 us per execution of issue 3's counter contract once its
-cache effects are counted). Executions of one resource are already serialised from their
-first read to their commit by the resource's state lock (``locks.py``), so the values the
-last execution committed are the values the next one reads, unless something else wrote.
+cache effects are counted). The values an execution commits are what the next execution of
+the resource reads, unless something else wrote in between.
 
 How "something else wrote" is seen: every write of a resource's state, by any process on
 the data directory, first puts a fresh *stamp* into the resource's slot of
-``<data dir>/state.stamps``, a small file every process maps into memory. A cached value is
-used only while its resource's slot still holds the stamp it was cached under: one 8-byte
-read from shared memory instead of an SQL query.
+``<data dir>/state.stamps``, a small file every process maps into memory, and it does so
+inside its SQLite write transaction, so stamps are put in the order the writes commit. A
+stamp is never put twice, so once a slot moves on it never comes back.
 
-- A reader (it holds the resource's state lock) reads the slot, then SQLite, then the slot
-  again, and caches the value only if the slot did not change meanwhile.
-- A writer that holds the lock through its commit (the pipeline's own executions: the store
-  is told through ``finish(exclusive=...)``) stamps before its first write; after the
-  commit its written values join the cache under that stamp. No one else could have
-  written in between without stamping after it.
-- Any other writer (an effect processor writing another resource's state) stamps before it
-  writes and again after its commit or rollback, so a reader that cached the old value in
-  between is invalidated. Only a process killed between that commit and its second stamp
-  can leave another process's cache stale, and only for such unlocked writes; writing the
-  database with other tools is not coordinated at all (see docs/storage.md).
+- Only a commit creates a cache entry: after this process's transaction that wrote the
+  resource has committed, its written values are cached under the stamp it put. (If the
+  entry it finds is still under the stamp that one replaced, nothing else was written in
+  between and the entry's other values are kept.)
+- A cached value is used only while the slot still holds the entry's stamp: one 8-byte read
+  of shared memory instead of an SQL query.
+- A value read from SQLite joins an existing entry only if the slot held the entry's stamp
+  both before and after the read; a read never creates an entry. So a value read while
+  another writer's transaction was open (its stamp already put) is never cached.
 
-Two resources sharing a slot only invalidate each other more often.
+None of this depends on the state lock (``locks.py``): the lock keeps executions of one
+resource from losing each other's updates; the stamps keep the cache from serving a value
+that is no longer the committed one. Two resources sharing a slot only invalidate each other
+more often. Writes made to ``coordinator.db`` with other tools are not seen (docs/storage.md).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class Stamps:
         self._words = memoryview(self._map).cast("Q")
         # Stamps unique across processes: a random 64-bit start, then counting.
         self._next = int.from_bytes(os.urandom(8), "little")
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one stamp at a time in this process
         self._slots: dict[str, int] = {}
 
     def slot(self, resource_id: str) -> int:
@@ -76,13 +76,15 @@ class Stamps:
         return int(self._words[slot])
 
     def stamp(self, slot: int) -> tuple[int, int]:
-        """Put a fresh stamp into ``slot``; returns (the stamp it replaced, the new one)."""
+        """Put a fresh stamp into ``slot``; returns (the stamp it replaced, the new one).
+        Called inside the writer's SQLite write transaction, which orders it with every
+        other process's stamps."""
         with self._lock:
             self._next = (self._next + 1) & 0xFFFF_FFFF_FFFF_FFFF or 1
             new = self._next
-        words = self._words
-        previous = int(words[slot])
-        words[slot] = new
+            words = self._words
+            previous = int(words[slot])
+            words[slot] = new
         return previous, new
 
     def close(self) -> None:
@@ -91,18 +93,19 @@ class Stamps:
 
 
 class _Entry:
-    __slots__ = ("stamp", "values")
+    __slots__ = ("size", "stamp", "values")
 
-    def __init__(self, stamp: int, values: dict[bytes, bytes | None]) -> None:
+    def __init__(self, stamp: int) -> None:
         self.stamp = stamp
-        self.values = values
+        self.values: dict[bytes, bytes | None] = {}
+        self.size = 0  # key + value bytes held
 
 
 class StateCache:
-    """Committed values of the resources this process executes (see the module docstring).
+    """Committed values of the resources this process writes (see the module docstring).
 
-    ``reader`` serves an execution holding the resource's state lock; ``committed`` and
-    ``written`` are called by the store after a commit that wrote state."""
+    ``reader`` serves an execution's ``state_get``; ``committed`` is called by the store
+    after a transaction that wrote state has committed."""
 
     def __init__(self, stamps: Stamps, read: Reader) -> None:
         self.stamps = stamps
@@ -112,49 +115,58 @@ class StateCache:
         self._bytes = 0
 
     def reader(self, resource_id: str) -> Callable[[bytes], bytes | None]:
-        """``ExecutionContext.state_get`` for an execution that holds ``resource_id``'s
-        state lock."""
-        entries, stamps, read = self._entries, self.stamps, self._read
-        slot = stamps.slot(resource_id)
-        words = stamps._words
+        """``ExecutionContext.state_get`` of an execution of ``resource_id``."""
+        entries, read = self._entries, self._read
+        words = self.stamps._words
+        slot = self.stamps.slot(resource_id)
 
         def get(key: bytes) -> bytes | None:
+            if type(key) is not bytes:
+                key = bytes(key)
             stamp = words[slot]
             entry = entries.get(resource_id)
-            if entry is not None and entry.stamp == stamp:
-                value = entry.values.get(key, _MISSING)
-                if value is not _MISSING:
-                    return value  # type: ignore[return-value]
+            if entry is None or entry.stamp != stamp:  # nothing cached, or written since
+                return read(resource_id, key)
+            value = entry.values.get(key, _MISSING)
+            if value is not _MISSING:
+                return value  # type: ignore[return-value]
             value = read(resource_id, key)
-            if words[slot] == stamp:  # no write began meanwhile: the value is current
-                if entry is None or entry.stamp != stamp:
-                    entry = entries[resource_id] = _Entry(stamp, {})
-                self._keep(entry, key, value)
+            if words[slot] == stamp and entries.get(resource_id) is entry:
+                self._keep(entry, key, value)  # no write began during the read
             return value
 
         return get
 
-    def _keep(self, entry: _Entry, key: bytes, value: bytes | None) -> None:
-        self._values += 1
-        self._bytes += len(key) + (len(value) if value is not None else 0)
-        if self._values > MAX_VALUES or self._bytes > MAX_BYTES:
-            self.clear()  # start over rather than track recency on every read
-            return
-        entry.values[key] = value
-
     def committed(self, resource_id: str, previous: int, stamp: int,
                   writes: dict[bytes, bytes | None]) -> None:
-        """``writes`` of ``resource_id`` are committed by a writer that held its state lock
-        and put ``stamp`` (replacing ``previous``) before writing: they join the cache."""
+        """This process committed ``writes`` of ``resource_id`` in a transaction that put
+        ``stamp`` (replacing ``previous``) before writing: they are the committed values."""
         entry = self._entries.get(resource_id)
-        if entry is None or entry.stamp != previous:
-            entry = self._entries[resource_id] = _Entry(stamp, {})
+        if entry is None or entry.stamp != previous:  # written by someone else meanwhile
+            if entry is not None:
+                self._drop(entry)
+            entry = self._entries[resource_id] = _Entry(stamp)
         entry.stamp = stamp
         for key, value in writes.items():
             self._keep(entry, key, value)
 
-    def forget(self, resource_id: str) -> None:
-        self._entries.pop(resource_id, None)
+    def _keep(self, entry: _Entry, key: bytes, value: bytes | None) -> None:
+        values = entry.values
+        old = values.get(key, _MISSING)
+        size = len(key) + (len(value) if value is not None else 0)
+        if old is _MISSING:
+            self._values += 1
+        else:
+            size -= len(key) + (len(old) if old is not None else 0)  # type: ignore[arg-type]
+        entry.size += size
+        self._bytes += size
+        values[key] = value
+        if self._values > MAX_VALUES or self._bytes > MAX_BYTES:
+            self.clear()  # start over rather than track recency on every read
+
+    def _drop(self, entry: _Entry) -> None:
+        self._values -= len(entry.values)
+        self._bytes -= entry.size
 
     def clear(self) -> None:
         self._entries.clear()
