@@ -407,3 +407,41 @@ def test_a_store_without_state_reader_still_serves_state(tmp_path: Path,
             result = coord.execute(ExecutionRequest(resource_id=kv, entry="append",
                                                     input=expected[-1:]))
             assert result.ok and result.output == expected
+
+
+def test_releasing_a_lock_not_held_changes_nothing(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(locks, "SLOTS", 1)
+    mine = locks.ResourceLocks(tmp_path / "state.lock")
+    assert mine.acquire("r1", 0.0)
+    with pytest.raises(RuntimeError, match="not held"):
+        mine.release("r2")  # a caller bug: it must not unlock the byte r1 holds
+    assert mine._holders == {0: 1}
+    mine.release("r1")
+    assert mine._holders == {}
+    mine.close()
+
+
+class BrokenEngine:
+    """An engine whose ``bind_host_functions`` fails: ``Coordinator.open`` fails after the
+    state locks were taken."""
+
+    def execute(self, ctx: ExecutionContext) -> EngineResult:
+        raise AssertionError("never runs")
+
+    def bind_host_functions(self, records: Any) -> None:
+        raise RuntimeError("cannot bind")
+
+    @hookimpl
+    def coordinator_register_engines(self, config: Any) -> list[EngineRecord]:
+        return [EngineRecord(name="broken", engine=self, resource_types={"broken"})]
+
+
+def test_a_coordinator_failing_to_open_gives_back_the_shared_state_locks(
+        tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="cannot bind"):
+        Coordinator.open(data_dir=tmp_path, plugins=[BrokenEngine()], entry_points=False)
+    assert str(tmp_path.resolve() / "state.lock") not in locks._SHARED
+    with Coordinator.open(data_dir=tmp_path, entry_points=False):
+        assert str(tmp_path.resolve() / "state.lock") in locks._SHARED
+    assert str(tmp_path.resolve() / "state.lock") not in locks._SHARED

@@ -69,6 +69,19 @@ class Coordinator(ResourceCoordinator):
         self.security = SecurityIntegrator(registry.validators, threshold=settings.risk_threshold)
         self.quota = QuotaManager(registry.quota_policies)
         self.ledger = Ledger(settings.ledger_retention)
+        state_locks = shared_locks(
+            None if str(config.data_dir) == MEMORY else Path(config.data_dir) / "state.lock"
+        )
+        try:
+            self._assemble(config, registry, store, settings, state_locks)
+        except BaseException:
+            state_locks.close()
+            raise
+
+    def _assemble(self, config: Config, registry: Registry, store: Store, settings: Any,
+                  state_locks: Any) -> None:
+        """The rest of ``__init__``, once the state locks are taken (given back if it fails:
+        they are shared by every coordinator of the directory in this process)."""
         self.pipeline = Pipeline(
             settings=settings,
             store=store,
@@ -81,9 +94,7 @@ class Coordinator(ResourceCoordinator):
             ],
             metrics_sinks=[(r.name, r.sink) for r in registry.metrics_sinks],
             audit_sinks=[(r.name, r.sink) for r in registry.audit_sinks],
-            state_locks=shared_locks(
-                None if str(config.data_dir) == MEMORY else Path(config.data_dir) / "state.lock"
-            ),
+            state_locks=state_locks,
         )
         for bound in self.dispatcher.engines:
             bind = getattr(bound.engine, "bind_host_functions", None)
@@ -175,8 +186,10 @@ class Coordinator(ResourceCoordinator):
                     close()
                 except Exception as exc:
                     logger.warning("closing {} failed: {}", type(item).__name__, exc)
-        self.store.close()
-        self.pipeline.state_locks.close()
+        try:
+            self.store.close()
+        finally:
+            self.pipeline.state_locks.close()
 
     def _drain(self, grace: float) -> None:
         """Executions still running on callers' own threads (``execute``) are cancelled and

@@ -39,10 +39,13 @@ class ResourceLocks:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600) if path is not None else None
         self._slots: dict[str, int] = {}
         self._holders: dict[int, int] = {}  # byte -> resources of this process holding it
-        self._file_lock = threading.Lock()  # guards _holders and the lockf calls
+        self._file_lock = threading.Lock()  # guards _holders, the lockf calls and close
+        self._closed = False
 
     def acquire(self, resource_id: str, timeout: float) -> bool:
         """Take the lock of ``resource_id`` within ``timeout`` seconds (0: try once)."""
+        if self._closed:
+            raise RuntimeError("the state locks are closed")
         lock = self._threads.get(resource_id)
         if lock is None:
             lock = self._threads.setdefault(resource_id, threading.Lock())
@@ -54,6 +57,9 @@ class ResourceLocks:
         return False
 
     def release(self, resource_id: str) -> None:
+        lock = self._threads.get(resource_id)
+        if lock is None or not lock.locked():  # checked first: never unlock another's byte
+            raise RuntimeError(f"release of state lock {resource_id[:12]}, which is not held")
         if self._fd is not None:
             offset = self._slot(resource_id)
             with self._file_lock:
@@ -63,7 +69,7 @@ class ResourceLocks:
                 else:
                     del self._holders[offset]
                     fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, offset)
-        self._threads[resource_id].release()
+        lock.release()
 
     def close(self) -> None:
         if self._key is not None:  # shared: the last user closes it
@@ -73,15 +79,19 @@ class ResourceLocks:
                     _SHARED[self._key][1] = users
                     return
                 del _SHARED[self._key]
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._file_lock:  # not under a lockf call of another thread
+            self._closed = True
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
     def _lock_file(self, resource_id: str, deadline: float) -> bool:
         assert self._fd is not None
         offset = self._slot(resource_id)
         while True:
             with self._file_lock:
+                if self._fd is None:
+                    raise RuntimeError("the state locks are closed")
                 held = self._holders.get(offset, 0)
                 try:
                     if not held:  # this process does not hold the byte yet

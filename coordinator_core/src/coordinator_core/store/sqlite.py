@@ -4,8 +4,8 @@ Layout: ``<data_dir>/coordinator.db`` (SQLite, WAL mode; schema in ``schema.py``
 ``<data_dir>/resources/<aa>/<sha256>`` (content-addressed bytes, ``files.py``).
 
 Reads run on a connection per thread (``state_get`` is called from engine host functions on
-the hot path, and WAL readers never wait for the writer); an execution holding its
-resource's state lock reads through the committed-state cache (``statecache.py``). Writes
+the hot path, and WAL readers never wait for the writer); an execution's reads go through
+the committed-state cache first (``statecache.py``). Writes
 go through one writer connection driven by the group-commit leader (``groupcommit.py``):
 each ``finish`` returns only after the transaction holding its records is committed.
 """

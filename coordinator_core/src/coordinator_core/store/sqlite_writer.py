@@ -32,15 +32,17 @@ class SqliteTxn:
 
     def put_state(self, resource_id: str, key: bytes, value: bytes) -> None:
         key, value = blob(key, "state key"), blob(value, "state value")
+        writes = self._writer.writing(resource_id)
         self._writer.conn.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?)",
                                   (resource_id, key, value))
-        self._writer.wrote(resource_id, key, value)
+        writes[key] = value
 
     def delete_state(self, resource_id: str, key: bytes) -> None:
         key = blob(key, "state key")
+        writes = self._writer.writing(resource_id)
         self._writer.conn.execute("DELETE FROM state WHERE resource_id = ? AND key = ?",
                                   (resource_id, key))
-        self._writer.wrote(resource_id, key, None)
+        writes[key] = None
 
     def add_event(self, resource_id: str, execution_id: str, payload: bytes) -> None:
         self._writer.conn.execute(
@@ -193,21 +195,23 @@ class Writer:
         return True
 
     # -- helpers for jobs ----------------------------------------------------------------
-    def wrote(self, resource_id: str, key: bytes, value: bytes | None) -> None:
-        """Note a state write made in the open transaction: the first one of a resource in
-        this job stamps the resource's slot, so every process's cached values of it are
-        dropped before the write can commit (``statecache.py``)."""
+    def writing(self, resource_id: str) -> dict[bytes, bytes | None]:
+        """Before a state write in the open transaction: the first one of a resource in this
+        job stamps the resource's slot, so every process's cached values of it are dropped
+        before the write can commit (``statecache.py``). Returns the job's log of the
+        resource's writes, for the caller to note the write in once it was made."""
         stamps = self.stamps
-        if stamps is None:
-            return
         log = self.state_log
         noted = log.get(resource_id) if log is not None else None
         if noted is None:
-            previous, new = stamps.stamp(stamps.slot(resource_id))
-            if log is None:  # a write outside any execution's commit: invalidates only
-                return
+            if stamps is not None:
+                previous, new = stamps.stamp(stamps.slot(resource_id))
+            else:
+                previous = new = 0
+            if log is None or stamps is None:  # not an execution's commit: invalidates only
+                return {}
             noted = log[resource_id] = (previous, new, {})
-        noted[2][key] = value
+        return noted[2]
 
     def savepoint(self) -> None:
         """Mark where this execution's writes start. Alone in its group (the uncontended

@@ -7,10 +7,10 @@ cache effects are counted). The values an execution commits are what the next ex
 the resource reads, unless something else wrote in between.
 
 How "something else wrote" is seen: every write of a resource's state, by any process on
-the data directory, first puts a fresh *stamp* into the resource's slot of
-``<data dir>/state.stamps``, a small file every process maps into memory, and it does so
-inside its SQLite write transaction, so stamps are put in the order the writes commit. A
-stamp is never put twice, so once a slot moves on it never comes back.
+the data directory, puts a fresh *stamp* into the resource's slot of
+``<data dir>/state.stamps`` (a small file every process maps into memory) before its
+statement runs, inside its SQLite write transaction, so stamps are put in the order the
+writes commit. A stamp is never put twice, so once a slot moves on it never comes back.
 
 - Only a commit creates a cache entry: after this process's transaction that wrote the
   resource has committed, its written values are cached under the stamp it put. (If the
@@ -105,7 +105,9 @@ class StateCache:
     """Committed values of the resources this process writes (see the module docstring).
 
     ``reader`` serves an execution's ``state_get``; ``committed`` is called by the store
-    after a transaction that wrote state has committed."""
+    after a transaction that wrote state has committed. A cache hit takes no lock; every
+    change of an entry happens under ``_lock`` and moves the entry's stamp last, so a reader
+    never sees new values under an old stamp or old values under a new one."""
 
     def __init__(self, stamps: Stamps, read: Reader) -> None:
         self.stamps = stamps
@@ -113,10 +115,11 @@ class StateCache:
         self._entries: dict[str, _Entry] = {}
         self._values = 0
         self._bytes = 0
+        self._lock = threading.Lock()
 
     def reader(self, resource_id: str) -> Callable[[bytes], bytes | None]:
         """``ExecutionContext.state_get`` of an execution of ``resource_id``."""
-        entries, read = self._entries, self._read
+        entries, read, lock = self._entries, self._read, self._lock
         words = self.stamps._words
         slot = self.stamps.slot(resource_id)
 
@@ -131,8 +134,10 @@ class StateCache:
             if value is not _MISSING:
                 return value  # type: ignore[return-value]
             value = read(resource_id, key)
-            if words[slot] == stamp and entries.get(resource_id) is entry:
-                self._keep(entry, key, value)  # no write began during the read
+            with lock:  # no write began during the read, and the entry is still that stamp's
+                if words[slot] == stamp and entries.get(resource_id) is entry \
+                        and entry.stamp == stamp:
+                    self._keep(entry, key, value)
             return value
 
         return get
@@ -141,16 +146,24 @@ class StateCache:
                   writes: dict[bytes, bytes | None]) -> None:
         """This process committed ``writes`` of ``resource_id`` in a transaction that put
         ``stamp`` (replacing ``previous``) before writing: they are the committed values."""
-        entry = self._entries.get(resource_id)
-        if entry is None or entry.stamp != previous:  # written by someone else meanwhile
-            if entry is not None:
-                self._drop(entry)
-            entry = self._entries[resource_id] = _Entry(stamp)
-        entry.stamp = stamp
-        for key, value in writes.items():
-            self._keep(entry, key, value)
+        with self._lock:
+            entry = self._entries.get(resource_id)
+            if entry is None or entry.stamp != previous:  # written by someone else meanwhile
+                if entry is not None:
+                    self._drop(entry)
+                entry = _Entry(stamp)
+                for key, value in writes.items():
+                    if not self._keep(entry, key, value):
+                        return
+                self._entries[resource_id] = entry  # published complete
+                return
+            for key, value in writes.items():  # under the old stamp: no reader uses it now
+                if not self._keep(entry, key, value):
+                    return
+            entry.stamp = stamp
 
-    def _keep(self, entry: _Entry, key: bytes, value: bytes | None) -> None:
+    def _keep(self, entry: _Entry, key: bytes, value: bytes | None) -> bool:
+        """Put one value into ``entry``; False if the cache is full (it is then emptied)."""
         values = entry.values
         old = values.get(key, _MISSING)
         size = len(key) + (len(value) if value is not None else 0)
@@ -163,11 +176,14 @@ class StateCache:
         values[key] = value
         if self._values > MAX_VALUES or self._bytes > MAX_BYTES:
             self.clear()  # start over rather than track recency on every read
+            return False
+        return True
 
     def _drop(self, entry: _Entry) -> None:
         self._values -= len(entry.values)
         self._bytes -= entry.size
 
     def clear(self) -> None:
+        """Drop everything (called with ``_lock`` held, or when nothing else runs)."""
         self._entries.clear()
         self._values = self._bytes = 0
