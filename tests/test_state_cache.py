@@ -445,3 +445,36 @@ def test_a_coordinator_failing_to_open_gives_back_the_shared_state_locks(
     with Coordinator.open(data_dir=tmp_path, entry_points=False):
         assert str(tmp_path.resolve() / "state.lock") in locks._SHARED
     assert str(tmp_path.resolve() / "state.lock") not in locks._SHARED
+
+
+def test_a_read_joining_an_entry_and_a_commit_moving_it_do_not_interleave(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read stores its value while a commit of this process moves the same entry to a new
+    stamp: the commit waits, so the read's older value never lands under the new stamp."""
+    stamps = Stamps(tmp_path / "s")
+    cache = StateCache(stamps, lambda resource_id, key: b"old")
+    slot = stamps.slot("r")
+    previous, first = stamps.stamp(slot)
+    cache.committed("r", previous, first, {b"a": b"1"})
+    storing, go_on = threading.Event(), threading.Event()
+    keep = StateCache._keep
+
+    def slow_keep(self: StateCache, entry: Any, key: bytes, value: bytes | None) -> bool:
+        if value == b"old":  # the read's store: hold it there
+            storing.set()
+            assert go_on.wait(10)
+        return keep(self, entry, key, value)
+
+    monkeypatch.setattr(StateCache, "_keep", slow_keep)
+    reader = threading.Thread(target=cache.reader("r"), args=(b"k",))
+    reader.start()
+    assert storing.wait(10)
+    _, second = stamps.stamp(slot)  # a commit of b"k" = b"new" by this process
+    writer = threading.Thread(target=cache.committed, args=("r", first, second,
+                                                            {b"k": b"new"}))
+    writer.start()
+    go_on.set()
+    reader.join()
+    writer.join()
+    assert cache.reader("r")(b"k") == b"new"
+    stamps.close()
