@@ -98,6 +98,8 @@ def chain_hash(previous: bytes, leaf: bytes) -> bytes:
 def _text(value: Any) -> str | None:
     if value is None:
         return None
+    if type(value) is str and value.isascii():  # the usual case
+        return value
     if type(value) is not str:
         # str enums (Status, ErrorKind) are stored by value, never as "Status.FAILED".
         value = value.value if isinstance(value, enum.Enum) else str(value)

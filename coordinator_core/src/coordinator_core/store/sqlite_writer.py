@@ -33,8 +33,8 @@ class SqliteTxn:
     def put_state(self, resource_id: str, key: bytes, value: bytes) -> None:
         key, value = blob(key, "state key"), blob(value, "state value")
         writes = self._writer.writing(resource_id)
-        self._writer.conn.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?)",
-                                  (resource_id, key, value))
+        self._writer.cursor.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?)",
+                                    (resource_id, key, value))
         writes[key] = value
 
     def delete_state(self, resource_id: str, key: bytes) -> None:
@@ -71,6 +71,9 @@ class Writer:
     def __init__(self, conn: sqlite3.Connection, *, keep_logs: bool,
                  stamps: Stamps | None = None) -> None:
         self.conn = conn
+        #: one cursor for the statements of every commit (``conn.execute`` makes a new one
+        #: per call); never used for a query, so no statement is ever left open on it
+        self.cursor = conn.cursor()
         self.keep_logs = keep_logs
         self.stamps = stamps
         #: the state writes of the job running now (``finish`` sets and takes it)
@@ -112,7 +115,7 @@ class Writer:
         start = (self.seq, self.head)
         self._solo = len(jobs) == 1
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self.cursor.execute("BEGIN IMMEDIATE")
             self.now = time.time()
             for job in jobs:
                 try:
@@ -127,7 +130,7 @@ class Writer:
                     # SQLite rolled the group back under us (disk full, I/O error): anything
                     # more would run outside a transaction, committing piecemeal.
                     raise sqlite3.OperationalError("the group's transaction was rolled back")
-            conn.execute("COMMIT")
+            self.cursor.execute("COMMIT")
         except Exception as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -253,7 +256,7 @@ class Writer:
         """
         row = seal_row(record, self.seq + 1, self.head, digest)
         try:
-            self.conn.execute(INSERT_AUDIT, row)
+            self.cursor.execute(INSERT_AUDIT, row)
         except sqlite3.IntegrityError as exc:
             if "audit.seq" not in str(exc):
                 raise _refused(record) from None

@@ -23,10 +23,14 @@ LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
 def builtin_host_functions(s: WasmtimeSettings) -> list[HostFunctionRecord]:
     """The ABI's host functions, with caps and fees from ``s``."""
     per_byte, write_fee = s.fee_per_byte, s.fee_storage_write
+    max_key, max_value = s.max_key_bytes, s.max_value_bytes
 
     def cap(length: int, limit: int, what: str, key: str) -> None:
         if length > limit:
             raise Trap(f"{what} of {length} bytes exceeds the cap of {limit} (wasmtime.{key})")
+
+    # The storage functions run on most executions: their caps are checked inline and their
+    # fees added to ``pending`` directly (``charge`` validates a plugin's fee; ours are ints).
 
     def input_len(call: Invocation) -> int:
         return len(call.input)
@@ -53,22 +57,25 @@ def builtin_host_functions(s: WasmtimeSettings) -> list[HostFunctionRecord]:
         return call.fee_remaining()
 
     def storage_get(call: Invocation, kptr: int, klen: int, vptr: int, vcap: int) -> int:
-        cap(klen, s.max_key_bytes, "storage key", "max_key_bytes")
+        if klen > max_key:
+            cap(klen, max_key, "storage key", "max_key_bytes")
         key = call.read(kptr, klen, "storage_get key")
         value = call.storage_get(key)
-        call.charge(per_byte * (klen + (len(value) if value is not None else 0)))
         if value is None:
+            call.pending += per_byte * klen
             return -1
+        call.pending += per_byte * (klen + len(value))
         if len(value) <= vcap:  # a value too big for the buffer: length only, nothing written
             call.write(vptr, value, "storage_get value")
         return len(value)
 
     def storage_set(call: Invocation, kptr: int, klen: int, vptr: int, vlen: int) -> None:
-        cap(klen, s.max_key_bytes, "storage key", "max_key_bytes")
-        cap(vlen, s.max_value_bytes, "storage value", "max_value_bytes")
+        if klen > max_key or vlen > max_value:
+            cap(klen, max_key, "storage key", "max_key_bytes")
+            cap(vlen, max_value, "storage value", "max_value_bytes")
         key = call.read(kptr, klen, "storage_set key")
         value = call.read(vptr, vlen, "storage_set value")
-        call.charge(write_fee + per_byte * (klen + vlen))
+        call.pending += write_fee + per_byte * (klen + vlen)
         call.storage_put(key, value)
 
     def storage_remove(call: Invocation, kptr: int, klen: int) -> None:
