@@ -49,6 +49,7 @@ def cache_reads(coord: Coordinator) -> list[tuple[str, bytes]]:
         return read(resource_id, key)
 
     cache._read = counting
+    cache._readers.clear()  # the per-resource readers hold the read they were made with
     return misses
 
 
@@ -290,6 +291,7 @@ def test_a_read_overlapping_another_writers_open_transaction_is_not_cached(
             return value
 
         cache._read = read_then_signal
+        cache._readers.clear()
         outputs: list[Any] = []
         reader = threading.Thread(target=lambda: outputs.append(run("get")))
         reader.start()  # its audit commit waits for B's transaction

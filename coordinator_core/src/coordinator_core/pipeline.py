@@ -94,6 +94,7 @@ class Pipeline:
         self._state_capabilities = frozenset(settings.state_capabilities)
         self.state_locks = state_locks or ResourceLocks()
         self._generation = 0  # bumped by forget(): a lookup racing it does not cache
+        self._code_loaders: dict[str, Any] = {}  # resource id -> its load_code, made once
         # A store without state_reader (an older custom one) gets state_get bound here.
         self._state_reader = getattr(store, "state_reader", None) or _state_reader(store)
         # A store without resources_version (an older custom one) is never polled.
@@ -139,6 +140,13 @@ class Pipeline:
             self._generation += 1
             self._resources.clear()
             self.security.invalidate()
+
+    def _code_loader(self, resource_id: str) -> Any:
+        load = self._code_loaders.get(resource_id)
+        if load is None:
+            load = self._code_loaders.setdefault(resource_id,
+                                                 _code_loader(self.store, resource_id))
+        return load
 
     def forget(self, resource_id: str) -> None:
         """Drop cached metadata and verdicts of a resource whose metadata changed."""
@@ -244,7 +252,7 @@ class Pipeline:
                 fee_limit=fee_limit,
                 token=token,
                 state_get=self._state_reader(resource.id),
-                load_code=_code_loader(self.store, resource.id),
+                load_code=self._code_loader(resource.id),
                 invoke=(
                     _Nested(self, entry, tree) if request.depth < self.settings.max_depth else None
                 ),
@@ -436,21 +444,21 @@ class Pipeline:
         """The one final audit record of an execution (seq and hashes set by the store)."""
         request = entry.request
         caller, resource_id = request.caller, request.resource_id
-        return AuditRecord(
-            seq=0,
-            record_kind="execution",
-            timestamp=time.time(),
-            execution_id=entry.execution_id,
-            parent_id=request.parent_id,
-            caller=caller if isinstance(caller, str) else repr(caller),
-            resource_id=resource_id if isinstance(resource_id, str) else None,
-            status=_VALUE[status],
-            error_kind=_VALUE[error.kind] if error else None,
-            message=error.message if error else None,
-            fee_used=fee_used,
-            duration=duration,
-            effect_digest=effect_digest(effects) if effects else None,
-            detail=_detail(request, bound, error),
+        return AuditRecord(  # positional, in field order: keywords cost more on every commit
+            0,  # seq
+            "execution",  # record_kind
+            time.time(),  # timestamp
+            entry.execution_id,
+            request.parent_id,
+            caller if isinstance(caller, str) else repr(caller),
+            resource_id if isinstance(resource_id, str) else None,
+            _VALUE[status],
+            _VALUE[error.kind] if error else None,  # error_kind
+            error.message if error else None,  # message
+            fee_used,
+            duration,
+            effect_digest(effects) if effects else None,
+            _detail(request, bound, error),
         )
 
     # -- post-processing (fails open) ------------------------------------------------------

@@ -116,9 +116,17 @@ class StateCache:
         self._values = 0
         self._bytes = 0
         self._lock = threading.Lock()
+        self._readers: dict[str, Callable[[bytes], bytes | None]] = {}
 
     def reader(self, resource_id: str) -> Callable[[bytes], bytes | None]:
-        """``ExecutionContext.state_get`` of an execution of ``resource_id``."""
+        """``ExecutionContext.state_get`` of an execution of ``resource_id`` (one function
+        per resource, made once: it holds no state of its own)."""
+        get = self._readers.get(resource_id)
+        if get is None:
+            get = self._readers.setdefault(resource_id, self._make_reader(resource_id))
+        return get
+
+    def _make_reader(self, resource_id: str) -> Callable[[bytes], bytes | None]:
         entries, read, lock = self._entries, self._read, self._lock
         words = self.stamps._words
         slot = self.stamps.slot(resource_id)

@@ -248,15 +248,16 @@ class WasmtimeEngine:
                 f"execution {early.value} before it started")
         # A cancel advances the epoch at once, so the guest sees it without waiting for a tick.
         ctx.token.on_cancel(self._ticker.kick)
-        previous = runtime.current()
-        runtime.set_current(inv)
+        local = runtime.thread_state
+        previous = getattr(local, "current", None)  # a nested execution's caller
+        local.current = inv
         self._ticker.enter()
         try:
             error, trap, left = runtime.run(self._engine, cm.pre, cm.has_start, inv,
                                             name.encode(), args, nslots, fee_limit, self._limits)
         finally:
             self._ticker.leave()
-            runtime.set_current(previous)
+            local.current = previous
         total = fee_limit - left + inv.pending  # fuel burnt plus host fees not yet taken
         if error or trap or inv.error is not None:
             failure, exact = runtime.failure(inv, error, trap, fee_limit)

@@ -31,18 +31,12 @@ from coordinator_hookspecs import (
 HostEntry = tuple[Callable[..., Any], Any, int, Any, int, str]
 
 _local = threading.local()
+#: The thread-local whose ``current`` is the execution running wasm on the thread (the
+#: engine sets and restores it around each call).
+thread_state = _local
 _string_at = ctypes.string_at
 _u64 = ctypes.c_uint64.from_address
 _u8 = ctypes.c_uint8.from_address
-
-
-def current() -> Invocation | None:
-    """The execution running wasm on this thread, if any."""
-    return getattr(_local, "current", None)
-
-
-def set_current(invocation: Invocation | None) -> None:
-    _local.current = invocation
 
 
 @_capi.HOST_CALLBACK
