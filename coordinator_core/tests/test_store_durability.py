@@ -97,3 +97,35 @@ def test_corrupt_resource_file_is_reported(tmp_path: Path) -> None:
     store.put_resource(info, code)  # redeploying repairs the file
     assert store.load_code(info.id) == code
     store.close()
+
+
+OPENER = """
+import sys
+from coordinator_core.store import SqliteStore
+print("ready", flush=True)
+sys.stdin.readline()  # all start together
+SqliteStore(sys.argv[1]).close()
+print("opened", flush=True)
+"""
+
+
+def test_processes_opening_a_new_data_dir_at_once_all_succeed(tmp_path: Path) -> None:
+    """Each switches the new database to WAL; SQLite refuses all but one at once ("database
+    is locked", no busy wait), so the switch is retried within busy_timeout."""
+    import subprocess
+    import sys
+
+    for round_ in range(3):
+        data_dir = tmp_path / f"new-{round_}"
+        children = [subprocess.Popen([sys.executable, "-c", OPENER, str(data_dir)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True) for _ in range(6)]
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        outputs = [child.communicate(timeout=120) for child in children]
+        assert [out.strip() for out, _ in outputs] == ["opened"] * 6, \
+            [err for _, err in outputs if err]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +107,9 @@ def connect(path: Path, *, durability: str, busy_timeout: float,
     return conn
 
 
-def initialise(conn: sqlite3.Connection) -> None:
+def initialise(conn: sqlite3.Connection, busy_timeout: float = 5.0) -> None:
     """Switch to WAL and create the schema; refuse a database from a newer version."""
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]
+    mode = _switch_to_wal(conn, busy_timeout)
     if mode.lower() != "wal":
         raise InvalidRequest(f"cannot switch the database to WAL mode (got {mode!r})")
     version = conn.execute("PRAGMA user_version").fetchall()[0][0]
@@ -117,6 +118,22 @@ def initialise(conn: sqlite3.Connection) -> None:
                              f"coordinator understands up to {SCHEMA_VERSION}")
     conn.executescript("BEGIN IMMEDIATE;" + SCHEMA +
                        f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+
+
+def _switch_to_wal(conn: sqlite3.Connection, busy_timeout: float) -> str:
+    """``PRAGMA journal_mode = WAL``, retried while another process holds the database: two
+    processes opening a new data directory at once both switch it, and SQLite answers the
+    second "database is locked" at once, without waiting ``busy_timeout`` as it does for
+    other statements."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            mode: str = conn.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]
+            return mode
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
 
 
 def policy_json(policy: AccessPolicy) -> str:

@@ -92,7 +92,7 @@ class SqliteStore:
             self._stamps.close()
             raise
         try:
-            initialise(conn)
+            initialise(conn, busy_timeout)
             self._writer = Writer(conn, keep_logs=keep_logs, stamps=self._stamps)
         except BaseException:
             conn.close()
