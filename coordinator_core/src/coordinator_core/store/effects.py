@@ -60,6 +60,10 @@ class Router:
         """Group ``effects`` per processor (processor order, effect order kept), or the veto
         naming the first effect kind nobody handles."""
         table = self._table(processors)
+        if len(effects) == 1:  # the usual case: no grouping to do
+            targets = table.get(effects[0].kind)
+            if targets:
+                return [(processors[index], list(effects)) for index in targets]
         per: dict[int, list[Effect]] = {}
         for effect in effects:
             targets = table.get(effect.kind)
