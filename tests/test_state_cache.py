@@ -375,7 +375,8 @@ def test_two_resources_on_one_lock_byte_keep_it_until_both_are_released(
 def test_coordinators_on_one_directory_in_one_process_share_the_state_locks(
         tmp_path: Path) -> None:
     first = locks.shared_locks(tmp_path / "state.lock")
-    second = locks.shared_locks(tmp_path / "." / "state.lock")
+    (tmp_path / "link").symlink_to(tmp_path)
+    second = locks.shared_locks(tmp_path / "link" / "state.lock")
     assert first is second
     assert first.acquire("r", 0.0) and not second.acquire("r", 0.0)
     second.close()  # the other user goes on holding its lock
@@ -441,12 +442,17 @@ class BrokenEngine:
 
 def test_a_coordinator_failing_to_open_gives_back_the_shared_state_locks(
         tmp_path: Path) -> None:
+    def shared() -> int:
+        info = (tmp_path / "state.lock").stat()
+        entry = locks._SHARED.get(f"{info.st_dev}:{info.st_ino}")
+        return entry[1] if entry else 0
+
     with pytest.raises(RuntimeError, match="cannot bind"):
         Coordinator.open(data_dir=tmp_path, plugins=[BrokenEngine()], entry_points=False)
-    assert str(tmp_path.resolve() / "state.lock") not in locks._SHARED
+    assert shared() == 0
     with Coordinator.open(data_dir=tmp_path, entry_points=False):
-        assert str(tmp_path.resolve() / "state.lock") in locks._SHARED
-    assert str(tmp_path.resolve() / "state.lock") not in locks._SHARED
+        assert shared() == 1
+    assert shared() == 0
 
 
 def test_a_read_joining_an_entry_and_a_commit_moving_it_do_not_interleave(
@@ -479,4 +485,23 @@ def test_a_read_joining_an_entry_and_a_commit_moving_it_do_not_interleave(
     reader.join()
     writer.join()
     assert cache.reader("r")(b"k") == b"new"
+    stamps.close()
+
+
+def test_a_forked_child_puts_stamps_of_its_own(tmp_path: Path) -> None:
+    import os
+
+    stamps = Stamps(tmp_path / "s")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one stamp, reported to the parent
+        os.close(read)
+        os.write(write, stamps.stamp(0)[1].to_bytes(8, "little"))
+        os._exit(0)
+    os.close(write)
+    child_stamp = int.from_bytes(os.read(read, 8), "little")
+    os.close(read)
+    os.waitpid(pid, 0)
+    parent_stamp = stamps.stamp(0)[1]
+    assert child_stamp != parent_stamp and stamps.read(0) == parent_stamp
     stamps.close()

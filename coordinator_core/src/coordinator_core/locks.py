@@ -49,9 +49,14 @@ class ResourceLocks:
         lock = self._threads.get(resource_id)
         if lock is None:
             lock = self._threads.setdefault(resource_id, threading.Lock())
-        if not lock.acquire(False) and not (timeout > 0 and lock.acquire(timeout=timeout)):
-            return False
-        if self._fd is None or self._lock_file(resource_id, time.monotonic() + timeout):
+        if lock.acquire(False):
+            deadline = None  # uncontended: no clock read
+        else:
+            deadline = time.monotonic() + timeout
+            if not (timeout > 0 and lock.acquire(timeout=timeout)):
+                return False
+        if self._fd is None or self._lock_file(
+                resource_id, deadline if deadline is not None else time.monotonic() + timeout):
             return True
         lock.release()
         return False
@@ -112,18 +117,24 @@ class ResourceLocks:
         return slot
 
 
-_SHARED: dict[str, list[Any]] = {}  # real path -> [ResourceLocks, users]
+_SHARED: dict[str, list[Any]] = {}  # "device:inode" -> [ResourceLocks, users]
 _SHARED_LOCK = threading.Lock()
 
 
 def shared_locks(path: Path | None) -> ResourceLocks:
     """The one ``ResourceLocks`` of the lock file ``path`` in this process (closed when its
-    last user closes it). Record locks belong to the process and closing any descriptor of
-    the file drops all of them, so two coordinators on one data directory in one process
-    must share the thread locks, the byte counts and the descriptor."""
+    last user closes it), whatever path reaches the file (symlinks, bind mounts). Record
+    locks belong to the process and closing any descriptor of the file drops all of them, so
+    two coordinators on one data directory in one process must share the thread locks, the
+    byte counts and the descriptor."""
     if path is None:
         return ResourceLocks(None)
-    key = os.path.realpath(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # the file itself, however reached
+    try:
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    key = f"{info.st_dev}:{info.st_ino}"
     with _SHARED_LOCK:
         entry = _SHARED.get(key)
         if entry is None:

@@ -34,6 +34,7 @@ import hashlib
 import mmap
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,10 +61,12 @@ class Stamps:
         finally:
             os.close(fd)
         self._words = memoryview(self._map).cast("Q")
-        # Stamps unique across processes: a random 64-bit start, then counting.
+        # Stamps unique across processes: a random 64-bit start, then counting (a forked
+        # child starts again from a random point of its own: see _reseed_after_fork).
         self._next = int.from_bytes(os.urandom(8), "little")
         self._lock = threading.Lock()  # one stamp at a time in this process
         self._slots: dict[str, int] = {}
+        _OPEN.add(self)
 
     def slot(self, resource_id: str) -> int:
         slot = self._slots.get(resource_id)
@@ -90,6 +93,19 @@ class Stamps:
     def close(self) -> None:
         self._words.release()
         self._map.close()
+
+
+_OPEN: weakref.WeakSet[Stamps] = weakref.WeakSet()
+
+
+def _reseed_after_fork() -> None:
+    """A forked child must not put the stamps its parent goes on putting."""
+    for stamps in list(_OPEN):
+        stamps._next = int.from_bytes(os.urandom(8), "little")
+        stamps._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
 class _Entry:
