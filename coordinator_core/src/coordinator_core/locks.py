@@ -91,7 +91,6 @@ class ResourceLocks:
                 self._fd = None
 
     def _lock_file(self, resource_id: str, deadline: float) -> bool:
-        assert self._fd is not None
         offset = self._slot(resource_id)
         while True:
             with self._file_lock:

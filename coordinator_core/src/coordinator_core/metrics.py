@@ -23,7 +23,8 @@ _LOW_EXP = -7  # 100 ns
 _BUCKETS = (2 - _LOW_EXP) * _PER_DECADE + 1  # up to 100 s
 
 
-#: Lower edges of buckets 1, 2, ...: ``bisect_right`` over them gives a sample's bucket.
+#: Lower edges of buckets 1, 2, ...: ``bisect_right`` over them gives a sample's bucket
+#: (0 up to the first edge, the last bucket from the last edge on).
 _EDGES = tuple(10 ** (_LOW_EXP + i / _PER_DECADE) for i in range(1, _BUCKETS))
 _bucket_of = functools.partial(bisect.bisect_right, _EDGES)
 
@@ -44,8 +45,7 @@ class Histogram:
         self.max = 0.0
 
     def add(self, seconds: float) -> None:
-        index = int((math.log10(seconds) - _LOW_EXP) * _PER_DECADE) if seconds > 1e-7 else 0
-        self.buckets[index if index < _BUCKETS else _BUCKETS - 1] += 1
+        self.buckets[_bucket_of(seconds)] += 1
         self.count += 1
         self.total += seconds
         if seconds > self.max:
@@ -57,9 +57,9 @@ class Histogram:
         both in C, instead of a ``log10`` per sample in Python."""
         if not values:
             return
-        buckets, top = self.buckets, _BUCKETS - 1
+        buckets = self.buckets
         for index, n in Counter(map(_bucket_of, values)).items():
-            buckets[index if index < top else top] += n
+            buckets[index] += n
         self.count += len(values)
         self.total += sum(values)
         self.max = max(self.max, max(values))

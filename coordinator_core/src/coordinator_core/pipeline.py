@@ -96,7 +96,7 @@ class Pipeline:
         self._generation = 0  # bumped by forget(): a lookup racing it does not cache
         self._code_loaders: dict[str, Any] = {}  # resource id -> its load_code, made once
         # A store without state_reader (an older custom one) gets state_get bound here.
-        self._state_reader = getattr(store, "state_reader", None) or _state_reader(store)
+        self._state_reader = getattr(store, "state_reader", None) or _binds_state_get(store)
         # A store without resources_version (an older custom one) is never polled.
         polled = hasattr(store, "resources_version")
         self._resources_version = store.resources_version() if polled else 0
@@ -145,7 +145,7 @@ class Pipeline:
         load = self._code_loaders.get(resource_id)
         if load is None:
             load = self._code_loaders.setdefault(resource_id,
-                                                 _code_loader(self.store, resource_id))
+                                                 _loader(self.store, resource_id))
         return load
 
     def forget(self, resource_id: str) -> None:
@@ -543,7 +543,7 @@ class _Nested:
         return self._pipeline.run(entry, tree=self._tree)
 
 
-def _state_reader(store: Store) -> Any:
+def _binds_state_get(store: Store) -> Any:
     state_get = store.state_get
 
     def reader(resource_id: str) -> Any:
@@ -555,7 +555,7 @@ def _state_reader(store: Store) -> Any:
     return reader
 
 
-def _code_loader(store: Store, resource_id: str) -> Any:
+def _loader(store: Store, resource_id: str) -> Any:
     def load() -> bytes:
         return store.load_code(resource_id)
 

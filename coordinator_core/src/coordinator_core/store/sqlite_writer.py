@@ -203,17 +203,16 @@ class Writer:
         job stamps the resource's slot, so every process's cached values of it are dropped
         before the write can commit (``statecache.py``). Returns the job's log of the
         resource's writes, for the caller to note the write in once it was made."""
-        stamps = self.stamps
-        log = self.state_log
+        stamps, log = self.stamps, self.state_log
         noted = log.get(resource_id) if log is not None else None
-        if noted is None:
-            if stamps is not None:
-                previous, new = stamps.stamp(stamps.slot(resource_id))
-            else:
-                previous = new = 0
-            if log is None or stamps is None:  # not an execution's commit: invalidates only
-                return {}
-            noted = log[resource_id] = (previous, new, {})
+        if noted is not None:
+            return noted[2]
+        if stamps is None:
+            return {}
+        previous, new = stamps.stamp(stamps.slot(resource_id))
+        if log is None:  # not an execution's commit: the stamp invalidates, nothing is kept
+            return {}
+        noted = log[resource_id] = (previous, new, {})
         return noted[2]
 
     def savepoint(self) -> None:

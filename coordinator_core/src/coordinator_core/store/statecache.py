@@ -171,20 +171,19 @@ class StateCache:
         """This process committed ``writes`` of ``resource_id`` in a transaction that put
         ``stamp`` (replacing ``previous``) before writing: they are the committed values."""
         with self._lock:
-            entry = self._entries.get(resource_id)
-            if entry is None or entry.stamp != previous:  # written by someone else meanwhile
-                if entry is not None:
-                    self._drop(entry)
-                entry = _Entry(stamp)
-                for key, value in writes.items():
-                    if not self._keep(entry, key, value):
-                        return
-                self._entries[resource_id] = entry  # published complete
-                return
+            found = self._entries.get(resource_id)
+            if found is not None and found.stamp == previous:
+                entry, fresh = found, False  # nothing else written since: its values hold
+            else:  # someone else wrote meanwhile (or nothing was cached)
+                if found is not None:
+                    self._drop(found)
+                entry, fresh = _Entry(previous), True  # published below, once complete
             for key, value in writes.items():  # under the old stamp: no reader uses it now
                 if not self._keep(entry, key, value):
                     return
             entry.stamp = stamp
+            if fresh:
+                self._entries[resource_id] = entry
 
     def _keep(self, entry: _Entry, key: bytes, value: bytes | None) -> bool:
         """Put one value into ``entry``; False if the cache is full (it is then emptied)."""

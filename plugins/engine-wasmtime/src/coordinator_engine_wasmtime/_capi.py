@@ -20,6 +20,7 @@ Everything that touches a raw pointer lives here; callers hold opaque ints.
 from __future__ import annotations
 
 import ctypes
+import functools
 from ctypes import c_bool, c_char_p, c_int64, c_size_t, c_uint8, c_uint64, c_void_p
 from importlib import metadata
 from typing import Any
@@ -131,6 +132,13 @@ TRAP_MEMORY_OUT_OF_BOUNDS = 1
 TRAP_UNREACHABLE = 9
 TRAP_INTERRUPT = 10
 TRAP_OUT_OF_FUEL = 11
+
+
+@functools.lru_cache(maxsize=64)
+def byte_array(size: int) -> Any:
+    """The ctypes type of ``size`` bytes (cached: building one costs microseconds, and the
+    engine needs one per execution for its scratch buffer and its view of guest memory)."""
+    return ctypes.c_ubyte * size
 
 
 def _take_vec(vec: Any) -> bytes:

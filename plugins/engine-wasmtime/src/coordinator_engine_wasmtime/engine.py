@@ -8,7 +8,6 @@ deadline and cancel = epoch interruption polled against the execution's ``Cancel
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import resource
 import threading
@@ -100,13 +99,6 @@ def check_address_space(slots: int) -> None:
             f"{need >> 30} GiB of address space, but the process may map {soft >> 30} GiB "
             "(ulimit -v): lower it, or set 0 to turn pooling off"
         )
-
-
-@functools.lru_cache(maxsize=32)
-def _scratch_type(nslots: int) -> Any:
-    """The ctypes type of an execution's scratch buffer (``_capi.OFF_*``) for ``nslots`` raw
-    value slots (built once per size: ``create_string_buffer`` builds one per call)."""
-    return ctypes.c_char * (_capi.OFF_RAW + nslots * _capi.RAW_SLOT)
 
 
 class WasmtimeEngine:
@@ -239,7 +231,7 @@ class WasmtimeEngine:
             raise InvalidRequest(f"fee_limit must be a non-negative int, got {fee_limit!r}")
         fee_limit = min(fee_limit, MAX_FUEL)
         nslots = max(len(params), len(results), 1)
-        scratch = _scratch_type(nslots)()  # zeroed
+        scratch = _capi.byte_array(_capi.OFF_RAW + nslots * _capi.RAW_SLOT)()  # zeroed
         inv = runtime.Invocation(ctx, self.settings, data, ctypes.addressof(scratch),
                                  self._table)
         early = ctx.token.poll()

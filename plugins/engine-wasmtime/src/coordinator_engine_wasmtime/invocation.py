@@ -10,7 +10,6 @@ the guest is checked here: negative, overflowing or out-of-memory ranges raise `
 from __future__ import annotations
 
 import ctypes
-import functools
 from typing import Any
 
 from coordinator_engine_wasmtime import _capi
@@ -30,16 +29,11 @@ _ABSENT = object()
 SETTLE_AT = 10_000
 
 
-@functools.lru_cache(maxsize=64)
-def _bytes_type(size: int) -> Any:
-    return ctypes.c_ubyte * size
-
-
 def _guest_view(base: int, size: int) -> memoryview:
     """A memoryview of ``size`` bytes of guest memory at ``base``: slicing it costs a quarter
     of a ``ctypes.string_at`` call, and host calls read and write guest memory several times
-    per execution. (The array type is cached per size: creating one costs microseconds.)"""
-    return memoryview(_bytes_type(size).from_address(base)).cast("B")
+    per execution."""
+    return memoryview(_capi.byte_array(size).from_address(base)).cast("B")
 
 
 class Invocation:
