@@ -3,6 +3,7 @@ and ``verify`` names the first bad sequence number (both stores)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import sqlite3
@@ -18,10 +19,11 @@ from coordinator_core.store.chain import (
     _jsonable,
     canonical,
     chain_hash,
+    effect_digest,
     leaf_hash,
     seal,
 )
-from coordinator_hookspecs import AuditRecord
+from coordinator_hookspecs import AuditRecord, Effect, EffectKind
 
 Tamper = Callable[[sqlite3.Connection], object]
 
@@ -171,6 +173,9 @@ def test_sealing_hashes_the_documented_canonical_json(record: AuditRecord) -> No
     assert canonical(row[:13], row[13]) == reference.encode("ascii")
     assert row[14] == leaf_hash(reference.encode("ascii"))
     assert row[15] == chain_hash(GENESIS, row[14])
+    # The chain's own SHA-256 (CPython's built-in one) is hashlib's, bit for bit.
+    assert row[14] == hashlib.sha256(b"\x00" + reference.encode("ascii")).digest()
+    assert row[15] == hashlib.sha256(b"\x01" + GENESIS + row[14]).digest()
     assert sealed.leaf_hash == row[14].hex() and sealed.seq == 7
 
 
@@ -191,3 +196,20 @@ def test_committed_records_are_built_when_read_and_match_the_log(tmp_path: Path)
     assert sealed.chain_hash == store.verify().head
     assert list(done.records) == [sealed] and done.records == (sealed,)
     store.close()
+
+
+def test_effect_digest_is_the_documented_length_prefixed_sha256() -> None:
+    """Each field of each effect, as bytes (text as UTF-8) behind its 8-byte big-endian
+    length, hashed with SHA-256: a change here would make earlier records' digests unmatched."""
+    effects = [Effect(EffectKind.STATE_SET, "ab" * 32, b"count", b"\x00" * 8),
+               Effect("event", "r\u00e9", b"", b"payload"),
+               Effect("state.set", "r", "text key", b"v")]  # type: ignore[arg-type]
+
+    def field(value: object) -> bytes:
+        data = value if isinstance(value, bytes) else str(value).encode("utf-8", "replace")
+        return len(data).to_bytes(8, "big") + data
+
+    reference = hashlib.sha256(b"".join(
+        field(part) for e in effects for part in (e.kind, e.resource_id, e.key, e.value)))
+    assert effect_digest(effects) == reference.hexdigest()
+    assert effect_digest([]) == hashlib.sha256(b"").hexdigest()

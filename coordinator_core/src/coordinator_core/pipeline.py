@@ -245,17 +245,15 @@ class Pipeline:
             if reason is not None:
                 raise _stopped(reason, "before it started")
             stage = "execution"
-            ctx = ExecutionContext(
-                execution_id=entry.execution_id,
-                request=request,
-                resource=resource,
-                fee_limit=fee_limit,
-                token=token,
-                state_get=self._state_reader(resource.id),
-                load_code=self._code_loader(resource.id),
-                invoke=(
-                    _Nested(self, entry, tree) if request.depth < self.settings.max_depth else None
-                ),
+            ctx = ExecutionContext(  # positional, in field order (keywords cost more)
+                entry.execution_id,
+                request,
+                resource,
+                fee_limit,
+                token,
+                self._state_reader(resource.id),  # state_get
+                self._code_loader(resource.id),  # load_code
+                _Nested(self, entry, tree) if request.depth < self.settings.max_depth else None,
             )
             bound.inflight += 1
             try:
@@ -298,18 +296,18 @@ class Pipeline:
             self._settle_children(entry, tree, status, error)
         t_end = clock()
         stages.append(("commit", t_end - t_commit))
-        result = ExecutionResult(
-            execution_id=entry.execution_id,
-            status=status,
-            resource_id=request.resource_id,
-            caller=request.caller,
-            output=output,
-            fee_used=fee_used,
-            effects=effects,
-            error=error,
-            engine=bound.name if bound is not None else None,
-            duration=t_end - t0,
-            parent_id=request.parent_id,
+        result = ExecutionResult(  # positional, in field order
+            entry.execution_id,
+            status,
+            request.resource_id,
+            request.caller,
+            output,
+            fee_used,
+            effects,
+            error,
+            bound.name if bound is not None else None,  # engine
+            t_end - t0,  # duration
+            request.parent_id,
         )
         self.ledger.close(entry, result)
         if self._audit_events:

@@ -90,6 +90,25 @@ class GroupCommitter:
             raise job.error
         return job.result
 
+    def try_alone(self) -> bool:
+        """Become the leader at once, without a ``Job``, if no commit is in progress (the
+        uncontended case): the caller then runs its transaction on the writer itself and
+        must call ``end_alone`` after it, whatever happened. False when it must ``submit``:
+        a commit is in progress, or ``commit_delay`` asks the next leader to gather."""
+        with self._lock:
+            if self._busy or (self._delay and self._contended):
+                return False
+            self._busy = True
+            return True
+
+    def end_alone(self) -> None:
+        """End a ``try_alone`` leadership: the writer goes to the oldest caller that queued
+        meanwhile, or is free again."""
+        self._contended = False
+        self.groups += 1
+        self.jobs += 1
+        self._hand_over()
+
     def _take(self, limit: int) -> list[Job]:
         batch = self._queue[:limit]
         del self._queue[:limit]
@@ -110,14 +129,18 @@ class GroupCommitter:
         finally:
             self.groups += 1
             self.jobs += len(batch)
-            with self._lock:
-                successor = self._queue[0] if self._queue else None
-                if successor is None:
-                    self._busy = False
-                else:
-                    successor._promoted = True
-            if successor is not None:
-                successor._waiter.release()
+            self._hand_over()
             for job in batch:
                 if job._waiter is not None and not job._promoted:
                     job._waiter.release()
+
+    def _hand_over(self) -> None:
+        """Promote the oldest queued caller to leader, or mark the writer free."""
+        with self._lock:
+            successor = self._queue[0] if self._queue else None
+            if successor is None:
+                self._busy = False
+            else:
+                successor._promoted = True
+        if successor is not None:
+            successor._waiter.release()

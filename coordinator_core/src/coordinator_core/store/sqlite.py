@@ -127,7 +127,13 @@ class SqliteStore:
                records: tuple[tuple[AuditRecord, str | None], ...] | None = None) -> Any:
         if self._closed:
             raise InvalidRequest("the store is closed")
-        return self._committer.submit(Job(run, single, records))
+        committer = self._committer
+        if run is not None and not single and committer.try_alone():
+            try:  # uncontended: the transaction runs here, no Job and no hand-off
+                return self._writer.run_alone(run)
+            finally:
+                committer.end_alone()
+        return committer.submit(Job(run, single, records))
 
     @property
     def commit_stats(self) -> tuple[int, int]:
@@ -236,8 +242,9 @@ class SqliteStore:
                         else prepare_all(record.execution_id or "", routed, w.txn))
                 prepared.append(done)
                 if done.error is None:
-                    return SealedRecords([*(w.insert(c) for c in children),
-                                          w.insert(record, digest)]), None
+                    rows = [w.insert(c) for c in children] if children else []
+                    rows.append(w.insert(record, digest))
+                    return SealedRecords(rows), None
                 w.undo()
                 log.clear()  # rolled back: nothing of it is committed state
                 rollback, final = failed_records(record, done.error, done.processors,

@@ -31,10 +31,12 @@ class SqliteTxn:
         self._writer = writer
 
     def put_state(self, resource_id: str, key: bytes, value: bytes) -> None:
-        key, value = blob(key, "state key"), blob(value, "state value")
-        writes = self._writer.writing(resource_id)
-        self._writer.cursor.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?)",
-                                    (resource_id, key, value))
+        if type(key) is not bytes or type(value) is not bytes:  # bytes: the usual case
+            key, value = blob(key, "state key"), blob(value, "state value")
+        writer = self._writer
+        writes = writer.writing(resource_id)
+        writer.cursor.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?)",
+                              (resource_id, key, value))
         writes[key] = value
 
     def delete_state(self, resource_id: str, key: bytes) -> None:
@@ -132,19 +134,44 @@ class Writer:
                     raise sqlite3.OperationalError("the group's transaction was rolled back")
             self.cursor.execute("COMMIT")
         except Exception as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            self.seq, self.head = start
-            try:  # what is really on disk decides the next seq and link, not our memory
-                self.reload_head()
-            except sqlite3.Error:
-                pass
+            self._abandon(start)
             error = InternalError(f"store commit failed, nothing of this group was written: "
                                   f"{type(exc).__name__}: {exc}")
             for job in jobs:
                 job.result = None
                 if job.error is None:
                     job.error = error
+
+    def run_alone(self, run: Any) -> Any:
+        """One job's transaction, run by its own caller (``GroupCommitter.try_alone``):
+        ``commit_batch`` for a group of one, without the ``Job``. A failure of the job rolls
+        back all it wrote; a failed transaction raises ``InternalError``."""
+        start = (self.seq, self.head)
+        self._solo = True
+        cursor = self.cursor
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+            self.now = time.time()
+            result = run(self)
+            cursor.execute("COMMIT")
+            return result
+        except BaseException as exc:
+            self._abandon(start)
+            if isinstance(exc, sqlite3.Error):
+                raise InternalError(f"store commit failed, nothing of it was written: "
+                                    f"{type(exc).__name__}: {exc}") from None
+            raise
+
+    def _abandon(self, start: tuple[int, bytes]) -> None:
+        """Roll back the open transaction and put the chain head back where it was, then
+        re-read it: what is really on disk decides the next seq and link, not our memory."""
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+        self.seq, self.head = start
+        try:
+            self.reload_head()
+        except sqlite3.Error:
+            pass
 
     def _run(self, job: Job) -> Any:
         if job.run is not None:
