@@ -218,3 +218,64 @@ def test_a_locked_database_fails_a_group_of_appends_once(tmp_path: Path) -> None
     store._writer.commit_batch([again := _record_job(store, "after")])
     assert again.error is None and store.verify().ok
     store.close()
+
+
+def test_an_uncontended_commit_runs_alone_and_hands_the_writer_on(tmp_path: Path) -> None:
+    """With no commit in progress a finish runs its transaction on its own thread, without
+    a Job; callers arriving meanwhile queue, and the first of them leads the next group."""
+    store = SqliteStore(tmp_path)
+    gate = Gate()
+    gated = (BoundProcessor("gate", gate, frozenset({"gate"})), *PROCESSORS)
+    committer = store._committer
+    alone = threading.Thread(target=store.finish, args=(
+        _final("alone"), [Effect("gate", RID), Effect("state.set", RID, b"k", b"v")], gated))
+    alone.start()
+    assert gate.entered.wait(5)
+    assert committer._busy and not committer._queue  # the writer is taken, by no Job
+    queued = [threading.Thread(target=store.finish, args=(_final(f"q{i}"), [], ()))
+              for i in range(3)]
+    for thread in queued:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while len(committer._queue) < 3 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert len(committer._queue) == 3
+    gate.go.set()
+    for thread in [alone, *queued]:
+        thread.join(5)
+        assert not thread.is_alive()
+    assert not committer._busy and not committer._queue
+    assert store.state_get(RID, b"k") == b"v"
+    assert sorted(r.execution_id or "" for r in store.audit_records()) == \
+        ["alone", "q0", "q1", "q2"]
+    groups, jobs = store.commit_stats
+    assert jobs == 4 and groups in (2, 3, 4)  # the queued three in one group or more
+    assert store.verify().ok
+    store.close()
+
+
+@pytest.mark.parametrize("failure", [ValueError("job bug"), sqlite3.OperationalError("disk")])
+def test_a_job_failing_alone_leaves_nothing_written(tmp_path: Path,
+                                                    failure: Exception) -> None:
+    """A job that fails after writing, alone on the writer, is rolled back whole (an SQLite
+    failure is reported as ``InternalError``); the chain head is where it was and the next
+    commit works."""
+    store = SqliteStore(tmp_path)
+    store.finish(_final("before"), [], ())
+
+    def run(w: object) -> None:
+        store._writer.cursor.execute("INSERT INTO state VALUES (?, ?, ?)", (RID, b"k", b"v"))
+        store._writer.insert(_final("half"))
+        raise failure
+
+    expected = InternalError if isinstance(failure, sqlite3.Error) else ValueError
+    with pytest.raises(expected):
+        store._write(run)
+    assert store.state_get(RID, b"k") is None
+    assert [r.execution_id for r in store.audit_records()] == ["before"]
+    assert not store._committer._busy
+    store.finish(_final("after"), [Effect("state.set", RID, b"k", b"w")], PROCESSORS)
+    assert store.state_get(RID, b"k") == b"w"
+    report = store.verify()
+    assert report.ok and report.count == 2
+    store.close()
