@@ -145,6 +145,27 @@ def test_status_after_retention_comes_from_the_log(make_coordinator: Make) -> No
     assert status.source == "log" and status.status is Status.SUCCEEDED and status.fee_used == 2
 
 
+def test_status_within_retention_comes_from_the_ledger_s_outcome(
+        echo_coordinator: Coordinator) -> None:
+    """A finished execution's status comes from the ledger, which keeps its outcome only:
+    not the request, token and output of every one of the last ``retention`` executions."""
+    coord = echo_coordinator
+    rid = coord.deploy(b"code", "echo")
+    ok = coord.execute(ExecutionRequest(resource_id=rid, input=b"abc"))
+    failed = coord.execute(ExecutionRequest(resource_id=rid, entry="fail"))
+    status = coord.status(ok.execution_id)
+    assert (status.source, status.status, status.resource_id, status.caller, status.fee_used,
+            status.duration, status.error_kind) == ("ledger", Status.SUCCEEDED, rid,
+                                                    ok.caller, ok.fee_used, ok.duration, None)
+    status = coord.status(failed.execution_id)
+    assert failed.error is not None
+    assert (status.status, status.error_kind, status.message) == (
+        Status.FAILED, failed.error.kind.value, failed.error.message)
+    assert not coord.cancel(ok.execution_id)  # finished: nothing to cancel
+    assert all(type(kept) is tuple for kept in coord.ledger.finished.values())
+    assert not coord.ledger.active
+
+
 def test_execute_async(echo_coordinator: Coordinator) -> None:
     rid = echo_coordinator.deploy(b"code", "echo")
 

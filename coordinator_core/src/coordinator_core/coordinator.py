@@ -270,22 +270,13 @@ class Coordinator(ResourceCoordinator):
     def status(self, execution_id: str) -> ExecutionStatus:
         """Status of an execution: live (queued, running) or final (ledger, then the log)."""
         entry = self.ledger.get(execution_id)
-        if entry is not None:
-            result = entry.result
-            if result is None:
-                return ExecutionStatus(
-                    execution_id, entry.status, entry.request.resource_id, entry.request.caller
-                )
+        if entry is not None and entry.result is None:
             return ExecutionStatus(
-                execution_id,
-                result.status,
-                result.resource_id,
-                result.caller,
-                result.error.kind.value if result.error else None,
-                result.error.message if result.error else None,
-                result.fee_used,
-                result.duration,
+                execution_id, entry.status, entry.request.resource_id, entry.request.caller
             )
+        outcome = self.ledger.outcome(execution_id)
+        if outcome is not None:
+            return ExecutionStatus(execution_id, *outcome)
         record = self.store.execution(execution_id)
         if record is None:
             raise NotFound(f"no execution with id {execution_id!r}")
@@ -305,7 +296,7 @@ class Coordinator(ResourceCoordinator):
         """Cancel a queued or running execution; False if it already finished."""
         entry = self.ledger.get(execution_id)
         if entry is None:
-            if self.store.execution(execution_id) is not None:
+            if self.ledger.outcome(execution_id) or self.store.execution(execution_id):
                 return False
             raise NotFound(f"no execution with id {execution_id!r}")
         if entry.status.final:

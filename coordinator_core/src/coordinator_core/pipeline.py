@@ -368,9 +368,9 @@ class Pipeline:
         for child in tree.children:
             result = child.result
             if result is not None and result.status is _SUCCEEDED:
-                child.result = attrs.evolve(result, status=Status.FAILED, output=None,
-                                            effects=(), error=ErrorInfo(kind, why, "coordinator"))
-                child.status = Status.FAILED
+                self.ledger.amend(child, attrs.evolve(
+                    result, status=Status.FAILED, output=None, effects=(),
+                    error=ErrorInfo(kind, why, "coordinator")))
 
     def _record_failure(
         self, record: AuditRecord, error: ErrorInfo, children: Sequence[AuditRecord] = ()
