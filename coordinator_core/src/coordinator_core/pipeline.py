@@ -236,7 +236,7 @@ class Pipeline:
             bound = self.dispatcher.select(resource)
             t2 = clock()
             stages.append(("selection", t2 - t1))
-            if self._state_capabilities & resource.capabilities:
+            if not self._state_capabilities.isdisjoint(resource.capabilities):
                 stage = "lock"
                 self._lock_state(resource.id, token, tree.locks)
                 t1, t2 = t2, clock()
