@@ -98,6 +98,11 @@ class EffectProcessor(Protocol):
     processors that write to it) and raises to veto the commit. ``commit`` runs after the
     store transaction committed; ``rollback`` after a veto or failure. Each gets the same
     ``execution_id`` so a processor can keep per-execution staging.
+
+    Optional: a class attribute ``txn_only = True`` declares that ``prepare`` writes only
+    through ``txn`` (nothing staged elsewhere) and that ``commit`` and ``rollback`` do
+    nothing; a store may then skip them and run ``prepare`` again after rolling back an
+    attempt (the SQLite store's short commit path, docs/storage.md).
     """
 
     def prepare(self, execution_id: str, effects: Sequence[Effect], txn: Any) -> None: ...

@@ -34,6 +34,10 @@ def _level(raw: bytes) -> str:
 class StateProcessor:
     """Writes one execution's state effects through the store transaction."""
 
+    #: ``prepare`` only writes through ``txn``; ``commit`` and ``rollback`` do nothing (see
+    #: ``BoundProcessor``): the SQLite store commits its effects on its short path.
+    txn_only = True
+
     def prepare(self, execution_id: str, effects: Sequence[Effect], txn: Any) -> None:
         for effect in effects:
             if not isinstance(effect.resource_id, str) or not effect.resource_id:

@@ -17,11 +17,17 @@ from coordinator_hookspecs import AccessPolicy, AuditRecord, Effect, ErrorInfo, 
 
 @attrs.frozen
 class BoundProcessor:
-    """An effect processor with the kinds it handles, as frozen in the pipeline."""
+    """An effect processor with the kinds it handles, as frozen in the pipeline.
+
+    ``txn_only``: the processor declared (``txn_only = True``) that its ``prepare`` writes
+    only through the store transaction it is given, staging nothing elsewhere, and that its
+    ``commit`` and ``rollback`` do nothing. A store may then skip those two calls, and run
+    ``prepare`` again after rolling back an attempt."""
 
     name: str
     processor: Any
     kinds: frozenset[str]
+    txn_only: bool = False
 
 
 @attrs.frozen

@@ -232,6 +232,12 @@ class SqliteStore:
                 discarded(children, record, None)
             return Finished(self._append_records(
                 (*((c, None) for c in kept), (record, digest))), None)
+        if not children:
+            routed = self._router.route(effects, processors)
+            if type(routed) is list and len(routed) == 1 and routed[0][0].txn_only:
+                finished = self._finish_flat(record, digest, routed[0][0], effects)
+                if finished is not None:
+                    return finished
 
         def run(w: Writer) -> tuple[SealedRecords, ErrorInfo | None]:
             w.savepoint()
@@ -273,6 +279,27 @@ class SqliteStore:
             for failure in finish_processors(record, done.processors, done.error is None):
                 self._append_quietly(failure)
         return Finished(records, error)
+
+    def _finish_flat(self, record: AuditRecord, digest: str | None, bound: BoundProcessor,
+                     effects: Sequence[Effect]) -> Finished | None:
+        """``finish`` of the usual execution on a short path: no nested executions, all its
+        effects for one ``txn_only`` processor (the built-in state processor), no commit in
+        progress. None when it cannot be taken or failed with nothing written: ``finish``
+        then takes the general path, which commits (or reports) the same execution. The
+        general path's job, savepoint and processor bookkeeping measured 6-10 us more per
+        execution in the pipeline (issue 3's benchmark)."""
+        if self._closed or not self._committer.try_alone():
+            return None
+        log: StateLog = {}
+        try:
+            row = self._writer.commit_flat(record, digest, bound.processor, effects, log)
+        finally:
+            self._committer.end_alone()
+        if row is None:
+            return None
+        for resource_id, (previous, stamp, writes) in log.items():
+            self._state_cache.committed(resource_id, previous, stamp, writes)
+        return Finished(SealedRecords([row]), None)
 
     def _append_quietly(self, record: AuditRecord) -> None:
         try:

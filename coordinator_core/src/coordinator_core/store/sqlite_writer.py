@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from coordinator_core.store.chain import GENESIS, SealedRecords, seal_row
@@ -18,7 +19,7 @@ from coordinator_core.store.effects import blob
 from coordinator_core.store.groupcommit import Job
 from coordinator_core.store.schema import INSERT_AUDIT
 from coordinator_core.store.statecache import Stamps
-from coordinator_hookspecs import AuditRecord, InternalError, InvalidRequest
+from coordinator_hookspecs import AuditRecord, Effect, InternalError, InvalidRequest
 
 
 class SqliteTxn:
@@ -161,6 +162,40 @@ class Writer:
                 raise InternalError(f"store commit failed, nothing of it was written: "
                                     f"{type(exc).__name__}: {exc}") from None
             raise
+
+    def commit_flat(self, record: AuditRecord, digest: str | None, processor: Any,
+                    effects: Sequence[Effect], log: StateLog) -> list[Any] | None:
+        """The usual execution's whole transaction, written out flat (the short path of
+        ``SqliteStore.finish``, run by the caller holding the writer alone): ``processor``'s
+        ``prepare`` writes ``effects`` through ``txn`` (state writes noted in ``log``), then
+        ``record`` is sealed and inserted. Returns its row; or None, with nothing written,
+        ``log`` empty and the chain head unchanged, if any step failed (a veto, another
+        process's record taking our ``seq``, a full disk): the general path then runs the
+        same commit again and reports what failed."""
+        cursor = self.cursor
+        seq, head = self.seq, self.head
+        self.state_log = log
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+            self.now = time.time()
+            processor.prepare(record.execution_id or "", effects, self.txn)
+            row = seal_row(record, seq + 1, head, digest)
+            cursor.execute(INSERT_AUDIT, row)
+            cursor.execute("COMMIT")
+        except BaseException as exc:
+            log.clear()
+            try:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+            except sqlite3.Error:  # the general path meets the same failure and reports it
+                pass
+            if not isinstance(exc, Exception):
+                raise
+            return None
+        finally:
+            self.state_log = None
+        self.seq, self.head = seq + 1, row[-1]
+        return row
 
     def _abandon(self, start: tuple[int, bytes]) -> None:
         """Roll back the open transaction and put the chain head back where it was, then
