@@ -23,7 +23,7 @@ from coordinator_core.store.chain import (
     leaf_hash,
     seal,
 )
-from coordinator_hookspecs import AuditRecord, Effect, EffectKind
+from coordinator_hookspecs import AuditRecord, Effect, EffectKind, ErrorKind, Status
 
 Tamper = Callable[[sqlite3.Connection], object]
 
@@ -159,6 +159,9 @@ def test_a_deleted_tail_is_not_papered_over(tmp_path: Path) -> None:
                 detail={"b": [1, 2.5, None, True], "a": {"z": b"\x01\xff", "y": {3, 1}}}),
     AuditRecord(seq=0, record_kind="deploy", timestamp=float("inf"), fee_used=-5,
                 duration=-0.0, detail={}),
+    AuditRecord(seq=0, record_kind="", timestamp=2, execution_id="ex-\udcff",  # lone surrogate
+                status=Status.FAILED, error_kind=ErrorKind.INTERNAL,
+                fee_used=3.0, duration=1),  # type: ignore[arg-type]
 ])
 def test_sealing_hashes_the_documented_canonical_json(record: AuditRecord) -> None:
     """The sealing fast path (C encoders built once) must hash exactly the canonical form the
@@ -177,6 +180,10 @@ def test_sealing_hashes_the_documented_canonical_json(record: AuditRecord) -> No
     assert row[14] == hashlib.sha256(b"\x00" + reference.encode("ascii")).digest()
     assert row[15] == hashlib.sha256(b"\x01" + GENESIS + row[14]).digest()
     assert sealed.leaf_hash == row[14].hex() and sealed.seq == 7
+    assert all(type(v) in (str, type(None)) for v in (row[1], *row[3:10], row[12]))
+    assert type(row[10]) is int and type(row[2]) is float and type(row[11]) is float
+    if record.status is Status.FAILED:  # enums stored by value; text made storable
+        assert (row[1], row[3], row[7], row[8]) == ("", "ex-?", "failed", "internal")
 
 
 def test_committed_records_are_built_when_read_and_match_the_log(tmp_path: Path) -> None:

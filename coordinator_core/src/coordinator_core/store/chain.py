@@ -124,16 +124,25 @@ def _text(value: Any) -> str | None:
 def scalars_of(record: AuditRecord, seq: int, digest: str | None = None) -> list[Any]:
     """The record's scalar fields, normalised to the types the database gives back.
     ``digest`` replaces a missing ``effect_digest`` (the store computes it from the effects)."""
-    fee = int(record.fee_used)
-    if not 0 <= fee <= _MAX_FEE:
-        fee = _MAX_FEE if fee > 0 else 0
-    t = _text
-    return [
-        seq, t(record.record_kind) or "", float(record.timestamp or time.time()),
-        t(record.execution_id), t(record.parent_id), t(record.caller), t(record.resource_id),
-        t(record.status), t(record.error_kind), t(record.message),
-        fee, float(record.duration), t(record.effect_digest or digest),
-    ]
+    fee = record.fee_used
+    if type(fee) is not int or not 0 <= fee <= _MAX_FEE:
+        fee = int(fee)
+        fee = fee if 0 <= fee <= _MAX_FEE else _MAX_FEE if fee > 0 else 0
+    r = record
+    row = [seq, r.record_kind, float(r.timestamp or time.time()), r.execution_id, r.parent_id,
+           r.caller, r.resource_id, r.status, r.error_kind, r.message, fee, float(r.duration),
+           r.effect_digest or digest]
+    for index in _TEXT_FIELDS:  # usually ASCII str or None already: one check each
+        value = row[index]
+        if value is not None and (type(value) is not str or not value.isascii()):
+            row[index] = _text(value)
+    if not row[1]:
+        row[1] = ""
+    return row
+
+
+#: Positions of the text fields in ``scalars_of``'s row.
+_TEXT_FIELDS = (1, 3, 4, 5, 6, 7, 8, 9, 12)
 
 
 def seal_row(record: AuditRecord, seq: int, previous: bytes,
