@@ -166,6 +166,27 @@ def test_status_within_retention_comes_from_the_ledger_s_outcome(
     assert not coord.ledger.active
 
 
+def test_status_of_an_execution_closing_right_now_is_found(echo_coordinator: Coordinator,
+                                                          monkeypatch: Any) -> None:
+    """``close`` sets the result, adds the outcome to ``finished``, then drops the entry
+    from ``active``; ``status`` asked at any point in between finds it in the ledger."""
+    coord = echo_coordinator
+    rid = coord.deploy(b"code", "echo")
+    seen: list[Any] = []
+    ledger = coord.ledger
+    close = type(ledger).close
+
+    def observed_close(self: Any, entry: Any, result: Any) -> None:
+        entry.result = result  # the first step of close, the rest not yet done
+        seen.append(coord.status(entry.execution_id))
+        close(self, entry, result)
+
+    monkeypatch.setattr(type(ledger), "close", observed_close)
+    result = coord.execute(ExecutionRequest(resource_id=rid, input=b"x"))
+    assert [(s.source, s.status) for s in seen] == [("ledger", Status.SUCCEEDED)]
+    assert seen[0].fee_used == result.fee_used
+
+
 def test_execute_async(echo_coordinator: Coordinator) -> None:
     rid = echo_coordinator.deploy(b"code", "echo")
 

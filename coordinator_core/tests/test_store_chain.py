@@ -23,7 +23,15 @@ from coordinator_core.store.chain import (
     leaf_hash,
     seal,
 )
-from coordinator_hookspecs import AuditRecord, Effect, EffectKind, ErrorKind, Status
+from coordinator_hookspecs import (
+    AccessPolicy,
+    AuditRecord,
+    Effect,
+    EffectKind,
+    ErrorKind,
+    NotFound,
+    Status,
+)
 
 Tamper = Callable[[sqlite3.Connection], object]
 
@@ -144,9 +152,12 @@ def test_a_deleted_tail_is_not_papered_over(tmp_path: Path) -> None:
     fill(store, 3)
     with sqlite3.connect(tmp_path / "coordinator.db") as conn:
         conn.execute("DELETE FROM audit WHERE seq = 3")
+    with pytest.raises(NotFound):  # a job failing on its own does not re-read the head
+        store.set_policy("no-such-resource", AccessPolicy())
     fill(store, 1)  # the store keeps numbering from what it wrote, leaving the gap visible
     report = store.verify()
     assert not report.ok and report.first_bad_seq == 3
+    assert [r.seq for r in store.audit_records()] == [1, 2, 4]
     store.close()
 
 

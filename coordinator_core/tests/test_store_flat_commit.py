@@ -5,6 +5,7 @@ hand every case it cannot finish to the general path with nothing written."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from coordinator_core.builtin.state_processor import KINDS, StateProcessor
 from coordinator_core.store import BoundProcessor, SqliteStore
 from coordinator_core.store.sqlite_writer import Writer
-from coordinator_hookspecs import AuditRecord, Effect
+from coordinator_hookspecs import AuditRecord, Effect, InternalError
 
 RID = "ef" * 32
 STATE = (BoundProcessor("state", StateProcessor(), KINDS, txn_only=True),)
@@ -84,6 +85,53 @@ def test_a_veto_on_the_flat_path_is_committed_by_the_general_path(tmp_path: Path
     store.finish(_final("after"), _effects(1), STATE)
     assert store.state_get(RID, b"k1") == b"v" and store.verify().count == 3
     store.close()
+
+
+def test_a_veto_counts_one_transaction(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path)
+    store.finish(_final("vetoed"), [Effect("state.set", "", b"k", b"v")], STATE)
+    assert store.commit_stats == (1, 1)  # the rolled-back flat attempt is not counted
+    store.close()
+
+
+def test_a_locked_database_fails_the_flat_path_after_one_wait(tmp_path: Path) -> None:
+    """Another process holding the write lock past ``busy_timeout`` fails the commit as an
+    ``InternalError`` after one timeout (not a second one on the general path), with
+    nothing written; the next commit works."""
+    store = SqliteStore(tmp_path, busy_timeout=0.5)
+    other = sqlite3.connect(tmp_path / "coordinator.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    with pytest.raises(InternalError, match="locked"):
+        store.finish(_final("locked"), _effects(1), STATE)
+    elapsed = time.monotonic() - started
+    other.execute("ROLLBACK")
+    other.close()
+    assert 0.45 < elapsed < 0.9
+    assert store.state_items(RID) == [] and list(store.audit_records()) == []
+    assert store.commit_stats == (0, 0) and not store._committer._busy
+    store.finish(_final("after"), _effects(2), STATE)
+    assert store.state_get(RID, b"k2") == b"v" and store.verify().ok
+    store.close()
+
+
+def test_txn_only_is_declared_not_inherited() -> None:
+    """A subclass of the built-in processor may do real work in ``commit``: it gets the
+    short path only if it declares ``txn_only`` itself."""
+
+    class Subclassed(StateProcessor):
+        def commit(self, execution_id: str) -> None: ...
+
+    class Declared(Subclassed):
+        txn_only = True
+
+    instance = Subclassed()
+    assert BoundProcessor.of("state", StateProcessor(), KINDS).txn_only
+    assert not BoundProcessor.of("sub", Subclassed(), KINDS).txn_only
+    assert BoundProcessor.of("declared", Declared(), KINDS).txn_only
+    instance.txn_only = True
+    assert BoundProcessor.of("instance", instance, KINDS).txn_only
+    assert not BoundProcessor.of("plain", object(), KINDS).txn_only
 
 
 def test_two_processes_records_interleave_on_the_flat_path(tmp_path: Path) -> None:

@@ -90,8 +90,7 @@ class Coordinator(ResourceCoordinator):
             security=self.security,
             quota=self.quota,
             processors=[
-                BoundProcessor(r.name, r.processor, r.kinds,
-                               getattr(r.processor, "txn_only", False) is True)
+                BoundProcessor.of(r.name, r.processor, r.kinds)
                 for r in registry.effect_processors
             ],
             metrics_sinks=[(r.name, r.sink) for r in registry.metrics_sinks],

@@ -108,12 +108,12 @@ class Ledger:
 
     def outcome(self, execution_id: str) -> Outcome | None:
         """The outcome of a finished execution still within ``retention``."""
-        found = self.finished.get(execution_id)
-        if found is None:  # or one finishing right now: its result is set, not yet moved
-            entry = self.active.get(execution_id)
-            if entry is not None and entry.result is not None:
-                return _outcome(entry.result)
-        return found
+        # ``close`` adds to ``finished`` before it drops from ``active``: looking in the
+        # opposite order, an execution finishing right now is found in one or the other.
+        entry = self.active.get(execution_id)
+        if entry is not None and entry.result is not None:
+            return _outcome(entry.result)
+        return self.finished.get(execution_id)
 
     def running(self) -> list[Entry]:
         """A snapshot of the active entries (the watchdog scans it)."""

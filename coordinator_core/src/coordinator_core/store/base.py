@@ -29,6 +29,14 @@ class BoundProcessor:
     kinds: frozenset[str]
     txn_only: bool = False
 
+    @classmethod
+    def of(cls, name: str, processor: Any, kinds: frozenset[str]) -> BoundProcessor:
+        """Bind ``processor``, honouring ``txn_only = True`` only where its own class (or the
+        instance) declares it: a subclass of the built-in state processor whose ``commit``
+        does real work must not inherit the promise."""
+        declared = {**vars(type(processor)), **getattr(processor, "__dict__", {})}
+        return cls(name, processor, kinds, declared.get("txn_only") is True)
+
 
 @attrs.frozen
 class Finished:

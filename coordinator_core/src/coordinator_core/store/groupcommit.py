@@ -101,12 +101,13 @@ class GroupCommitter:
             self._busy = True
             return True
 
-    def end_alone(self) -> None:
+    def end_alone(self, committed: bool = True) -> None:
         """End a ``try_alone`` leadership: the writer goes to the oldest caller that queued
-        meanwhile, or is free again."""
+        meanwhile, or is free again. ``committed``: a transaction was committed (counted)."""
         self._contended = False
-        self.groups += 1
-        self.jobs += 1
+        if committed:
+            self.groups += 1
+            self.jobs += 1
         self._hand_over()
 
     def _take(self, limit: int) -> list[Job]:

@@ -129,10 +129,13 @@ class SqliteStore:
             raise InvalidRequest("the store is closed")
         committer = self._committer
         if run is not None and not single and committer.try_alone():
+            committed = False
             try:  # uncontended: the transaction runs here, no Job and no hand-off
-                return self._writer.run_alone(run)
+                result = self._writer.run_alone(run)
+                committed = True
+                return result
             finally:
-                committer.end_alone()
+                committer.end_alone(committed)
         return committer.submit(Job(run, single, records))
 
     @property
@@ -284,17 +287,19 @@ class SqliteStore:
                      effects: Sequence[Effect]) -> Finished | None:
         """``finish`` of the usual execution on a short path: no nested executions, all its
         effects for one ``txn_only`` processor (the built-in state processor), no commit in
-        progress. None when it cannot be taken or failed with nothing written: ``finish``
-        then takes the general path, which commits (or reports) the same execution. The
+        progress. None when it cannot be taken, or was vetoed or refused with nothing
+        written: ``finish`` then takes the general path, which commits (or reports) the same
+        execution; a failed transaction raises ``InternalError`` here already. The
         general path's job, savepoint and processor bookkeeping measured 6-10 us more per
         execution in the pipeline (issue 3's benchmark)."""
         if self._closed or not self._committer.try_alone():
             return None
         log: StateLog = {}
+        row = None
         try:
             row = self._writer.commit_flat(record, digest, bound.processor, effects, log)
         finally:
-            self._committer.end_alone()
+            self._committer.end_alone(row is not None)
         if row is None:
             return None
         for resource_id, (previous, stamp, writes) in log.items():

@@ -145,8 +145,9 @@ class Writer:
 
     def run_alone(self, run: Any) -> Any:
         """One job's transaction, run by its own caller (``GroupCommitter.try_alone``):
-        ``commit_batch`` for a group of one, without the ``Job``. A failure of the job rolls
-        back all it wrote; a failed transaction raises ``InternalError``."""
+        ``commit_batch`` for a group of one, without the ``Job``. A failed transaction raises
+        ``InternalError``. A job that raises is rolled back here; in a group it must undo its
+        own writes first, as ``finish``'s job does (the group's transaction commits)."""
         start = (self.seq, self.head)
         self._solo = True
         cursor = self.cursor
@@ -157,8 +158,9 @@ class Writer:
             cursor.execute("COMMIT")
             return result
         except BaseException as exc:
-            self._abandon(start)
-            if isinstance(exc, sqlite3.Error):
+            failed = isinstance(exc, sqlite3.Error)
+            self._abandon(start, reload=failed)
+            if failed:
                 raise InternalError(f"store commit failed, nothing of it was written: "
                                     f"{type(exc).__name__}: {exc}") from None
             raise
@@ -169,9 +171,11 @@ class Writer:
         ``SqliteStore.finish``, run by the caller holding the writer alone): ``processor``'s
         ``prepare`` writes ``effects`` through ``txn`` (state writes noted in ``log``), then
         ``record`` is sealed and inserted. Returns its row; or None, with nothing written,
-        ``log`` empty and the chain head unchanged, if any step failed (a veto, another
-        process's record taking our ``seq``, a full disk): the general path then runs the
-        same commit again and reports what failed."""
+        ``log`` empty and the chain head unchanged, when ``prepare`` vetoed or the INSERT was
+        refused (another process's record took our ``seq``, or the execution already has a
+        final record): the general path then commits or reports the same execution. A
+        failure of the transaction itself (a lock held past ``busy_timeout``, a full disk)
+        raises ``InternalError`` at once, as the general path would, without waiting twice."""
         cursor = self.cursor
         seq, head = self.seq, self.head
         self.state_log = log
@@ -187,22 +191,29 @@ class Writer:
             try:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
-            except sqlite3.Error:  # the general path meets the same failure and reports it
+            except sqlite3.Error:  # a transaction SQLite could not roll back is gone anyway
                 pass
-            if not isinstance(exc, Exception):
-                raise
-            return None
+            if not isinstance(exc, sqlite3.Error) or isinstance(exc, sqlite3.IntegrityError):
+                if not isinstance(exc, Exception):
+                    raise
+                return None
+            raise InternalError(f"store commit failed, nothing of it was written: "
+                                f"{type(exc).__name__}: {exc}") from None
         finally:
             self.state_log = None
         self.seq, self.head = seq + 1, row[-1]
         return row
 
-    def _abandon(self, start: tuple[int, bytes]) -> None:
-        """Roll back the open transaction and put the chain head back where it was, then
-        re-read it: what is really on disk decides the next seq and link, not our memory."""
+    def _abandon(self, start: tuple[int, bytes], reload: bool = True) -> None:
+        """Roll back the open transaction and put the chain head back where it was; after a
+        failed transaction, re-read it too: what is really on disk decides the next seq and
+        link, not our memory. (Not after a job's own failure: a log whose tail was deleted
+        behind our back keeps its visible gap, see ``insert``.)"""
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
         self.seq, self.head = start
+        if not reload:
+            return
         try:
             self.reload_head()
         except sqlite3.Error:
