@@ -53,21 +53,10 @@ N = 6000
 #: Short alternating rounds: the ratio (b)/(a) is taken round by round (``paired_ratio``).
 ROUNDS = 30
 
-#: A counter: storage_get (host reads the key, writes the value), storage_set (host reads key
-#: and value), output_write (host reads the output): 3 host calls with memory reads/writes.
-COUNTER = """(module
-  (import "env" "storage_get" (func $storage_get (param i32 i32 i32 i32) (result i32)))
-  (import "env" "storage_set" (func $storage_set (param i32 i32 i32 i32)))
-  (import "env" "output_write" (func $output_write (param i32 i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 0) "count")
-  (func (export "main")
-    (if (i32.lt_s (call $storage_get (i32.const 0) (i32.const 5) (i32.const 16) (i32.const 8))
-                  (i32.const 0))
-      (then (i64.store (i32.const 16) (i64.const 0))))
-    (i64.store (i32.const 16) (i64.add (i64.load (i32.const 16)) (i64.const 1)))
-    (call $storage_set (i32.const 0) (i32.const 5) (i32.const 16) (i32.const 8))
-    (call $output_write (i32.const 16) (i32.const 8))))"""
+#: The counter of ``examples/counter.wat``: storage_get (host reads the key, writes the value),
+#: storage_set (host reads key and value), output_write (host reads the output): 3 host calls
+#: with memory reads/writes.
+COUNTER = (Path(__file__).resolve().parents[1] / "examples" / "counter.wat").read_text()
 
 
 def public_api_runner(wasm: bytes) -> Any:

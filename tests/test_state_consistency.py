@@ -9,24 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from coordinator_core import Coordinator, ExecutionRequest
-
-COUNTER_WAT = """
-(module
-  (import "env" "storage_get" (func $get (param i32 i32 i32 i32) (result i32)))
-  (import "env" "storage_set" (func $set (param i32 i32 i32 i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 0) "n")
-  (func (export "main")
-    (if (i32.lt_s (call $get (i32.const 0) (i32.const 1) (i32.const 8) (i32.const 8))
-                  (i32.const 0))
-      (then (i64.store (i32.const 8) (i64.const 0))))
-    (i64.store (i32.const 8) (i64.add (i64.load (i32.const 8)) (i64.const 1)))
-    (call $set (i32.const 0) (i32.const 1) (i32.const 8) (i32.const 8))))
-"""
+from tests.helpers import COUNTER_WAT
 
 
 def _count(coord: Coordinator, rid: str) -> int:
-    value = coord.state(rid, b"n")
+    value = coord.state(rid, b"count")
     return int.from_bytes(value, "little") if value else 0
 
 
