@@ -95,7 +95,8 @@ class CoreSettings:
     #: Executions submit() lets wait for a worker; beyond it a new one is refused at once
     #: (``quota_exceeded``, recorded like any refusal) instead of growing the queue unbounded.
     max_queued: int = attrs.field(default=10_000, validator=positive)
-    #: Finished executions kept in memory for status(); older ones are read from the log.
+    #: Finished executions whose outcome status() reads from memory; older ones come from the
+    #: durable log.
     ledger_retention: int = attrs.field(default=10_000, validator=positive)
     #: Depth limit of nested (hybrid) executions.
     max_depth: int = attrs.field(default=2, validator=_depth)
