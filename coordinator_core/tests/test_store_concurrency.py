@@ -127,6 +127,19 @@ def _final(eid: str) -> AuditRecord:
                        execution_id=eid, status="succeeded")
 
 
+def _queue_finishes(store: SqliteStore, n: int) -> list[threading.Thread]:
+    """Start ``n`` finishes of final records on threads of their own, and wait (up to 5 s)
+    until all of them queue behind the commit in progress."""
+    queued = [threading.Thread(target=store.finish, args=(_final(f"q{i}"), [], ()))
+              for i in range(n)]
+    for thread in queued:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while len(store._committer._queue) < n and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return queued
+
+
 def test_commit_delay_gathers_concurrent_executions(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path, commit_delay=0.1)
     gate = Gate()
@@ -137,13 +150,7 @@ def test_commit_delay_gathers_concurrent_executions(tmp_path: Path) -> None:
                               args=(_final("hold"), [Effect("gate", RID)], gated))
     holder.start()
     assert gate.entered.wait(5)
-    queued = [threading.Thread(target=store.finish, args=(_final(f"q{i}"), [], ()))
-              for i in range(2)]
-    for thread in queued:
-        thread.start()
-    deadline = time.monotonic() + 5
-    while len(committer._queue) < 2 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    queued = _queue_finishes(store, 2)
     gate.go.set()
     for thread in [holder, *queued]:
         thread.join(5)
@@ -232,13 +239,7 @@ def test_an_uncontended_commit_runs_alone_and_hands_the_writer_on(tmp_path: Path
     alone.start()
     assert gate.entered.wait(5)
     assert committer._busy and not committer._queue  # the writer is taken, by no Job
-    queued = [threading.Thread(target=store.finish, args=(_final(f"q{i}"), [], ()))
-              for i in range(3)]
-    for thread in queued:
-        thread.start()
-    deadline = time.monotonic() + 5
-    while len(committer._queue) < 3 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    queued = _queue_finishes(store, 3)
     assert len(committer._queue) == 3
     gate.go.set()
     for thread in [alone, *queued]:
