@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from coordinator_core import Coordinator, ExecutionRequest
+from coordinator_core.testing import start_together
 from tests.helpers import COUNTER_WAT
 
 
@@ -53,20 +54,13 @@ with Coordinator.open(data_dir=sys.argv[1], overrides={"coordinator": {"workers"
 
 def test_two_processes_on_one_data_dir_keep_every_increment(tmp_path: Path) -> None:
     """The state lock also holds across processes (a service and a CLI on one data dir)."""
-    import subprocess
     import sys
 
-    children = [subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), COUNTER_WAT,
-                                  "150"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 text=True) for _ in range(2)]
+    children = start_together([[sys.executable, "-c", CHILD, str(tmp_path), COUNTER_WAT,
+                                "150"]] * 2)
     for child in children:
-        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-    for child in children:
-        assert child.stdin is not None
-        child.stdin.write("go\n")
-        child.stdin.flush()
-    for child in children:
-        assert child.wait(timeout=120) == 0
+        _, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err[-2000:]
     with Coordinator.open(data_dir=tmp_path) as coord:
         rid = coord.deploy(COUNTER_WAT, "wasm", source_format="wat", capabilities=["storage"])
         assert _count(coord, rid) == 300

@@ -10,6 +10,7 @@ import pytest
 
 from coordinator_core.config import load_config
 from coordinator_core.store import MemoryStore, SqliteStore, StoreSettings, open_store
+from coordinator_core.testing import start_together
 from coordinator_hookspecs import InternalError, InvalidRequest, ResourceInfo
 
 
@@ -112,20 +113,11 @@ print("opened", flush=True)
 def test_processes_opening_a_new_data_dir_at_once_all_succeed(tmp_path: Path) -> None:
     """Each switches the new database to WAL; SQLite refuses all but one at once ("database
     is locked", no busy wait), so the switch is retried within busy_timeout."""
-    import subprocess
     import sys
 
     for round_ in range(3):
         data_dir = tmp_path / f"new-{round_}"
-        children = [subprocess.Popen([sys.executable, "-c", OPENER, str(data_dir)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True) for _ in range(6)]
-        for child in children:
-            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        for child in children:
-            assert child.stdin is not None
-            child.stdin.write("go\n")
-            child.stdin.flush()
+        children = start_together([[sys.executable, "-c", OPENER, str(data_dir)]] * 6)
         outputs = [child.communicate(timeout=120) for child in children]
         assert [out.strip() for out, _ in outputs] == ["opened"] * 6, \
             [err for _, err in outputs if err]

@@ -11,6 +11,10 @@ Fixtures (tox's ``pytest.py`` habit: fresh objects per test, plugins given inlin
     A coordinator with :class:`EchoEngine` registered, ready to run resources of type
     ``echo``: enough to test a validator, quota policy or sink without a real engine.
 
+``start_together(commands)``
+    Starts processes that each print ``ready`` and then wait for a line on stdin, and lets
+    them all go at once: for tests of processes racing on one data directory.
+
 Example::
 
     def test_my_validator_rejects_mallory(make_coordinator):
@@ -23,8 +27,9 @@ Example::
 from __future__ import annotations
 
 import importlib
+import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +152,27 @@ def make_coordinator(tmp_path: Path) -> Iterator[Callable[..., Coordinator]]:
 def echo_coordinator(make_coordinator: Callable[..., Coordinator]) -> Coordinator:
     """A coordinator with the echo engine (resource type ``echo``) and the built-ins."""
     return make_coordinator(EchoPlugin())
+
+
+def start_together(commands: Sequence[Sequence[str]]) -> list[subprocess.Popen[str]]:
+    """Start ``commands`` (each prints ``ready`` once set up, then reads one line of stdin
+    before it starts its real work) and release them at once, so they race for real. Their
+    stdout and stderr are pipes: read them with ``communicate``."""
+    children = [subprocess.Popen(list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for command in commands]
+    for child in children:
+        assert child.stdout is not None
+        ready = child.stdout.readline().strip()
+        if ready != "ready":
+            raise RuntimeError(f"{_command_text(child)} did not get ready: {ready!r}, "
+                               f"{child.communicate(timeout=30)[1][-2000:]}")
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    return children
+
+
+def _command_text(child: subprocess.Popen[str]) -> str:
+    args = child.args
+    return " ".join(map(str, args)) if isinstance(args, list) else str(args)
