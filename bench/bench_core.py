@@ -33,7 +33,7 @@ from typing import Any
 
 from bench.harness import Table, percentiles, time_calls
 from coordinator_core import Coordinator, ExecutionRequest
-from coordinator_core.dispatcher import STRATEGIES, Dispatcher
+from coordinator_core.engines.dispatcher import STRATEGIES, Dispatcher
 from coordinator_hookspecs import (
     EngineRecord,
     EngineResult,

@@ -30,8 +30,8 @@ from typing import Any
 
 from bench.harness import Table, interleaved, percentiles
 from coordinator_core import Coordinator
-from coordinator_core.quota import Held, QuotaManager
-from coordinator_core.security import SecurityIntegrator
+from coordinator_core.services.quota.manager import Held, QuotaManager
+from coordinator_core.services.security.integrator import SecurityIntegrator
 from coordinator_hookspecs import (
     AccessPolicy,
     CancelToken,

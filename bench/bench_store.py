@@ -30,10 +30,10 @@ from typing import Any
 
 from bench.harness import Table
 from coordinator_core import Coordinator, ExecutionRequest
-from coordinator_core.builtin.state_processor import KINDS, StateProcessor
 from coordinator_core.store import BoundProcessor, SqliteStore
 from coordinator_core.store.chain import GENESIS, seal
 from coordinator_core.store.schema import INSERT_AUDIT, connect, initialise
+from coordinator_core.store.state_processor import KINDS, StateProcessor
 from coordinator_hookspecs import AuditRecord, Effect
 
 SECTION = "store"

@@ -81,7 +81,8 @@ def start_killable_child(target: Any, *args: Any) -> tuple[Any, Any]:
     import multiprocessing
 
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["coordinator_core.coordinator", "coordinator_engine_wasmtime"])
+    ctx.set_forkserver_preload(
+        ["coordinator_core.coordination.coordinator", "coordinator_engine_wasmtime"])
     ready = ctx.Event()
     process = ctx.Process(target=target, args=(*args, ready), daemon=True)
     process.start()

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from coordinator_core.builtin.state_processor import KINDS, StateProcessor
 from coordinator_core.store import BoundProcessor, SqliteStore
+from coordinator_core.store.state_processor import KINDS, StateProcessor
 from coordinator_hookspecs import AuditRecord, Effect, InvalidRequest, ResourceInfo
 from tests.helpers import FdReady, start_killable_child
 

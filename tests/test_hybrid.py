@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from coordinator_core import Coordinator, ExecutionRequest
-from coordinator_core.builtin import hybrid
-from coordinator_core.builtin.hybrid_codec import EncodingError, decode_tensors, encode_tensors
-from coordinator_core.plugins import BUILTIN_PLUGINS
+from coordinator_core.host_functions import hybrid
+from coordinator_core.host_functions.codec import EncodingError, decode_tensors, encode_tensors
+from coordinator_core.plugin_host.builtins import BUILTIN_PLUGINS
 from coordinator_hookspecs import AccessPolicy, AuditRecord, SecurityRejected, Status
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-HYBRID = "coordinator_core.builtin.hybrid"
+HYBRID = ("hybrid", "coordinator_core.host_functions.hybrid")
 BUILTINS = BUILTIN_PLUGINS if HYBRID in BUILTIN_PLUGINS else (*BUILTIN_PLUGINS, HYBRID)
 
 #: input: mode:u8 ('t' = trap after the call) | out_cap:u32 | rid:64 | payload
@@ -351,7 +351,7 @@ def test_tensor_encoding_round_trips(dtype: str) -> None:
 
 
 def hybrid_codec_code(dtype: str) -> int:
-    from coordinator_core.builtin.hybrid_codec import CODE_OF_DTYPE
+    from coordinator_core.host_functions.codec import CODE_OF_DTYPE
 
     return CODE_OF_DTYPE[dtype]
 

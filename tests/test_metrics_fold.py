@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import threading
 
-from coordinator_core.metrics import Histogram, MetricsCollector
+from coordinator_core.services.metrics.collector import Histogram, MetricsCollector
 from coordinator_hookspecs import (
     ErrorInfo,
     ErrorKind,

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from coordinator_core import Coordinator, ExecutionRequest, Status
-from coordinator_core.pipeline import RESOURCES_RECHECK
+from coordinator_core.execution.pipeline import RESOURCES_RECHECK
 from tests.helpers import ECHO_WAT, run_cli
 
 

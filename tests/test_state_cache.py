@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from coordinator_core import Coordinator, ExecutionRequest, locks
+from coordinator_core import Coordinator, ExecutionRequest
+from coordinator_core.execution import locks
 from coordinator_core.store import statecache
 from coordinator_core.store.statecache import Stamps, StateCache
 from coordinator_core.testing import EchoPlugin
@@ -358,7 +359,8 @@ def test_two_resources_on_one_lock_byte_keep_it_until_both_are_released(
     assert mine.acquire("r1", 0.0) and mine.acquire("r2", 0.0)
 
     def other_process_gets(resource_id: str) -> bool:
-        code = ("import sys; from pathlib import Path; from coordinator_core import locks; "
+        code = ("import sys; from pathlib import Path; "
+                "from coordinator_core.execution import locks; "
                 "locks.SLOTS = 1; "
                 f"print(locks.ResourceLocks(Path(sys.argv[1])).acquire({resource_id!r}, 0.0))")
         done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
@@ -389,7 +391,7 @@ def test_a_store_without_state_reader_still_serves_state(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A store written against the older protocol (no ``state_reader``): the core binds its
     ``state_get`` to the resource itself."""
-    from coordinator_core import coordinator as coordinator_module
+    from coordinator_core.coordination import coordinator as coordinator_module
 
     class OlderStore:
         def __init__(self, inner: Any) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator_core.config import load_config
+from coordinator_core.plugin_host.config import load_config
 from coordinator_core.testing import EchoPlugin
 from coordinator_hookspecs import InvalidRequest
 

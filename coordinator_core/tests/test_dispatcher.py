@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from coordinator_core import Coordinator, ExecutionRequest, Status
-from coordinator_core.dispatcher import STRATEGIES
+from coordinator_core.engines.dispatcher import STRATEGIES
 from coordinator_hookspecs import (
     DeployRequest,
     EngineError,

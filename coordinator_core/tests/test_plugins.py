@@ -9,7 +9,7 @@ import pytest
 from loguru import logger
 
 from coordinator_core import Coordinator, ExecutionRequest
-from coordinator_core.plugins import PluginError, PluginHost
+from coordinator_core.plugin_host.host import PluginError, PluginHost
 from coordinator_core.testing import EchoEngine, EchoPlugin
 from coordinator_hookspecs import (
     EngineRecord,

@@ -20,8 +20,8 @@ import attrs
 import pytest
 
 from coordinator_core import Coordinator, ExecutionRequest, Status
-from coordinator_core.procengine import install_process_pool
-from coordinator_core.procspec import spec_from
+from coordinator_core.engines.processes.engine import install_process_pool
+from coordinator_core.engines.processes.spec import spec_from
 from coordinator_core.testing import EchoPlugin
 from coordinator_hookspecs import EngineError, ErrorKind, InvalidRequest
 

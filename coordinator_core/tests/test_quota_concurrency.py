@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from coordinator_core.builtin.quota_concurrency import (
+from coordinator_core.services.quota.concurrency import (
     ConcurrencyConfig,
     ConcurrencyOverride,
     ConcurrencyPolicy,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from coordinator_core.builtin.quota_fee import FeeBudgetPolicy, FeeConfig, FeeOverride
+from coordinator_core.services.quota.fee import FeeBudgetPolicy, FeeConfig, FeeOverride
 from coordinator_hookspecs import (
     ErrorKind,
     ExecutionRequest,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from coordinator_core.builtin.quota_rate import RateConfig, RateOverride, TokenBucketPolicy
+from coordinator_core.services.quota.rate import RateConfig, RateOverride, TokenBucketPolicy
 from coordinator_hookspecs import (
     ErrorKind,
     ExecutionRequest,

@@ -11,7 +11,7 @@ import attrs
 import pytest
 
 from coordinator_core import Coordinator, ExecutionRequest, Status
-from coordinator_core.security import SecurityIntegrator
+from coordinator_core.services.security.integrator import SecurityIntegrator
 from coordinator_core.testing import EchoPlugin
 from coordinator_hookspecs import (
     AccessPolicy,

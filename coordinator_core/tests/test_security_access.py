@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coordinator_core.builtin.security_access import AccessConfig, AccessPolicyValidator
+from coordinator_core.services.security.access import AccessConfig, AccessPolicyValidator
 from coordinator_hookspecs import AccessPolicy, ExecutionRequest, ResourceInfo
 
 RID = "cd" * 32

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from coordinator_core.builtin.security_blocklist import BlocklistConfig, BlocklistValidator
+from coordinator_core.services.security.blocklist import BlocklistConfig, BlocklistValidator
 from coordinator_hookspecs import (
     DeployRequest,
     ExecutionRequest,

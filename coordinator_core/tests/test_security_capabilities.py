@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from coordinator_core.builtin.security_capabilities import (
+from coordinator_core.services.security.capabilities import (
     CapabilitiesConfig,
     CapabilityGrantValidator,
 )

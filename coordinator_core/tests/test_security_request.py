@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator_core.builtin.security_request import RequestLimitsConfig, RequestValidator
+from coordinator_core.services.security.request import RequestLimitsConfig, RequestValidator
 from coordinator_hookspecs import ErrorKind, ExecutionRequest, InvalidRequest, ResourceInfo
 
 RES = ResourceInfo(id="ab" * 32, type="wasm")

@@ -9,9 +9,9 @@ from pathlib import Path
 import attrs
 import pytest
 
-from coordinator_core.builtin.state_processor import KINDS, StateProcessor
 from coordinator_core.store import BoundProcessor, MemoryStore, SqliteStore, Store
 from coordinator_core.store.chain import FIELDS
+from coordinator_core.store.state_processor import KINDS, StateProcessor
 from coordinator_hookspecs import (
     AccessPolicy,
     AuditRecord,

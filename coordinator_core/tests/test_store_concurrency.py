@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from coordinator_core.builtin.state_processor import KINDS, StateProcessor
 from coordinator_core.store import BoundProcessor, MemoryStore, SqliteStore, Store
 from coordinator_core.store.groupcommit import Job
+from coordinator_core.store.state_processor import KINDS, StateProcessor
 from coordinator_hookspecs import AuditRecord, Effect, InternalError, InvalidRequest
 
 PROCESSORS = (BoundProcessor("state", StateProcessor(), KINDS),)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator_core.config import load_config
+from coordinator_core.plugin_host.config import load_config
 from coordinator_core.store import MemoryStore, SqliteStore, StoreSettings, open_store
 from coordinator_core.testing import start_together
 from coordinator_hookspecs import InternalError, InvalidRequest, ResourceInfo

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from coordinator_core.builtin.state_processor import KINDS, StateProcessor
 from coordinator_core.store import BoundProcessor, MemoryStore, SqliteStore, Store
+from coordinator_core.store.state_processor import KINDS, StateProcessor
 from coordinator_hookspecs import AuditRecord, Effect, QuotaExceeded
 
 RID = "ab" * 32

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from coordinator_core.builtin.state_processor import KINDS, StateProcessor
 from coordinator_core.store import BoundProcessor, SqliteStore
 from coordinator_core.store.sqlite_writer import Writer
+from coordinator_core.store.state_processor import KINDS, StateProcessor
 from coordinator_hookspecs import AuditRecord, Effect, InternalError
 
 RID = "ef" * 32

@@ -7,8 +7,8 @@ with Coordinator.open(data_dir="data") as coord:
     result = coord.execute(ExecutionRequest(resource_id=rid, caller="alice"))
 """
 
-from coordinator_core.config import Config, load_config
-from coordinator_core.coordinator import Coordinator, ExecutionHandle, ExecutionStatus
+from coordinator_core.coordination.coordinator import Coordinator, ExecutionHandle, ExecutionStatus
+from coordinator_core.plugin_host.config import Config, load_config
 from coordinator_hookspecs import (
     AccessPolicy,
     CoordinatorError,

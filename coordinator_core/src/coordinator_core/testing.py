@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from coordinator_core.coordinator import Coordinator
+from coordinator_core.coordination.coordinator import Coordinator
 from coordinator_hookspecs import (
     ERROR_OF_KIND,
     Effect,

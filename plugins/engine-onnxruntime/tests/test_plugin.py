@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator_core.config import load_config
+from coordinator_core.plugin_host.config import load_config
 from coordinator_engine_onnxruntime import OnnxConfig, OnnxEngine, plugin
 from coordinator_engine_onnxruntime.lazy import LazyEngine, LazyModelPolicy
 from coordinator_hookspecs import InvalidRequest

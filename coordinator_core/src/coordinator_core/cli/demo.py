@@ -111,7 +111,7 @@ def _run(args: argparse.Namespace, _open_coordinator: Any) -> int:
 
 
 def _demo(args: argparse.Namespace, examples: Path, data_dir: Path, temporary: bool) -> int:
-    from coordinator_core.coordinator import Coordinator
+    from coordinator_core.coordination.coordinator import Coordinator
 
     recorder = demo_summary.StageRecorder()
     out = sys.stderr

@@ -19,9 +19,14 @@ from typing import Any
 from loguru import logger
 
 from coordinator_core.cli.output import emit, fail
-from coordinator_core.config import Config, load_config
-from coordinator_core.plugins import BUILTIN_PLUGINS, PluginHost
-from coordinator_core.registry import build_registry, collect_cli_commands, collect_sections
+from coordinator_core.plugin_host.builtins import BUILTIN_PLUGINS
+from coordinator_core.plugin_host.config import Config, load_config
+from coordinator_core.plugin_host.host import PluginHost
+from coordinator_core.plugin_host.registry import (
+    build_registry,
+    collect_cli_commands,
+    collect_sections,
+)
 from coordinator_hookspecs import CoordinatorError, ErrorKind
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -132,7 +137,7 @@ def _opener(args: argparse.Namespace) -> Callable[[], contextlib.AbstractContext
 
     @contextlib.contextmanager
     def open_coordinator() -> Iterator[Any]:
-        from coordinator_core.coordinator import Coordinator
+        from coordinator_core.coordination.coordinator import Coordinator
 
         with Coordinator.open(args.config, data_dir=args.data_dir) as coordinator:
             yield coordinator

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from typing import Any
 
-from coordinator_core.metrics import Histogram
+from coordinator_core.services.metrics.collector import Histogram
 from coordinator_core.store.base import Store
 
 

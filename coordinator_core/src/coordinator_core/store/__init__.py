@@ -2,7 +2,7 @@
 
 ``open_store(config)`` is how the core gets one: a ``MemoryStore`` when the data directory
 is the string ``":memory:"``, else a ``SqliteStore`` in ``config.data_dir`` configured by the
-``[store]`` section (declared by the built-in plugin ``builtin/store_config.py``).
+``[store]`` section (declared by the built-in plugin ``store/settings.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from coordinator_core.config import positive
+from coordinator_core.plugin_host.config import positive
 from coordinator_core.store.base import (
     BoundProcessor,
     Finished,
@@ -23,6 +23,12 @@ from coordinator_core.store.memory import MemoryStore
 from coordinator_core.store.sqlite import SqliteStore
 
 MEMORY = ":memory:"
+
+#: This package's built-in plugins: (plugin name, module), registered in this order.
+BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("store_config", "coordinator_core.store.settings"),
+    ("state_processor", "coordinator_core.store.state_processor"),
+)
 
 
 
@@ -58,6 +64,7 @@ def open_store(config: Any) -> Store:
 
 
 __all__ = [
+    "BUILTIN_PLUGINS",
     "MEMORY",
     "BoundProcessor",
     "Finished",

@@ -28,7 +28,7 @@ from typing import Any
 
 import attrs
 
-from coordinator_core.builtin.quota_common import bad_config, default_fee_limit, non_negative, pick
+from coordinator_core.services.quota.common import bad_config, default_fee_limit, non_negative, pick
 from coordinator_hookspecs import (
     ConfigSection,
     ExecutionRequest,

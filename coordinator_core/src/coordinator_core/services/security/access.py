@@ -49,7 +49,7 @@ def policy_refusal(resource: ResourceInfo, subject: str, who: str,
     """Why ``subject`` may not execute ``resource``, or None when its policy admits it: the
     owner always; otherwise the deny list wins over ``public``, the allow list and admins.
     ``who`` names the subject in the message. (Also used for calling contracts by the
-    ``security-nested`` validator of builtin/hybrid.py.)"""
+    ``security-nested`` validator of host_functions/hybrid.py.)"""
     if resource.owner and subject == resource.owner:
         return None
     policy = resource.policy

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from loguru import logger
 
-from coordinator_core.ledger import Entry, Ledger
+from coordinator_core.execution.ledger import Entry, Ledger
 from coordinator_hookspecs import ErrorKind, Status
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coordinator_core.metrics import MetricsCollector
+from coordinator_core.services.metrics.collector import MetricsCollector
 from coordinator_hookspecs import MetricsSinkRecord, hookimpl
 
 #: The record name ``Coordinator.metrics()`` reads its snapshot from.

@@ -18,12 +18,12 @@ from typing import Any
 import attrs
 from loguru import logger
 
-from coordinator_core.config import CoreSettings
-from coordinator_core.dispatcher import Dispatcher
-from coordinator_core.ledger import Entry, Ledger
-from coordinator_core.locks import ResourceLocks
-from coordinator_core.quota import Held, QuotaManager
-from coordinator_core.security import SecurityIntegrator
+from coordinator_core.engines.dispatcher import Dispatcher
+from coordinator_core.execution.ledger import Entry, Ledger
+from coordinator_core.execution.locks import ResourceLocks
+from coordinator_core.plugin_host.config import CoreSettings
+from coordinator_core.services.quota.manager import Held, QuotaManager
+from coordinator_core.services.security.integrator import SecurityIntegrator
 from coordinator_core.store.base import BoundProcessor, Store
 from coordinator_core.store.chain import effect_digest
 from coordinator_core.store.effects import discarded

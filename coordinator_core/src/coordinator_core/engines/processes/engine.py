@@ -1,12 +1,12 @@
 """The engine the dispatcher sees when an engine runs in the process pool, and the start-up
-step that swaps it in (``[dispatch] executor = "processes"``; see ``procpool.py``)."""
+step that swaps it in (``[dispatch] executor = "processes"``; see ``engines/processes/pool.py``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from coordinator_core.procpool import ProcessPool
-from coordinator_core.procspec import spec_from
+from coordinator_core.engines.processes.pool import ProcessPool
+from coordinator_core.engines.processes.spec import spec_from
 from coordinator_hookspecs import EngineResult, ExecutionContext, InvalidRequest
 
 

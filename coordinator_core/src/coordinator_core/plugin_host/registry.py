@@ -14,8 +14,8 @@ from typing import Any
 import attrs
 from loguru import logger
 
-from coordinator_core.config import Config, RecordOverride
-from coordinator_core.plugins import PluginError, PluginHost
+from coordinator_core.plugin_host.config import Config, RecordOverride
+from coordinator_core.plugin_host.host import PluginError, PluginHost
 from coordinator_hookspecs import (
     AuditSinkRecord,
     CliCommand,

@@ -17,21 +17,22 @@ from typing import Any
 
 from loguru import logger
 
-from coordinator_core.builtin.metrics_collector import COLLECTOR_NAME
-from coordinator_core.config import Config, load_config
-from coordinator_core.dispatcher import Dispatcher
-from coordinator_core.handles import ExecutionHandle, ExecutionStatus
-from coordinator_core.ledger import Entry, Ledger
-from coordinator_core.locks import shared_locks
-from coordinator_core.pipeline import Pipeline
-from coordinator_core.plugins import BUILTIN_PLUGINS, PluginHost
-from coordinator_core.quota import QuotaManager
-from coordinator_core.registry import Registry, build_registry, collect_sections
-from coordinator_core.resources import ResourceCoordinator
-from coordinator_core.security import SecurityIntegrator
+from coordinator_core.coordination.resources import ResourceCoordinator
+from coordinator_core.engines.dispatcher import Dispatcher
+from coordinator_core.execution.handles import ExecutionHandle, ExecutionStatus
+from coordinator_core.execution.ledger import Entry, Ledger
+from coordinator_core.execution.locks import shared_locks
+from coordinator_core.execution.pipeline import Pipeline
+from coordinator_core.execution.watchdog import Watchdog
+from coordinator_core.plugin_host.builtins import BUILTIN_PLUGINS
+from coordinator_core.plugin_host.config import Config, load_config
+from coordinator_core.plugin_host.host import PluginHost
+from coordinator_core.plugin_host.registry import Registry, build_registry, collect_sections
+from coordinator_core.services.metrics.builtin import COLLECTOR_NAME
+from coordinator_core.services.quota.manager import QuotaManager
+from coordinator_core.services.security.integrator import SecurityIntegrator
 from coordinator_core.store import MEMORY, open_store
 from coordinator_core.store.base import BoundProcessor, Store
-from coordinator_core.watchdog import Watchdog
 from coordinator_hookspecs import (
     ErrorKind,
     ExecutionRequest,
@@ -121,7 +122,7 @@ class Coordinator(ResourceCoordinator):
         overrides: Mapping[str, Any] | None = None,
         plugins: Iterable[Any] = (),
         entry_points: bool = True,
-        builtins: Iterable[str] = BUILTIN_PLUGINS,
+        builtins: Iterable[tuple[str, str]] = BUILTIN_PLUGINS,
     ) -> Coordinator:
         """Load config, discover plugins (built-ins, entry points, then ``plugins`` given
         inline), freeze the pipeline and open the store in the data directory."""
@@ -161,7 +162,7 @@ class Coordinator(ResourceCoordinator):
         if settings.executor != "processes":
             return
         # Imported here: a coordinator on threads never loads multiprocessing machinery.
-        from coordinator_core.procengine import install_process_pool
+        from coordinator_core.engines.processes.engine import install_process_pool
 
         names = install_process_pool(self, settings)
         logger.info("engines {} run in {} worker processes", ", ".join(names), settings.processes)

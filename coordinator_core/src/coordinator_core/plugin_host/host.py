@@ -24,26 +24,6 @@ from coordinator_hookspecs import spec as hookspec_module
 #: Entry-point group plugin distributions declare.
 ENTRY_POINT_GROUP = "coordinator"
 
-#: Built-in plugins, registered before any entry point, in this order.
-BUILTIN_PLUGINS: tuple[str, ...] = (
-    "coordinator_core.builtin.core_config",
-    "coordinator_core.builtin.store_config",
-    "coordinator_core.builtin.state_processor",
-    "coordinator_core.builtin.audit_jsonl",
-    "coordinator_core.builtin.metrics_collector",
-    "coordinator_core.builtin.security_request",
-    "coordinator_core.builtin.security_access",
-    "coordinator_core.builtin.security_capabilities",
-    "coordinator_core.builtin.security_blocklist",
-    "coordinator_core.builtin.quota_rate",
-    "coordinator_core.builtin.quota_concurrency",
-    "coordinator_core.builtin.quota_fee",
-    "coordinator_core.builtin.hybrid",
-    "coordinator_core.cli.core_commands",
-    "coordinator_core.cli.quota_commands",
-    "coordinator_core.cli.store_commands",
-    "coordinator_core.cli.demo",
-)
 
 
 class PluginError(CoordinatorError):
@@ -83,10 +63,10 @@ class PluginHost:
         self.infos: dict[str, PluginInfo] = {}
 
     # -- loading -------------------------------------------------------------------------
-    def load_builtins(self, modules: Iterable[str] = BUILTIN_PLUGINS) -> None:
-        """Register the built-in plugins; a broken built-in is a bug and always raises."""
-        for module_name in modules:
-            name = module_name.rsplit(".", 1)[-1]
+    def load_builtins(self, builtins: Iterable[tuple[str, str]]) -> None:
+        """Register the built-in plugins, given as (name, module) pairs; a broken built-in
+        is a bug and always raises."""
+        for name, module_name in builtins:
             if name in self.disabled:
                 self.infos[name] = PluginInfo(name, "builtin", module_name, status="disabled")
                 continue

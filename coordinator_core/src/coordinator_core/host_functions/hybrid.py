@@ -27,8 +27,8 @@ from typing import Any
 
 import attrs
 
-from coordinator_core.builtin.hybrid_codec import EncodingError, decode_tensors, encode_tensors
-from coordinator_core.builtin.security_access import policy_refusal
+from coordinator_core.host_functions.codec import EncodingError, decode_tensors, encode_tensors
+from coordinator_core.services.security.access import policy_refusal
 from coordinator_hookspecs import (
     ERROR_OF_KIND,
     ConfigSection,

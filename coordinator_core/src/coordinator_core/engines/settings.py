@@ -20,8 +20,8 @@ from typing import Any
 
 import attrs
 
-from coordinator_core.config import positive
-from coordinator_core.dispatcher import STRATEGIES
+from coordinator_core.engines.dispatcher import STRATEGIES
+from coordinator_core.plugin_host.config import positive
 from coordinator_hookspecs import ConfigSection, hookimpl
 
 EXECUTORS = ("threads", "processes")

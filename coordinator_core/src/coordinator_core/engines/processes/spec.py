@@ -20,10 +20,10 @@ from typing import Any
 
 import attrs
 
-from coordinator_core.config import Config, CoreSettings, RecordOverride
-from coordinator_core.plugins import PluginHost
-from coordinator_core.procstate import state_source
-from coordinator_core.registry import build_registry, collect_sections
+from coordinator_core.engines.processes.state import state_source
+from coordinator_core.plugin_host.config import Config, CoreSettings, RecordOverride
+from coordinator_core.plugin_host.host import PluginHost
+from coordinator_core.plugin_host.registry import build_registry, collect_sections
 from coordinator_hookspecs import EngineError, InvalidRequest
 
 
@@ -37,7 +37,7 @@ class WorkerSpec:
     records: dict[str, RecordOverride]
     raw_sections: dict[str, Any]
     source: str | None
-    builtins: tuple[str, ...]
+    builtins: tuple[tuple[str, str], ...]
     entry_points: bool
     #: ("module", name) or ("object", pickled bytes), in registration order
     inline: tuple[tuple[str, Any], ...]
@@ -75,7 +75,7 @@ def spec_from(coordinator: Any, engines: tuple[str, ...]) -> WorkerSpec:
         records=dict(config.records),
         raw_sections=dict(config.raw_sections),
         source=str(config.source) if config.source else None,
-        builtins=tuple(i.module for i in infos if i.source == "builtin"),
+        builtins=tuple((i.name, i.module) for i in infos if i.source == "builtin"),
         entry_points=any(i.source == "entrypoint" for i in infos),
         inline=tuple(inline),
         state=state_source(coordinator),

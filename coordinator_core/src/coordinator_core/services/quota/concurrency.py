@@ -33,7 +33,7 @@ from typing import Any
 
 import attrs
 
-from coordinator_core.builtin.quota_common import (
+from coordinator_core.services.quota.common import (
     Mode,
     bad_config,
     mode_of,

@@ -9,7 +9,7 @@ parent -> worker  ``("run", engine, execution_id, request, resource | None, fee_
                   ``("stop",)`` ends the worker.
 worker -> parent  ``("ready", pid)`` or ``("failed", message)`` once at start;
                   ``("code",)`` — and ``("state", key)`` unless the worker reads the
-                  SQLite store itself (``procstate.py``) — during an execution, answered
+                  SQLite store itself (``state.py``) — during an execution, answered
                   with ``("ok", value)`` or ``("err", kind, message)`` by the parent;
                   ``("done", output, fee_used, effects)`` or
                   ``("error", kind, message, source, fee_used)`` at the end.
@@ -30,8 +30,8 @@ from typing import Any
 
 from loguru import logger
 
-from coordinator_core.procspec import WorkerSpec, load_engines
-from coordinator_core.procstate import open_reader
+from coordinator_core.engines.processes.spec import WorkerSpec, load_engines
+from coordinator_core.engines.processes.state import open_reader
 from coordinator_hookspecs import (
     ERROR_OF_KIND,
     CancelToken,

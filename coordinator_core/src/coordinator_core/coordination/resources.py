@@ -1,7 +1,8 @@
 """ResourceCoordinator of SPEC.md: deploying resources and reading their metadata and state.
 
-Mixed into :class:`~coordinator_core.coordinator.Coordinator`; it uses the coordinator's
-store, dispatcher (to find the engine of a resource type), security integrator and pipeline.
+Mixed into :class:`~coordinator_core.coordination.coordinator.Coordinator`; it uses the
+coordinator's store, dispatcher (to find the engine of a resource type), security integrator
+and pipeline.
 Every deploy attempt, accepted or refused, leaves a ``deploy`` audit record.
 """
 
@@ -14,10 +15,10 @@ from typing import Any
 
 import attrs
 
-from coordinator_core.config import Config
-from coordinator_core.dispatcher import Dispatcher
-from coordinator_core.pipeline import Pipeline
-from coordinator_core.security import SecurityIntegrator
+from coordinator_core.engines.dispatcher import Dispatcher
+from coordinator_core.execution.pipeline import Pipeline
+from coordinator_core.plugin_host.config import Config
+from coordinator_core.services.security.integrator import SecurityIntegrator
 from coordinator_core.store.base import Store
 from coordinator_hookspecs import (
     AccessPolicy,

@@ -1,11 +1,11 @@
-"""The process-pool executor (issue 7, "Parallel execution"): engines in worker processes.
+"""The process-pool executor: engines in worker processes.
 
 Measured on the 2-core machine: wasmtime and onnxruntime release the GIL, so executions of a
 millisecond or more scale with threads, while short ones (tens of microseconds) get slower in
 threads because of GIL contention. With ``[dispatch] executor = "processes"`` each selected
-engine is replaced in the dispatcher by a ``PooledEngine`` (``procengine.py``) that hands the
+engine is replaced in the dispatcher by a ``PooledEngine`` (``engine.py``) that hands the
 execution to one of ``processes`` worker processes. Workers hold their own engines and module
-caches (``procspec.py`` rebuilds them, ``procworker.py`` serves them); the pipeline around
+caches (``spec.py`` rebuilds them, ``worker.py`` serves them); the pipeline around
 the engine — validation, security, quota, commit of effects and the audit record through the
 one store, sinks — is unchanged and runs in the parent.
 
@@ -31,8 +31,8 @@ import threading
 import time
 from typing import Any
 
-from coordinator_core.procspec import WorkerSpec
-from coordinator_core.procworker import worker_main
+from coordinator_core.engines.processes.spec import WorkerSpec
+from coordinator_core.engines.processes.worker import worker_main
 from coordinator_hookspecs import (
     ERROR_OF_KIND,
     CancelToken,

@@ -1,1 +1,0 @@
-"""Built-in plugins: ordinary plugin modules registered from ``plugins.BUILTIN_PLUGINS``."""

@@ -1,0 +1,1 @@
+"""The process pool: engines run in worker processes, the pipeline stays in the parent."""

@@ -1,0 +1,2 @@
+"""The execution pipeline and what it keeps per execution: ledger, handles, watchdog, state
+locks."""

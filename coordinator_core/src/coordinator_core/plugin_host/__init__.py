@@ -1,0 +1,1 @@
+"""Plugin discovery, the frozen registry of records, and configuration."""

@@ -1,0 +1,1 @@
+"""Integration services (SPEC.md's second layer): security, quota, audit and metrics."""
