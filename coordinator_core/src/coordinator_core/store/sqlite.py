@@ -3,8 +3,7 @@
 Layout: ``<data_dir>/coordinator.db`` (SQLite, WAL mode; schema in ``schema.py``) and
 ``<data_dir>/resources/<aa>/<sha256>`` (content-addressed bytes, ``files.py``).
 
-Reads run on a connection per thread (``state_get`` is called from engine host functions on
-the hot path, and WAL readers never wait for the writer); an execution's reads go through
+Reads run on a connection per thread (``readers.py``); an execution's reads go through
 the committed-state cache first (``statecache.py``). Writes
 go through one writer connection driven by the group-commit leader (``groupcommit.py``):
 each ``finish`` returns only after the transaction holding its records is committed.
@@ -13,10 +12,7 @@ each ``finish`` returns only after the transaction holding its records is commit
 from __future__ import annotations
 
 import os
-import sqlite3
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +37,7 @@ from coordinator_core.store.effects import (
 )
 from coordinator_core.store.files import BlobFiles, check_id, check_new_resource
 from coordinator_core.store.groupcommit import GroupCommitter, Job
+from coordinator_core.store.readers import ReadConnections
 from coordinator_core.store.schema import (
     AUDIT_COLUMNS,
     DURABILITY,
@@ -102,27 +99,13 @@ class SqliteStore:
         self._committer = GroupCommitter(self._writer.commit_batch, group_commit_max,
                                          commit_delay)
         self._router = Router()
-        self._local = threading.local()
-        self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
-        self._readers_lock = threading.Lock()
+        self._readers = ReadConnections(self.path, durability=durability,
+                                        busy_timeout=busy_timeout)
+        #: this thread's read connection (a bound method: one call on the hot path)
+        self._reader = self._readers.get
         self._closed = False
 
     # -- connections ---------------------------------------------------------------------
-    def _reader(self) -> sqlite3.Connection:
-        try:
-            conn: sqlite3.Connection = self._local.conn
-            return conn
-        except AttributeError:
-            if self._closed:
-                raise InvalidRequest("the store is closed") from None
-            conn = connect(self.path, durability=self.durability,
-                           busy_timeout=self._busy_timeout, readonly=True)
-            holder = _Reader(conn)
-            with self._readers_lock:
-                self._readers.add(holder)
-            self._local.conn, self._local.holder = conn, holder
-            return conn
-
     def _write(self, run: Any = None, single: bool = False,
                records: tuple[tuple[AuditRecord, str | None], ...] | None = None) -> Any:
         if self._closed:
@@ -358,27 +341,7 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
-        with self._readers_lock:
-            readers = list(self._readers)
-        for holder in readers:
-            holder.conn.close()
+        self._readers.close()
         self._writer.conn.close()
         self._state_cache.clear()
         self._stamps.close()
-
-
-class _Reader:
-    """Owns one thread's read connection. The thread-local holds the only strong reference,
-    so the connection closes when its thread ends (a server starting a thread per request
-    must not leak file descriptors); ``close()`` closes the ones still alive."""
-
-    __slots__ = ("__weakref__", "conn")
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __del__(self) -> None:
-        try:
-            self.conn.close()
-        except Exception:  # interpreter shutdown: the module may be half torn down
-            pass

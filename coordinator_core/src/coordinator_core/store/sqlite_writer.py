@@ -15,53 +15,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from coordinator_core.store.chain import GENESIS, SealedRecords, seal_row
-from coordinator_core.store.effects import blob
 from coordinator_core.store.groupcommit import Job
 from coordinator_core.store.schema import INSERT_AUDIT
+from coordinator_core.store.sqlite_txn import SqliteTxn
 from coordinator_core.store.statecache import Stamps
 from coordinator_hookspecs import AuditRecord, Effect, InternalError, InvalidRequest
-
-
-class SqliteTxn:
-    """The ``txn`` effect processors write through (``StoreTxn``): statements on the open
-    group transaction, inside the execution's savepoint."""
-
-    __slots__ = ("_writer",)
-
-    def __init__(self, writer: Writer) -> None:
-        self._writer = writer
-
-    def put_state(self, resource_id: str, key: bytes, value: bytes) -> None:
-        if type(key) is not bytes or type(value) is not bytes:  # bytes: the usual case
-            key, value = blob(key, "state key"), blob(value, "state value")
-        writer = self._writer
-        writes = writer.writing(resource_id)
-        writer.cursor.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?)",
-                              (resource_id, key, value))
-        writes[key] = value
-
-    def delete_state(self, resource_id: str, key: bytes) -> None:
-        key = blob(key, "state key")
-        writes = self._writer.writing(resource_id)
-        self._writer.conn.execute("DELETE FROM state WHERE resource_id = ? AND key = ?",
-                                  (resource_id, key))
-        writes[key] = None
-
-    def add_event(self, resource_id: str, execution_id: str, payload: bytes) -> None:
-        self._writer.conn.execute(
-            "INSERT INTO events (resource_id, execution_id, kind, level, payload, timestamp) "
-            "VALUES (?, ?, 'event', NULL, ?, ?)",
-            (resource_id, execution_id, blob(payload, "event payload"), self._writer.now))
-
-    def add_log(self, resource_id: str, execution_id: str, level: str, message: bytes) -> None:
-        if not self._writer.keep_logs:
-            return
-        self._writer.conn.execute(
-            "INSERT INTO events (resource_id, execution_id, kind, level, payload, timestamp) "
-            "VALUES (?, ?, 'log', ?, ?, ?)",
-            (resource_id, execution_id, str(level), blob(message, "log message"),
-             self._writer.now))
-
 
 #: What one job wrote to state, per resource: (stamp replaced, stamp put, key -> value or
 #: None for a removal). See ``statecache.py``.
