@@ -387,33 +387,6 @@ def test_coordinators_on_one_directory_in_one_process_share_the_state_locks(
     first.close()
 
 
-def test_a_store_without_state_reader_still_serves_state(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A store written against the older protocol (no ``state_reader``): the core binds its
-    ``state_get`` to the resource itself."""
-    from coordinator_core.coordination import coordinator as coordinator_module
-
-    class OlderStore:
-        def __init__(self, inner: Any) -> None:
-            self._inner = inner
-
-        def __getattr__(self, name: str) -> Any:
-            if name == "state_reader":
-                raise AttributeError(name)
-            return getattr(self._inner, name)
-
-    real_open = coordinator_module.open_store
-    monkeypatch.setattr(coordinator_module, "open_store",
-                        lambda config: OlderStore(real_open(config)))
-    with Coordinator.open(data_dir=tmp_path, plugins=[KV()], entry_points=False) as coord:
-        assert not hasattr(coord.store, "state_reader")
-        kv = coord.deploy(b"kv", "kv", capabilities=["storage"])
-        for expected in (b"a", b"ab"):
-            result = coord.execute(ExecutionRequest(resource_id=kv, entry="append",
-                                                    input=expected[-1:]))
-            assert result.ok and result.output == expected
-
-
 def test_releasing_a_lock_not_held_changes_nothing(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(locks, "SLOTS", 1)

@@ -28,7 +28,9 @@ from coordinator_core.plugin_host.builtins import BUILTIN_PLUGINS
 from coordinator_core.plugin_host.config import Config, load_config
 from coordinator_core.plugin_host.host import PluginHost
 from coordinator_core.plugin_host.registry import Registry, build_registry, collect_sections
+from coordinator_core.services.audit.sinks import AuditSinks
 from coordinator_core.services.metrics.builtin import COLLECTOR_NAME
+from coordinator_core.services.metrics.sinks import MetricsSinks
 from coordinator_core.services.quota.manager import QuotaManager
 from coordinator_core.services.security.integrator import SecurityIntegrator
 from coordinator_core.store import MEMORY, open_store
@@ -45,6 +47,8 @@ from coordinator_hookspecs import (
 
 #: Seconds ``close`` waits for executions it cancelled to end.
 CLOSE_GRACE = 5.0
+#: Seconds ``close`` waits, in total, for the metrics and audit sinks to close.
+CLOSE_SINKS = 5.0
 
 
 class Coordinator(ResourceCoordinator):
@@ -83,6 +87,8 @@ class Coordinator(ResourceCoordinator):
                   state_locks: Any) -> None:
         """The rest of ``__init__``, once the state locks are taken (given back if it fails:
         they are shared by every coordinator of the directory in this process)."""
+        self.metrics_sinks = MetricsSinks([(r.name, r.sink) for r in registry.metrics_sinks])
+        self.audit_sinks = AuditSinks([(r.name, r.sink) for r in registry.audit_sinks])
         self.pipeline = Pipeline(
             settings=settings,
             store=store,
@@ -94,8 +100,8 @@ class Coordinator(ResourceCoordinator):
                 BoundProcessor.of(r.name, r.processor, r.kinds)
                 for r in registry.effect_processors
             ],
-            metrics_sinks=[(r.name, r.sink) for r in registry.metrics_sinks],
-            audit_sinks=[(r.name, r.sink) for r in registry.audit_sinks],
+            metrics=self.metrics_sinks,
+            audit=self.audit_sinks,
             state_locks=state_locks,
         )
         for bound in self.dispatcher.engines:
@@ -177,17 +183,16 @@ class Coordinator(ResourceCoordinator):
         self._drain(CLOSE_GRACE)
         self._watchdog.stop()
         self.host.broadcast("coordinator_shutdown", coordinator=self)
-        for item in (
-            *(b.engine for b in self.dispatcher.engines),
-            *(r.sink for r in self.registry.metrics_sinks),
-            *(r.sink for r in self.registry.audit_sinks),
-        ):
+        for item in (b.engine for b in self.dispatcher.engines):
             close = getattr(item, "close", None)
             if callable(close):
                 try:
                     close()
                 except Exception as exc:
                     logger.warning("closing {} failed: {}", type(item).__name__, exc)
+        deadline = time.monotonic() + CLOSE_SINKS
+        self.metrics_sinks.close(deadline - time.monotonic())
+        self.audit_sinks.close(deadline - time.monotonic())
         try:
             self.store.close()
         finally:

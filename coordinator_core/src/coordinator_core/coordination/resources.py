@@ -18,6 +18,7 @@ import attrs
 from coordinator_core.engines.dispatcher import Dispatcher
 from coordinator_core.execution.pipeline import Pipeline
 from coordinator_core.plugin_host.config import Config
+from coordinator_core.services.audit.sinks import AuditSinks
 from coordinator_core.services.security.integrator import SecurityIntegrator
 from coordinator_core.store.base import Store
 from coordinator_hookspecs import (
@@ -41,6 +42,7 @@ class ResourceCoordinator:
     dispatcher: Dispatcher
     security: SecurityIntegrator
     pipeline: Pipeline
+    audit_sinks: AuditSinks
 
     def deploy(
         self,
@@ -142,7 +144,7 @@ class ResourceCoordinator:
         if self.config.core.enable_audit_tracking:
             record = self.store.append(record)
         if self.config.core.enable_audit_events:
-            self.pipeline._emit_audit((record,))
+            self.audit_sinks.emit(record)
 
     def resource(self, resource_id: str) -> ResourceInfo:
         """Metadata of a deployed resource (``NotFound`` otherwise)."""

@@ -39,6 +39,8 @@ STRATEGIES = ("least_loaded", "round_robin", "power_of_two", "affinity")
 #: ``ResourceInfo.meta`` key listing engine features one resource needs beyond its type's.
 META_FEATURES = "required_features"
 
+_clock = time.perf_counter
+
 
 @attrs.define(eq=False)
 class BoundEngine:
@@ -57,6 +59,18 @@ class BoundEngine:
     healthy: bool = True
     next_check: float = 0.0
     executor: str = "threads"
+
+    def run(self, ctx: Any) -> Any:
+        """``engine.execute(ctx)``, counted: in flight while it runs, then one execution more
+        and its wall time added to ``busy_seconds`` (what ``utilisation`` reports)."""
+        self.inflight += 1
+        started = _clock()
+        try:
+            return self.engine.execute(ctx)
+        finally:
+            self.inflight -= 1
+            self.executions += 1
+            self.busy_seconds += _clock() - started
 
 
 def _load_key(b: BoundEngine) -> tuple[float, int]:

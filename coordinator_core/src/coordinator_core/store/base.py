@@ -99,7 +99,8 @@ class Store(Protocol):
 
     def resources_version(self) -> int:
         """A number that changes whenever any resource's metadata changes, also when another
-        process sharing the store changes it (the core polls it to refresh its caches)."""
+        process sharing the store changes it (the core polls it to refresh its caches, at
+        most every ``RESOURCES_RECHECK`` seconds: keep it one cheap read)."""
         ...
 
     # -- state and events ----------------------------------------------------------------
@@ -109,8 +110,9 @@ class Store(Protocol):
 
     def state_reader(self, resource_id: str) -> Callable[[bytes], bytes | None]:
         """``state_get`` bound to one resource, for an execution's context; the store may
-        serve committed values from a cache (``statecache.py``). Optional: the core binds
-        ``state_get`` itself for a store without it."""
+        serve committed values from a cache (``statecache.py``). Called once per execution,
+        so a store binds what it can ahead (a store without a cache returns a closure over
+        ``state_get``)."""
         ...
 
     def state_items(self, resource_id: str) -> list[tuple[bytes, bytes]]: ...
