@@ -93,7 +93,8 @@ def test_cancel_token_is_thread_safe() -> None:
 
 
 def test_error_info_prints_kind_and_message() -> None:
-    error = ErrorInfo(ErrorKind.SECURITY_REJECTED, "caller 'mallory' is blocked", source="blocklist")
+    error = ErrorInfo(ErrorKind.SECURITY_REJECTED, "caller 'mallory' is blocked",
+                      source="blocklist")
     assert str(error) == "security_rejected: caller 'mallory' is blocked"
     assert f"{error}" == str(error)
     assert "ErrorInfo(" in repr(error)  # the repr stays the full record for debugging
