@@ -91,3 +91,20 @@ def test_verify_as_a_subprocess(data_dir: tuple[Path, str]) -> None:
         conn.execute("UPDATE audit SET fee_used = fee_used + 1 WHERE seq = 5")
     done = run_cli("audit", "verify", data_dir=directory)
     assert done.returncode == 1 and "TAMPERED at record 5" in done.stdout
+
+
+def test_state_get_prints_binary_values_as_hex(tmp_path: Path, make_coordinator: Callable[..., Any],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # A counter's little-endian integer is valid UTF-8 full of NULs: printed raw it would put
+    # control characters on the terminal, so the text form shows it as hex.
+    directory = tmp_path / "data"
+    coord = make_coordinator(EchoPlugin(), data_dir=directory)
+    rid = coord.deploy(b"echo resource", "echo", name="echo")
+    counter = (5).to_bytes(8, "little")
+    assert coord.execute(ExecutionRequest(resource_id=rid, entry="write", input=counter)).ok
+    coord.close()
+    assert cli(capsys, directory, "state", "get", rid, "last") == (0, "0x0500000000000000\n")
+    assert cli(capsys, directory, "state", "get", rid) == (0, "last = 0x0500000000000000\n")
+    code, out = cli(capsys, directory, "state", "get", rid, "last", "--json")
+    assert code == 0 and json.loads(out)["items"] == [{"key": "last",
+                                                       "value": {"hex": "0500000000000000"}}]

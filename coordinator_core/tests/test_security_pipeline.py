@@ -165,3 +165,36 @@ overall = 8
     assert run_cli(["quota", "status"], tmp_path, config) == 0
     out = capsys.readouterr().out
     assert "quota-rate" in out and "rate=5" in out and "overall: limit=8" in out
+
+
+def test_a_raising_validator_logs_its_traceback_once(make_coordinator: Any) -> None:
+    from loguru import logger
+
+    from coordinator_hookspecs import ErrorKind, ValidatorRecord
+
+    class Broken:
+        def validate_execution(self, request: ExecutionRequest, resource: Any) -> None:
+            return {}["missing-setting"]  # type: ignore[no-any-return]
+
+    class Plugin:
+        @hookimpl
+        def coordinator_register_validators(self, config: Any) -> list[ValidatorRecord]:
+            return [ValidatorRecord(name="broken-gate", validator=Broken())]
+
+    coord = make_coordinator(EchoPlugin(), Plugin())
+    rid = coord.deploy(b"code", "echo")
+    records: list[Any] = []
+    handler = logger.add(lambda m: records.append(m.record), level="DEBUG", format="{message}")
+    try:
+        result = coord.execute(ExecutionRequest(resource_id=rid, caller="alice"))
+    finally:
+        logger.remove(handler)
+    assert result.status is Status.REJECTED and result.error is not None
+    assert result.error.kind is ErrorKind.SECURITY_REJECTED
+    mine = [r for r in records if "broken-gate" in r["message"]]
+    assert [r["level"].name for r in mine] == ["DEBUG", "WARNING"]
+    debug, warning = mine
+    assert debug["exception"] is not None and debug["exception"].type is KeyError
+    assert warning["exception"] is None and "\n" not in warning["message"]
+    assert warning["message"] == result.error.message
+    assert "KeyError: 'missing-setting'" in warning["message"]

@@ -55,6 +55,16 @@ def test_mapping_inputs_count_elements_and_bytes() -> None:
     assert "72 bytes" in err.message
 
 
+def test_the_json_form_of_a_tensor_is_measured_by_its_data() -> None:
+    # {"data": ..., "shape": ...} is an input form the ONNX engine documents; refusing it
+    # here would make the documented form unusable with the built-in validators on.
+    v = RequestValidator(RequestLimitsConfig(max_input_elements=4))
+    check(v, input={"x": {"data": [[1, 2], [3, 4]], "shape": [2, 2], "dtype": "float32"}})
+    err = refused(v, input={"x": {"data": [1, 2, 3, 4, 5], "shape": [5]}})
+    assert "'x'" in err.message and "max_input_elements" in err.message
+    assert "got dict" in refused(v, input={"x": {"data": {"data": [1]}}}).message
+
+
 def test_hostile_inputs_are_typed_errors() -> None:
     v = RequestValidator(RequestLimitsConfig(max_input_elements=1000))
     assert "got int" in refused(v, input=42).message

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import inspect
 import re
+import runpy
 import threading
 import time
 import types
@@ -43,6 +44,52 @@ def test_there_are_hooks() -> None:
 def test_hook_is_documented_in_docs(hook: str) -> None:
     headings = re.findall(r"^## (\w+)$", DOCS.read_text(), flags=re.MULTILINE)
     assert hook in headings, f"{hook} lacks a '## {hook}' section in docs/hooks.md"
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_documented_signature_matches_the_hookspec(hook: str) -> None:
+    section = DOCS.read_text().split(f"\n## {hook}\n", 1)[1].split("\n## ", 1)[0]
+    documented = re.search(rf"^def {hook}\((.*)\)(?: -> (.+))?$", section, flags=re.MULTILINE)
+    assert documented, f"docs/hooks.md shows no signature for {hook}"
+    function = getattr(spec, hook)
+    expected = _parameters(inspect.signature(function))
+    assert documented.group(1) == expected, f"docs/hooks.md shows {hook}({documented.group(1)})"
+    returns = inspect.signature(function).return_annotation
+    assert documented.group(2) == _annotation(returns)
+    assert (inspect.getdoc(function) or "").splitlines()[0].replace("``", "`") in section
+
+
+def test_hooks_doc_is_generated_from_the_current_spec() -> None:
+    script = DOCS.parents[1] / "scripts" / "gen_hooks_doc.py"
+    generator = runpy.run_path(str(script))
+    text = generator["render"](generator["SPEC"].read_text(), generator["RECORDS"].read_text())
+    assert text == DOCS.read_text(), "docs/hooks.md is stale: run scripts/gen_hooks_doc.py"
+    for record in set(RECORD_OF_HOOK.values()):
+        assert f"\n### {record.__name__}\n" in text
+        for field in attrs.fields(record):
+            assert f"| `{field.name}` |" in text, f"{record.__name__}.{field.name} undocumented"
+
+
+def _parameters(signature: inspect.Signature) -> str:
+    """The parameter list as Python source writes it (``*`` before keyword-only ones; pluggy
+    passes hook arguments by name, so there are no positional-only ones)."""
+    parts: list[str] = []
+    kinds = inspect.Parameter
+    for p in signature.parameters.values():
+        if p.kind is kinds.KEYWORD_ONLY and not any(x.startswith("*") for x in parts):
+            parts.append("*")
+        text = {kinds.VAR_POSITIONAL: "*", kinds.VAR_KEYWORD: "**"}.get(p.kind, "") + p.name
+        if p.annotation is not p.empty:
+            text += f": {_annotation(p.annotation)}"
+        if p.default is not p.empty:  # as ast.unparse writes it; pluggy ignores such params
+            text += f"={p.default!r}"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+def _annotation(annotation: Any) -> str:
+    # spec.py uses postponed annotations, so they are the source text already.
+    return annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
 
 
 @pytest.mark.parametrize("hook", HOOKS)

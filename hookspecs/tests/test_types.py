@@ -12,6 +12,7 @@ from coordinator_hookspecs import (
     STATUS_OF_KIND,
     CancelToken,
     EngineRecord,
+    ErrorInfo,
     ErrorKind,
     FeeExhausted,
     HostFunctionRecord,
@@ -89,3 +90,11 @@ def test_cancel_token_is_thread_safe() -> None:
     for t in threads:
         t.join()
     assert len(fired) == 100
+
+
+def test_error_info_prints_kind_and_message() -> None:
+    error = ErrorInfo(ErrorKind.SECURITY_REJECTED, "caller 'mallory' is blocked",
+                      source="blocklist")
+    assert str(error) == "security_rejected: caller 'mallory' is blocked"
+    assert f"{error}" == str(error)
+    assert "ErrorInfo(" in repr(error)  # the repr stays the full record for debugging

@@ -163,6 +163,11 @@ class ErrorInfo:
     message: str
     source: str | None = None
 
+    def __str__(self) -> str:
+        # A user prints ``result.error``; the attrs repr would show the enum and every field.
+        kind = self.kind.value if isinstance(self.kind, ErrorKind) else self.kind
+        return f"{kind}: {self.message}"
+
 
 @attrs.frozen(slots=True)
 class ExecutionResult:

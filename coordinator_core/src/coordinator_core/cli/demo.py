@@ -1,4 +1,4 @@
-"""Built-in plugin: ``coordinator demo``, the main job and a newcomer's first command (issue 8).
+"""Built-in plugin: ``coordinator demo``, the main job and a newcomer's first command.
 
 On a fresh data directory (a temporary one unless ``--data-dir`` is given), offline: deploy
 the example token contract, the ONNX risk model and the hybrid contract that asks the model

@@ -33,6 +33,13 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def readable(raw: bytes) -> str:
+    """Bytes for a terminal: the text when it is printable UTF-8, else ``0x`` and the hex
+    (a little-endian counter is valid UTF-8 but would print as control characters)."""
+    value = to_jsonable(raw)
+    return value if isinstance(value, str) else "0x" + value["hex"]
+
+
 def _texty(text: str) -> bool:
     return all(c.isprintable() or c in "\n\r\t" for c in text)
 

@@ -1,4 +1,4 @@
-"""Built-in plugin: the ``quota status`` and ``policy`` CLI commands (issue 6).
+"""Built-in plugin: the ``quota status`` and ``policy`` CLI commands.
 
 ``coordinator quota status [CALLER]`` prints each quota policy's limits and usage (for one
 caller: its effective limits even if it never ran). Usage is what this process has counted:

@@ -3,8 +3,8 @@
 ``resources`` (list deployed resources), ``state get RID [KEY]``, ``events RID [--limit N]``,
 ``audit verify`` (exit 1 naming the first bad sequence number) and ``audit show [--from N]``.
 Every command takes ``--json`` (added by the CLI to each sub-command). Bytes are printed as
-text when they are UTF-8 and as ``0x``-prefixed hex otherwise; in JSON as a string or
-``{"hex": ...}``. Exit codes: 0 ok, 1 failure (not found, verify failed), 2 bad input.
+text when they are printable UTF-8 and as ``0x``-prefixed hex otherwise; in JSON as a string
+or ``{"hex": ...}``. Exit codes: 0 ok, 1 failure (not found, verify failed), 2 bad input.
 """
 
 from __future__ import annotations
@@ -16,18 +16,11 @@ from typing import Any
 
 import attrs
 
-from coordinator_core.cli.output import emit, to_jsonable
+from coordinator_core.cli.output import emit, readable, to_jsonable
 from coordinator_core.store.files import check_id
 from coordinator_hookspecs import CliCommand, InvalidRequest, NotFound, hookimpl
 
 Opener = Callable[[], Any]
-
-
-def _text(raw: bytes) -> str:
-    try:
-        return bytes(raw).decode("utf-8")
-    except UnicodeDecodeError:
-        return "0x" + bytes(raw).hex()
 
 
 def _positive(text: str) -> int:
@@ -89,16 +82,16 @@ def _state(args: argparse.Namespace, open_coordinator: Opener) -> int:
         else:
             value = coord.store.state_get(args.resource_id, key)
             if value is None:
-                raise NotFound(f"resource {args.resource_id} has no state key {_text(key)!r}")
+                raise NotFound(f"resource {args.resource_id} has no state key {readable(key)!r}")
             items = [(key, value)]
     if args.json:
         emit({"resource_id": args.resource_id,
               "items": [{"key": to_jsonable(k), "value": to_jsonable(v)} for k, v in items]})
     elif key is not None:
-        print(_text(items[0][1]))
+        print(readable(items[0][1]))
     else:
         for k, v in items:
-            print(f"{_text(k)} = {_text(v)}")
+            print(f"{readable(k)} = {readable(v)}")
     return 0
 
 
@@ -118,7 +111,7 @@ def _events(args: argparse.Namespace, open_coordinator: Opener) -> int:
     for event in events:
         level = f" {event['level']}" if event["level"] else ""
         print(f"{event['seq']:>6} {event['execution_id']} {event['kind']}{level}: "
-              f"{_text(event['payload'])}")
+              f"{readable(event['payload'])}")
     return 0
 
 

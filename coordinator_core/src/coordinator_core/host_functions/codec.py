@@ -13,6 +13,10 @@ ONNX headers. Decoded tensors are numpy arrays of exactly the encoded dtype when
 importable (it always is next to the ONNX engine, which then checks the dtype strictly), else
 nested lists (the core itself does not depend on numpy). Encoding reads arrays through their
 ``dtype``/``shape``/``tobytes`` attributes only.
+
+numpy is imported on the first decode, not with this module: the hybrid plugin is a
+built-in, so a module-level import would make every ``coordinator`` command (even ``--help``)
+pay for loading numpy.
 """
 
 from __future__ import annotations
@@ -21,11 +25,6 @@ import math
 import struct
 from collections.abc import Mapping
 from typing import Any
-
-try:
-    import numpy as _np
-except ImportError:  # pragma: no cover - numpy comes with every tensor engine
-    _np = None  # type: ignore[assignment]
 
 #: ONNX ``TensorProto.DataType`` code -> (numpy dtype name, struct format, item size).
 DTYPES: dict[int, tuple[str, str, int]] = {
@@ -100,13 +99,23 @@ def decode_tensors(data: bytes) -> dict[str, Any]:
 
 def _array(raw: bytes, dtype: str, fmt: str, dims: list[int]) -> Any:
     """A native-order array of ``dtype`` and shape ``dims`` from little-endian ``raw``."""
-    if _np is not None:
-        little = _np.dtype(dtype).newbyteorder("<")
-        return _np.frombuffer(raw, dtype=little).astype(dtype).reshape(dims)
+    np = _numpy()
+    if np is not None:
+        little = np.dtype(dtype).newbyteorder("<")
+        return np.frombuffer(raw, dtype=little).astype(dtype).reshape(dims)
     values: Any = list(struct.unpack(f"<{len(raw) // struct.calcsize(fmt)}{fmt}", raw))
     for size in reversed(dims[1:]):  # nest innermost first: [a, b, c, d] -> [[a, b], [c, d]]
         values = [values[i : i + size] for i in range(0, len(values), size)]
     return values[0] if not dims else values
+
+
+def _numpy() -> Any:
+    """The numpy module, or None without it (the core itself does not depend on numpy)."""
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover - numpy comes with every tensor engine
+        return None
+    return numpy
 
 
 def _byte(data: bytes, pos: int, what: str) -> int:

@@ -1,6 +1,6 @@
 """Built-in plugin ``hybrid``: the ``models`` capability, so a contract can call a model.
 
-SPEC.md's third flow, "hybrid -> multi-engine" (issue 8). A WASM contract granted ``models``
+SPEC.md's third flow, "hybrid -> multi-engine". A WASM contract granted ``models``
 imports ``env.model_infer(rid_ptr, rid_len, in_ptr, in_len, out_ptr, out_cap) -> i32``. The
 call runs a *nested execution* through the core's ``ExecutionContext.invoke``, i.e. through
 the whole pipeline again: security (the target's policy must admit the original caller, and

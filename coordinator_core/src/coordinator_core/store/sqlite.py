@@ -273,8 +273,8 @@ class SqliteStore:
         progress. None when it cannot be taken, or was vetoed or refused with nothing
         written: ``finish`` then takes the general path, which commits (or reports) the same
         execution; a failed transaction raises ``InternalError`` here already. The
-        general path's job, savepoint and processor bookkeeping measured 6-10 us more per
-        execution in the pipeline (issue 3's benchmark)."""
+        general path's job, savepoint and processor bookkeeping are a measurable share of an
+        execution's cost in the pipeline benchmark."""
         if self._closed or not self._committer.try_alone():
             return None
         log: StateLog = {}

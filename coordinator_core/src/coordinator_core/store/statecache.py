@@ -1,10 +1,10 @@
 """Committed state kept in memory between executions, safe across processes.
 
 Why: an execution's ``storage_get`` is an SQLite read, and after every commit SQLite drops
-the reader's page cache, so each read walks the B-tree from the WAL again (measured ~12 us
-per read inside the pipeline, ~30 us per execution of issue 3's counter contract once its
-cache effects are counted). The values an execution commits are what the next execution of
-the resource reads, unless something else wrote in between.
+the reader's page cache, so each read walks the B-tree from the WAL again, a cost that shows
+in every execution of a contract that reads its state (bench/results.md). The values an
+execution commits are what the next execution of the resource reads, unless something else
+wrote in between.
 
 How "something else wrote" is seen: every write of a resource's state, by any process on
 the data directory, puts a fresh *stamp* into the resource's slot of

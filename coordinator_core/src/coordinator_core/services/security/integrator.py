@@ -14,6 +14,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from loguru import logger
+
 from coordinator_hookspecs import (
     CoordinatorError,
     DeployRequest,
@@ -122,9 +124,13 @@ def _ask(name: str, validate: Any, *args: Any) -> Any:
             exc.source = name
         raise
     except Exception as exc:
-        raise SecurityRejected(
-            f"validator {name} failed ({type(exc).__name__}: {exc}); refusing", source=name
-        ) from exc
+        # The rejection reaches the caller as one line; the author of a broken validator
+        # needs the traceback, so it goes to the log (at debug: a validator that keeps
+        # failing must not flood a production log with tracebacks).
+        reason = f"validator {name} failed ({type(exc).__name__}: {exc}); refusing"
+        logger.opt(exception=exc).debug("validator {} raised", name)
+        logger.warning(reason)
+        raise SecurityRejected(reason, source=name) from exc
     if verdict is None:
         return _ADMIT
     if not isinstance(verdict, Verdict):

@@ -218,7 +218,8 @@ def _remember(memo: set[str], value: str) -> None:
 
 
 def _measure(array: Any, budget: int) -> tuple[int, int]:
-    """(elements, bytes) of one input value: a numpy-like array, bytes, or nested lists.
+    """(elements, bytes) of one input value: a numpy-like array, bytes, nested lists, or a
+    ``{"data": ...}`` dict of one of these.
 
     Nested lists are walked iteratively and the walk stops once ``budget`` elements are
     passed, so a hostile deep or huge list costs at most ``budget`` steps and no recursion.
@@ -231,6 +232,10 @@ def _measure(array: Any, budget: int) -> tuple[int, int]:
         return size, nbytes
     if isinstance(array, (int, float, complex, bool, str)):
         return 1, 8 if not isinstance(array, str) else len(array)
+    if isinstance(array, dict) and not isinstance(array.get("data", {}), dict):
+        # The JSON form of a tensor, ``{"data": [...], "shape": [...]}`` (docs/onnx.md): its
+        # size is its data's. One level only, so a nest of dicts cannot recurse.
+        return _measure(array["data"], budget)
     if not isinstance(array, (list, tuple)):
         raise InvalidRequest(
             f"input arrays must be arrays, bytes or nested lists of numbers, got "
