@@ -86,7 +86,9 @@ class PluginHost:
         is a bug and always raises."""
         for name, module_name in builtins:
             if self.manager.is_blocked(name):
-                self.infos[name] = PluginInfo(name, "builtin", module_name, status="disabled")
+                self.infos[name] = PluginInfo(
+                    name=name, source="builtin", module=module_name, status="disabled"
+                )
                 continue
             self._register(importlib.import_module(module_name), name, "builtin", module_name)
 
@@ -101,7 +103,9 @@ class PluginHost:
             name = getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{index}"
             module = getattr(plugin, "__module__", name)
             if self.manager.is_blocked(name):
-                self.infos[name] = PluginInfo(name, "inline", module, status="disabled")
+                self.infos[name] = PluginInfo(
+                    name=name, source="inline", module=module, status="disabled"
+                )
                 continue
             self._register(plugin, name, "inline", module)
 
@@ -110,7 +114,12 @@ class PluginHost:
         version = ep.dist.version if ep.dist is not None else None
         if self.manager.is_blocked(ep.name):
             self.infos[ep.name] = PluginInfo(
-                ep.name, "entrypoint", ep.value, dist, version, status="disabled"
+                name=ep.name,
+                source="entrypoint",
+                module=ep.value,
+                distribution=dist,
+                version=version,
+                status="disabled",
             )
             logger.info("plugin {} ({}) disabled by configuration", ep.name, dist)
             return
@@ -149,7 +158,9 @@ class PluginHost:
         except Exception:
             self.manager.unregister(plugin)
             raise
-        self.infos[name] = PluginInfo(name, source, module, dist, version)
+        self.infos[name] = PluginInfo(
+            name=name, source=source, module=module, distribution=dist, version=version
+        )
 
     def _fail(
         self, name: str, module: str, dist: str | None, version: str | None, why: str
@@ -158,7 +169,15 @@ class PluginHost:
         if self.strict:
             raise PluginError(message)
         logger.warning(message.replace("  ", " "))
-        self.infos[name] = PluginInfo(name, "entrypoint", module, dist, version, "failed", why)
+        self.infos[name] = PluginInfo(
+            name=name,
+            source="entrypoint",
+            module=module,
+            distribution=dist,
+            version=version,
+            status="failed",
+            error=why,
+        )
 
     def drop(self, name: str, why: str) -> None:
         """Unregister a plugin whose registration hook failed (strict mode raises)."""

@@ -51,7 +51,7 @@ class _Attributed:
     def function(self, *args: Any, **kwargs: Any) -> Any:
         outcome = self.outcome
         try:
-            result = self.impl.function(*args, **kwargs)
+            result: Any = self.impl.function(*args, **kwargs)
             if outcome.collecting:
                 # A generator may raise while iterated; a bare record is no list.
                 result = list(result or ())
