@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
+from loguru import logger
 
 from coordinator_core.plugin_host.config import load_config
 from coordinator_core.testing import EchoPlugin
@@ -80,3 +84,57 @@ def test_a_string_where_names_belong_is_a_list_of_names(tmp_path: Path) -> None:
         "COORDINATOR_DISABLE_PLUGINS": "a,b"})
     assert config.core.state_capabilities == ("storage",)
     assert config.core.disable_plugins == ("a", "b")
+
+
+def test_env_variable_reaches_a_section_named_with_an_underscore(
+    make_coordinator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``COORDINATOR_AUDIT_JSONL__PATH`` sets ``[audit_jsonl]``: the sink writes there."""
+    target = tmp_path / "audit.jsonl"
+    monkeypatch.setenv("COORDINATOR_AUDIT_JSONL__PATH", str(target))
+    coord = make_coordinator(EchoPlugin())
+    assert coord.config.section("audit_jsonl").path == target
+    coord.deploy(b"x", "echo")
+    assert target.exists() and "deploy" in target.read_text()
+
+
+def test_env_variable_reaches_a_section_named_with_a_hyphen(tmp_path: Path) -> None:
+    @attrs.frozen
+    class Guard:
+        risk_per_kib: float = 0.0
+
+    config = load_config(environ={"COORDINATOR_ENTRY_GUARD__RISK_PER_KIB": "0.25"},
+                         data_dir=tmp_path)
+    assert config.bind_sections({"entry-guard": Guard}) == []
+    assert config.section("entry-guard").risk_per_kib == 0.25
+
+
+@pytest.mark.parametrize(
+    ("file_text", "environ", "needle"),
+    [
+        ('[stoer]\ndurability = "full"\n', {}, r"\[stoer\] in .*c.toml .*did you mean \[store\]"),
+        ("", {"COORDINATOR_AUDIT_JSNL__PATH": "x"},
+         r"\[audit_jsnl\] \(from COORDINATOR_AUDIT_JSNL__PATH\).*did you mean \[audit_jsonl\]"),
+    ],
+)
+def test_a_misspelled_section_is_warned_with_the_closest_name(
+    make_coordinator: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    file_text: str,
+    environ: dict[str, str],
+    needle: str,
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(file_text)
+    monkeypatch.setenv("COORDINATOR_CONFIG", str(path))
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    messages: list[str] = []
+    handler = logger.add(messages.append, level="WARNING", format="{message}")
+    try:
+        make_coordinator(EchoPlugin())
+    finally:
+        logger.remove(handler)
+    warned = [m for m in messages if "not declared by any loaded plugin" in m]
+    assert len(warned) == 1 and re.search(needle, warned[0]), messages

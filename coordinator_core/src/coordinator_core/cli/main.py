@@ -16,17 +16,20 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import attrs
 from loguru import logger
 
-from coordinator_core.cli.output import emit, fail
-from coordinator_core.plugin_host.builtins import BUILTIN_PLUGINS
-from coordinator_core.plugin_host.config import Config, load_config
-from coordinator_core.plugin_host.host import PluginHost
-from coordinator_core.plugin_host.registry import (
-    build_registry,
-    collect_cli_commands,
-    collect_sections,
+from coordinator_core.cli.output import emit, fail, to_jsonable
+from coordinator_core.plugin_host.bootstrap import (
+    Loaded,
+    bootstrap,
+    build,
+    load_plugins,
+    required_problems,
 )
+from coordinator_core.plugin_host.config import load_config
+from coordinator_core.plugin_host.host import PluginError
+from coordinator_core.plugin_host.registry import Conflict, collect_cli_commands
 from coordinator_hookspecs import CoordinatorError, ErrorKind
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -102,12 +105,42 @@ def build_parser(commands: dict[str, tuple[str, Any]]) -> argparse.ArgumentParse
     return parser
 
 
-def _load(args: argparse.Namespace) -> tuple[Config, PluginHost]:
-    config = load_config(args.config, data_dir=args.data_dir)
-    host = PluginHost(disabled=config.core.disable_plugins, strict=config.core.strict_plugins)
-    host.load_builtins(BUILTIN_PLUGINS)
-    host.load_entry_points()
-    return config, host
+class _Session:
+    """One CLI command's plugins, loaded once: ``plugins``, ``config show`` and every
+    ``open_coordinator()`` of a plugin command share them."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.config = load_config(args.config, data_dir=args.data_dir)
+        self.host = load_plugins(self.config)
+        self.conflicts: list[Conflict] = []
+        self.commands = collect_cli_commands(self.host, self.conflicts)
+        self._built = False
+
+    def loaded(self, *, keep_conflicts: bool = False) -> Loaded:
+        """The records, built once; a second ``open_coordinator()`` loads afresh (the first
+        coordinator closed the engines)."""
+        if self._built:
+            config = load_config(self.args.config, data_dir=self.args.data_dir)
+            return bootstrap(config, warn_unknown=False)
+        self._built = True
+        return build(self.config, self.host, keep_conflicts=keep_conflicts)
+
+    def opener(self) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+        """``open_coordinator`` for plugin commands: a Coordinator honouring the global
+        options, on the plugins already loaded."""
+
+        @contextlib.contextmanager
+        def open_coordinator() -> Iterator[Any]:
+            # Imported here: ``--help``, ``plugins`` and ``config show`` never need it.
+            from coordinator_core.coordination.coordinator import Coordinator
+
+            if self.conflicts:
+                raise PluginError("; ".join(str(c) for c in self.conflicts))
+            with Coordinator.from_loaded(self.loaded()) as coordinator:
+                yield coordinator
+
+        return open_coordinator
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,15 +149,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(early.verbose, early.quiet)
     want_json = "--json" in argv
     try:
-        config, host = _load(early)
-        commands = collect_cli_commands(host)
+        session = _Session(early)
     except CoordinatorError as exc:
         return fail(exc, want_json, EXIT_USAGE)
-    args = build_parser(commands).parse_args(argv)
+    args = build_parser(session.commands).parse_args(argv)
     try:
         if hasattr(args, "plugin_command"):
-            return int(args.plugin_command.run(args, _opener(args)))
-        return int(args.handler(args, config, host))
+            return int(args.plugin_command.run(args, session.opener()))
+        return int(args.handler(args, session))
     except CoordinatorError as exc:
         code = EXIT_USAGE if exc.kind in (ErrorKind.INVALID_REQUEST,) else EXIT_FAILED
         return fail(exc, getattr(args, "json", False), code)
@@ -132,26 +164,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _opener(args: argparse.Namespace) -> Callable[[], contextlib.AbstractContextManager[Any]]:
-    """``open_coordinator`` for plugin commands: a Coordinator honouring the global options."""
-
-    @contextlib.contextmanager
-    def open_coordinator() -> Iterator[Any]:
-        from coordinator_core.coordination.coordinator import Coordinator
-
-        with Coordinator.open(args.config, data_dir=args.data_dir) as coordinator:
-            yield coordinator
-
-    return open_coordinator
-
-
-def _cmd_plugins(args: argparse.Namespace, config: Config, host: PluginHost) -> int:
-    config.bind_sections(collect_sections(host))
-    registry = build_registry(host, config)
-    data: dict[str, Any] = {"plugins": host.describe(), "records": registry.describe()}
+def _cmd_plugins(args: argparse.Namespace, session: _Session) -> int:
+    """The diagnosis command: every plugin, what it registered, and what is wrong (clashing
+    names, required plugins not running). Exit 1 when something is wrong."""
+    loaded = session.loaded(keep_conflicts=True)
+    conflicts = [*session.conflicts, *loaded.registry.conflicts]
+    required = required_problems(loaded.host, loaded.config.core.required_plugins)
+    data: dict[str, Any] = {
+        "plugins": loaded.host.describe(),
+        "records": loaded.registry.describe(),
+        "conflicts": [attrs.asdict(c) | {"message": str(c)} for c in conflicts],
+        "required": required,
+    }
+    code = EXIT_FAILED if conflicts or required else EXIT_OK
     if args.json:
         emit(data)
-        return EXIT_OK
+        return code
     for info in data["plugins"]:
         where = info["distribution"] or info["source"]
         version = f" {info['version']}" if info["version"] else ""
@@ -162,14 +190,18 @@ def _cmd_plugins(args: argparse.Namespace, config: Config, host: PluginHost) -> 
     print()
     for kind, records in data["records"].items():
         if records:
-            names = ", ".join(f"{r['name']} [{r['plugin']}]" for r in records)
+            names = ", ".join(
+                f"{r['name']} [{r['plugin']}]{' CONFLICT' if r.get('conflict') else ''}"
+                for r in records
+            )
             print(f"{kind.replace('_', ' ')}: {names}")
-    return EXIT_OK
+    for problem in [*map(str, conflicts), *required]:
+        print(f"problem: {problem}")
+    return code
 
 
-def _cmd_config_show(args: argparse.Namespace, config: Config, host: PluginHost) -> int:
-    config.bind_sections(collect_sections(host))
-    data = config.as_dict()
+def _cmd_config_show(args: argparse.Namespace, session: _Session) -> int:
+    data = to_jsonable(session.loaded(keep_conflicts=True).config.as_dict())
     if args.json:
         emit(data)
         return EXIT_OK

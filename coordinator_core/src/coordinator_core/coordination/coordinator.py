@@ -24,10 +24,11 @@ from coordinator_core.execution.ledger import Entry, Ledger
 from coordinator_core.execution.locks import shared_locks
 from coordinator_core.execution.pipeline import Pipeline
 from coordinator_core.execution.watchdog import Watchdog
+from coordinator_core.plugin_host.bootstrap import Loaded, bootstrap, check_required
 from coordinator_core.plugin_host.builtins import BUILTIN_PLUGINS
 from coordinator_core.plugin_host.config import Config, load_config
 from coordinator_core.plugin_host.host import PluginHost
-from coordinator_core.plugin_host.registry import Registry, build_registry, collect_sections
+from coordinator_core.plugin_host.registry import Registry
 from coordinator_core.services.audit.sinks import AuditSinks
 from coordinator_core.services.metrics.builtin import COLLECTOR_NAME
 from coordinator_core.services.metrics.sinks import MetricsSinks
@@ -133,18 +134,16 @@ class Coordinator(ResourceCoordinator):
         """Load config, discover plugins (built-ins, entry points, then ``plugins`` given
         inline), freeze the pipeline and open the store in the data directory."""
         config = load_config(config_path, data_dir=data_dir, overrides=overrides)
-        host = PluginHost(disabled=config.core.disable_plugins, strict=config.core.strict_plugins)
-        host.load_builtins(builtins)
-        if entry_points:
-            host.load_entry_points()
-        host.load_inline(plugins)
-        unknown = config.bind_sections(collect_sections(host))
-        for name in unknown:
-            logger.warning(
-                "config section [{}] is not declared by any loaded plugin; ignored", name
-            )
-        host.broadcast("coordinator_configure", config=config)
-        registry = build_registry(host, config)
+        return cls.from_loaded(
+            bootstrap(config, builtins=builtins, entry_points=entry_points, inline=plugins)
+        )
+
+    @classmethod
+    def from_loaded(cls, loaded: Loaded) -> Coordinator:
+        """Open a coordinator on plugins already loaded (:func:`bootstrap`; the CLI loads
+        them once per command). Fails closed if a ``required_plugins`` entry is not running."""
+        config, host, registry = loaded.config, loaded.host, loaded.registry
+        check_required(host, config.core.required_plugins)
         store = open_store(config)
         try:
             coordinator = cls(config, host, registry, store)

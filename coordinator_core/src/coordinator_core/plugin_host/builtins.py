@@ -23,3 +23,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     *host_functions.BUILTIN_PLUGINS,
     *cli.BUILTIN_PLUGINS,
 )
+
+#: Built-ins no coordinator opens without (its core settings, the store's settings, the
+#: processor of state effects): ``disable_plugins`` naming one is refused.
+ESSENTIAL_PLUGINS: frozenset[str] = frozenset({"core_config", "store_config", "state_processor"})

@@ -16,33 +16,31 @@ Environment variables override the file: ``COORDINATOR_<KEY>`` for ``[coordinato
 (``COORDINATOR_DEFAULT_FEE_LIMIT=5000``) and ``COORDINATOR_<SECTION>__<KEY>`` for sections
 (``COORDINATOR_STORE__DURABILITY=full``). Values are read as TOML literals when they parse
 (numbers, booleans, arrays) and as strings otherwise. Unknown keys are refused with an
-error naming them (DESIGN.md §5.8).
+error naming them (DESIGN.md §5.8). In section names ``-`` and ``_`` are the same
+character, so ``COORDINATOR_AUDIT_JSONL__PATH`` sets ``[audit_jsonl]`` and
+``COORDINATOR_ENTRY_GUARD__RISK_PER_KIB`` sets ``[entry-guard]`` (an environment variable
+cannot spell a hyphen). A section no loaded plugin declares is ignored with a warning that
+suggests the closest declared name.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 import cattrs
+from loguru import logger
 
+from coordinator_core.plugin_host.sources import ENV_PREFIX, read_sources, section_key
 from coordinator_hookspecs import InvalidRequest
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
-
-ENV_PREFIX = "COORDINATOR_"
 #: Highest accepted ``max_depth``: each level stacks an engine call on one native thread.
 MAX_DEPTH = 8
-#: Environment variables with their own meaning, never read as config keys.
-_RESERVED_ENV = frozenset({"DATA_DIR", "CONFIG", "DISABLE_PLUGINS", "STRICT_PLUGINS", "LOG_LEVEL"})
 
 
 def default_data_dir() -> Path:
@@ -109,6 +107,10 @@ class CoreSettings:
     strict_plugins: bool = False
     #: Plugin names (entry-point names or built-in names) never loaded.
     disable_plugins: tuple[str, ...] = ()
+    #: Plugins (entry-point or built-in names, or distribution names) without which the
+    #: coordinator refuses to open: a validator that failed to import must not leave the
+    #: coordinator running without its check.
+    required_plugins: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -134,7 +136,10 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook_func(
         lambda t: t == tuple[str, ...], lambda v, _t: tuple(_strings(v))
     )
-    converter.register_unstructure_hook(frozenset, sorted)
+    # Any frozenset field, whatever its element type: sorted, so it prints as JSON and TOML.
+    converter.register_unstructure_hook_func(
+        lambda t: t is frozenset or getattr(t, "__origin__", None) is frozenset, sorted
+    )
     return converter
 
 
@@ -181,15 +186,32 @@ class Config:
     core: CoreSettings
     data_dir: Path
     records: dict[str, RecordOverride]
+    #: Plugin sections by canonical name (``-`` written as ``_``), see :func:`section_key`.
     raw_sections: dict[str, dict[str, Any]]
     source: Path | None = None
+    #: Where each raw section was written, for warnings: ``[name]`` or an environment
+    #: variable name, by canonical name.
+    origins: dict[str, str] = attrs.field(factory=dict)
     _sections: dict[str, Any] = attrs.field(factory=dict)
 
     def bind_sections(self, section_types: Mapping[str, type]) -> list[str]:
         """Structure every declared plugin section; return undeclared section names."""
         for name, cls in section_types.items():
-            self._sections[name] = structure(self.raw_sections.get(name, {}), cls, f"[{name}]")
-        return sorted(set(self.raw_sections) - set(section_types))
+            raw = self.raw_sections.get(section_key(name), {})
+            self._sections[name] = structure(raw, cls, f"[{name}]")
+        declared = {section_key(name) for name in section_types}
+        return sorted(set(self.raw_sections) - declared)
+
+    def warn_unknown(self, unknown: list[str], section_types: Mapping[str, type]) -> None:
+        """One warning per section no plugin declared, with the closest declared name."""
+        by_key = {section_key(name): name for name in section_types}
+        for key in unknown:
+            where = self.origins.get(key, f"[{key}]")
+            close = difflib.get_close_matches(key, list(by_key), n=1)
+            hint = f"; did you mean [{by_key[close[0]]}]?" if close else ""
+            logger.warning(
+                "config section {} is not declared by any loaded plugin; ignored{}", where, hint
+            )
 
     def section(self, name: str) -> Any:
         """The structured section ``name``; ``KeyError`` if no plugin declared it."""
@@ -209,40 +231,6 @@ class Config:
         return out
 
 
-def _env_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for name, text in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        key = name[len(ENV_PREFIX) :]
-        if key in _RESERVED_ENV or not key:
-            continue
-        section, _, field = key.partition("__")
-        if not field:
-            section, field = "coordinator", section
-        out.setdefault(
-            section.lower().replace("_", "-") if section != "coordinator" else section, {}
-        )[field.lower()] = _env_value(text)
-    return out
-
-
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(dict(merged[key]), value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def load_config(
     path: str | os.PathLike[str] | None = None,
     *,
@@ -254,20 +242,7 @@ def load_config(
     variables, then ``overrides`` (a mapping shaped like the file), and validate the core
     part. Plugin sections are validated once plugins have declared them."""
     environ = os.environ if environ is None else environ
-    path = path or environ.get(ENV_PREFIX + "CONFIG") or None
-    data: dict[str, Any] = {}
-    source = None
-    if path is not None:
-        source = Path(path)
-        try:
-            data = tomllib.loads(source.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InvalidRequest(f"config file {source} does not exist") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidRequest(f"config file {source} is not valid TOML: {exc}") from None
-    data = _merge(data, _env_overrides(environ))
-    if overrides:
-        data = _merge(data, overrides)
+    data, source, origins = read_sources(path, environ, overrides)
     core_data = dict(data.pop("coordinator", {}))
     file_data_dir = core_data.pop("data_dir", None)
     records = structure(data.pop("records", {}), dict[str, RecordOverride], "[records]")
@@ -285,4 +260,11 @@ def load_config(
         resolved = Path(file_data_dir)
     else:
         resolved = default_data_dir()
-    return Config(core=core, data_dir=resolved, records=records, raw_sections=data, source=source)
+    return Config(
+        core=core,
+        data_dir=resolved,
+        records=records,
+        raw_sections=data,
+        source=source,
+        origins=origins,
+    )

@@ -4,7 +4,10 @@ Built-ins are ordinary plugins listed in :data:`BUILTIN_PLUGINS` (datasette's
 ``DEFAULT_PLUGINS`` habit). Entry points of group ``coordinator`` are loaded one by one: a
 plugin whose import or hook validation fails is logged with its distribution and skipped
 (strict mode re-raises), so one broken plugin never takes the host down.
-``COORDINATOR_DISABLE_PLUGINS`` (or ``[coordinator] disable_plugins``) blocks by name.
+``COORDINATOR_DISABLE_PLUGINS`` (or ``[coordinator] disable_plugins``) blocks names with
+pluggy's ``set_blocked``, except the essential built-ins no coordinator can work without.
+Hooks are called the pluggy way (``tryfirst``, ``trylast`` and wrappers honoured) through
+:class:`CoordinatorManager`, which tells which plugin gave each record.
 """
 
 from __future__ import annotations
@@ -15,15 +18,13 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import attrs
-import pluggy
 from loguru import logger
 
-from coordinator_hookspecs import PROJECT_NAME, CoordinatorError, InvalidRequest
-from coordinator_hookspecs import spec as hookspec_module
+from coordinator_core.plugin_host.manager import CoordinatorManager
+from coordinator_hookspecs import CoordinatorError, InvalidRequest
 
 #: Entry-point group plugin distributions declare.
 ENTRY_POINT_GROUP = "coordinator"
-
 
 
 class PluginError(CoordinatorError):
@@ -46,19 +47,36 @@ class PluginInfo:
     error: str | None = None
 
 
-def new_manager() -> pluggy.PluginManager:
+def new_manager() -> CoordinatorManager:
     """A fresh manager with the coordinator's hookspecs (never a module-level global)."""
-    manager = pluggy.PluginManager(PROJECT_NAME)
-    manager.add_hookspecs(hookspec_module)
-    return manager
+    return CoordinatorManager()
 
 
 class PluginHost:
-    """Owns one plugin manager and remembers where each plugin came from."""
+    """Owns one plugin manager and remembers where each plugin came from.
 
-    def __init__(self, *, disabled: Iterable[str] = (), strict: bool = False) -> None:
+    ``essential``: plugin names that may not be disabled (the coordinator cannot open
+    without them); naming one in ``disabled`` is an ``InvalidRequest``.
+    """
+
+    def __init__(
+        self,
+        *,
+        disabled: Iterable[str] = (),
+        strict: bool = False,
+        essential: Iterable[str] = (),
+    ) -> None:
         self.manager = new_manager()
         self.disabled = frozenset(disabled)
+        refused = sorted(self.disabled & frozenset(essential))
+        if refused:
+            raise InvalidRequest(
+                f"plugin(s) {', '.join(refused)} cannot be disabled: the coordinator needs "
+                "them (remove them from [coordinator] disable_plugins / "
+                "COORDINATOR_DISABLE_PLUGINS)"
+            )
+        for name in self.disabled:
+            self.manager.set_blocked(name)
         self.strict = strict
         self.infos: dict[str, PluginInfo] = {}
 
@@ -67,8 +85,10 @@ class PluginHost:
         """Register the built-in plugins, given as (name, module) pairs; a broken built-in
         is a bug and always raises."""
         for name, module_name in builtins:
-            if name in self.disabled:
-                self.infos[name] = PluginInfo(name, "builtin", module_name, status="disabled")
+            if self.manager.is_blocked(name):
+                self.infos[name] = PluginInfo(
+                    name=name, source="builtin", module=module_name, status="disabled"
+                )
                 continue
             self._register(importlib.import_module(module_name), name, "builtin", module_name)
 
@@ -81,14 +101,25 @@ class PluginHost:
         """Register plugin objects or modules given directly (tests, embedding)."""
         for index, plugin in enumerate(plugins):
             name = getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{index}"
-            self._register(plugin, name, "inline", getattr(plugin, "__module__", name))
+            module = getattr(plugin, "__module__", name)
+            if self.manager.is_blocked(name):
+                self.infos[name] = PluginInfo(
+                    name=name, source="inline", module=module, status="disabled"
+                )
+                continue
+            self._register(plugin, name, "inline", module)
 
     def _load_entry_point(self, ep: EntryPoint) -> None:
         dist = ep.dist.name if ep.dist is not None else None
         version = ep.dist.version if ep.dist is not None else None
-        if ep.name in self.disabled:
+        if self.manager.is_blocked(ep.name):
             self.infos[ep.name] = PluginInfo(
-                ep.name, "entrypoint", ep.value, dist, version, status="disabled"
+                name=ep.name,
+                source="entrypoint",
+                module=ep.value,
+                distribution=dist,
+                version=version,
+                status="disabled",
             )
             logger.info("plugin {} ({}) disabled by configuration", ep.name, dist)
             return
@@ -127,7 +158,9 @@ class PluginHost:
         except Exception:
             self.manager.unregister(plugin)
             raise
-        self.infos[name] = PluginInfo(name, source, module, dist, version)
+        self.infos[name] = PluginInfo(
+            name=name, source=source, module=module, distribution=dist, version=version
+        )
 
     def _fail(
         self, name: str, module: str, dist: str | None, version: str | None, why: str
@@ -136,7 +169,15 @@ class PluginHost:
         if self.strict:
             raise PluginError(message)
         logger.warning(message.replace("  ", " "))
-        self.infos[name] = PluginInfo(name, "entrypoint", module, dist, version, "failed", why)
+        self.infos[name] = PluginInfo(
+            name=name,
+            source="entrypoint",
+            module=module,
+            distribution=dist,
+            version=version,
+            status="failed",
+            error=why,
+        )
 
     def drop(self, name: str, why: str) -> None:
         """Unregister a plugin whose registration hook failed (strict mode raises)."""
@@ -153,41 +194,31 @@ class PluginHost:
 
     # -- calling -------------------------------------------------------------------------
     def collect(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        """Call a registration hook on each plugin separately; return (plugin, item) pairs.
+        """Call a registration hook; return (plugin, item) pairs in pluggy's call order.
 
-        Calling implementations one by one (conda's ``get_hook_results``) tells us which
-        plugin gave each record, so conflicts can name both providers and a plugin whose hook
-        raises can be dropped alone. ``InvalidRequest`` is the exception: it says the user's
-        configuration cannot work, and stops start-up with the plugin's message.
+        A plugin whose implementation raises is dropped alone (the others' records stay).
+        ``InvalidRequest`` is the exception: it says the user's configuration cannot work,
+        and stops start-up with the plugin's message.
         """
-        caller = getattr(self.manager.hook, hook_name)
-        out: list[tuple[str, Any]] = []
-        for impl in caller.get_hookimpls():  # registration order: built-ins first
-            plugin_name = self.manager.get_name(impl.plugin) or repr(impl.plugin)
-            try:
-                items = impl.function(**{k: kwargs[k] for k in impl.argnames})
-                items = list(items or ())  # a generator may raise, a bare record is no list
-            except InvalidRequest:
-                raise  # the user's configuration is wrong, not the plugin: say so, loudly
-            except Exception as exc:
-                self.drop(plugin_name, f"{hook_name} raised {type(exc).__name__}: {exc}")
-                continue
-            out.extend((plugin_name, item) for item in items)
-        return out
+        results, outcome = self.manager.call(hook_name, kwargs, collecting=True)
+        for plugin, exc in outcome.failures:
+            self.drop(plugin, f"{hook_name} raised {type(exc).__name__}: {exc}")
+        return [(outcome.provider(item), item) for items in results for item in items or ()]
 
     def broadcast(self, hook_name: str, **kwargs: Any) -> None:
         """Call a lifecycle hook on every plugin; a failing plugin is logged, not fatal."""
-        caller = getattr(self.manager.hook, hook_name)
-        for impl in caller.get_hookimpls():  # registration order: built-ins first
-            plugin_name = self.manager.get_name(impl.plugin) or repr(impl.plugin)
-            try:
-                impl.function(**{k: kwargs[k] for k in impl.argnames})
-            except Exception as exc:
-                if self.strict:
-                    raise PluginError(f"plugin {plugin_name}: {hook_name} raised {exc}") from exc
-                logger.opt(exception=exc).warning(
-                    "plugin {}: {} raised {}: {}", plugin_name, hook_name, type(exc).__name__, exc
-                )
+        _, outcome = self.manager.call(hook_name, kwargs, collecting=False)
+        for plugin, exc in outcome.failures:
+            if self.strict:
+                raise PluginError(f"plugin {plugin}: {hook_name} raised {exc}") from exc
+            logger.opt(exception=exc).warning(
+                "plugin {}: {} raised {}: {}", plugin, hook_name, type(exc).__name__, exc
+            )
+
+    def rank(self, name: str) -> int:
+        """Registration position of plugin ``name`` (conflict messages name the first
+        registered first)."""
+        return next((i for i, n in enumerate(self.infos) if n == name), len(self.infos))
 
     def describe(self) -> list[dict[str, Any]]:
         """Plain data for ``coordinator plugins``."""

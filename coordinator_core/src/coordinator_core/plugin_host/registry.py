@@ -4,10 +4,17 @@ Runs once per coordinator: calls every registration hook, checks each record's t
 protocol, refuses duplicate names loudly (naming both providers, conda's habit), applies
 ``[records.<name>]`` overrides (enable/disable, order) and sorts. Nothing here runs per
 execution.
+
+:class:`Registry` is the one table of kinds: each of its record fields names the record
+class it holds, and the field ``engines`` is filled by the hook
+``coordinator_register_engines`` (a test checks every hookspec agrees). :data:`KINDS` adds
+what the core checks of each kind and is derived from it.
 """
 
 from __future__ import annotations
 
+import re
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -28,77 +35,22 @@ from coordinator_hookspecs import (
     ValidatorRecord,
 )
 
+HOOK_PREFIX = "coordinator_register_"
+
 
 @attrs.frozen
-class Kind:
-    """One kind of registration: its hook, record class, and what a record must provide."""
+class Conflict:
+    """Two plugins registered one name of one kind (first registered first)."""
 
-    label: str
-    hook: str
-    record: type
-    target: str  # the attribute holding the implementation
-    required: tuple[str, ...]
-    any_of: tuple[str, ...] = ()
-    order_field: str = "order"
+    kind: str
+    name: str
+    plugins: tuple[str, str]
 
-
-KINDS: dict[str, Kind] = {
-    k.label: k
-    for k in (
-        Kind("engine", "coordinator_register_engines", EngineRecord, "engine", ("execute",)),
-        Kind(
-            "validator",
-            "coordinator_register_validators",
-            ValidatorRecord,
-            "validator",
-            (),
-            ("validate_execution", "validate_deploy"),
-            order_field="priority",
-        ),
-        Kind(
-            "quota policy",
-            "coordinator_register_quota_policies",
-            QuotaPolicyRecord,
-            "policy",
-            ("acquire", "release"),
-        ),
-        Kind(
-            "metrics sink",
-            "coordinator_register_metrics_sinks",
-            MetricsSinkRecord,
-            "sink",
-            ("record",),
-        ),
-        Kind("audit sink", "coordinator_register_audit_sinks", AuditSinkRecord, "sink", ("emit",)),
-        Kind(
-            "effect processor",
-            "coordinator_register_effect_processors",
-            EffectProcessorRecord,
-            "processor",
-            ("prepare", "commit", "rollback"),
-        ),
-        Kind(
-            "host function",
-            "coordinator_register_host_functions",
-            HostFunctionRecord,
-            "func",
-            ("__call__",),
-            order_field="",
-        ),
-    )
-}
-
-
-#: Registry attribute holding each kind's records.
-FIELD_OF_KIND = {
-    "engine": "engines",
-    "validator": "validators",
-    "quota policy": "quota_policies",
-    "metrics sink": "metrics_sinks",
-    "audit sink": "audit_sinks",
-    "effect processor": "effect_processors",
-    "host function": "host_functions",
-}
+    def __str__(self) -> str:
+        return (
+            f"duplicate {self.kind} name {self.name!r}: registered by plugin {self.plugins[0]}"
+            f" and by plugin {self.plugins[1]}"
+        )
 
 
 @attrs.frozen
@@ -113,16 +65,67 @@ class Registry:
     effect_processors: tuple[EffectProcessorRecord, ...]
     host_functions: tuple[HostFunctionRecord, ...]
     providers: dict[tuple[str, str], str]
+    #: Only a registry built for diagnosis (``coordinator plugins``) keeps conflicts; the
+    #: second record of each stays out of the tuples above.
+    conflicts: tuple[Conflict, ...] = ()
 
     def provider(self, kind: str, name: str) -> str:
         return self.providers.get((kind, name), "?")
 
     def describe(self) -> dict[str, list[dict[str, Any]]]:
-        """Plain data for ``coordinator plugins``: each record with its provider."""
-        return {
-            field: [_describe(r, self.provider(label, r.name)) for r in getattr(self, field)]
-            for label, field in FIELD_OF_KIND.items()
-        }
+        """Plain data for ``coordinator plugins``: each record with its provider; a name two
+        plugins registered is listed once per plugin and marked ``conflict``."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for kind in KINDS:
+            records = getattr(self, kind.field)
+            rows = [_describe(r, self.provider(kind.label, r.name)) for r in records]
+            for clash in self.conflicts:
+                if clash.kind == kind.label:
+                    for row in rows:
+                        if row["name"] == clash.name:
+                            row["conflict"] = True
+                    rows.append({"name": clash.name, "plugin": clash.plugins[1], "conflict": True})
+            out[kind.field] = rows
+        return out
+
+
+@attrs.frozen
+class Kind:
+    """One kind of registration: where its records go and what a record must provide."""
+
+    field: str  # the Registry field; the hook is coordinator_register_<field>
+    target: str  # the record attribute holding the implementation
+    required: tuple[str, ...]
+    any_of: tuple[str, ...] = ()
+    order_field: str = "order"
+    record: type = object
+    label: str = ""
+
+    @property
+    def hook(self) -> str:
+        return HOOK_PREFIX + self.field
+
+
+def _kinds(*partial: Kind) -> tuple[Kind, ...]:
+    """Complete each kind from the Registry field it names: record class and label."""
+    hints = typing.get_type_hints(Registry)
+    out = []
+    for kind in partial:
+        record = typing.get_args(hints[kind.field])[0]
+        words = re.findall(r"[A-Z][a-z]*", record.__name__.removesuffix("Record"))
+        out.append(attrs.evolve(kind, record=record, label=" ".join(words).lower()))
+    return tuple(out)
+
+
+KINDS: tuple[Kind, ...] = _kinds(
+    Kind("engines", "engine", ("execute",)),
+    Kind("validators", "validator", (), ("validate_execution", "validate_deploy"), "priority"),
+    Kind("quota_policies", "policy", ("acquire", "release")),
+    Kind("metrics_sinks", "sink", ("record",)),
+    Kind("audit_sinks", "sink", ("emit",)),
+    Kind("effect_processors", "processor", ("prepare", "commit", "rollback")),
+    Kind("host_functions", "func", ("__call__",), order_field=""),
+)
 
 
 def _describe(record: Any, provider: str) -> dict[str, Any]:
@@ -136,45 +139,63 @@ def _describe(record: Any, provider: str) -> dict[str, Any]:
     return data
 
 
+def _ordered(host: PluginHost, a: str, b: str) -> tuple[str, str]:
+    return (a, b) if host.rank(a) <= host.rank(b) else (b, a)
+
+
 def collect_sections(host: PluginHost) -> dict[str, type]:
-    """Every declared config section; a name declared twice is refused."""
+    """Every declared config section; a name declared twice is refused (``-`` and ``_``
+    are one character in section names)."""
     sections: dict[str, type] = {}
-    owners: dict[str, str] = {}
-    for plugin, item in host.collect("coordinator_register_config_sections"):
+    owners: dict[str, tuple[str, str]] = {}  # canonical name -> (plugin, declared name)
+    for plugin, item in host.collect(HOOK_PREFIX + "config_sections"):
         if not isinstance(item, ConfigSection):
             host.drop(plugin, f"returned {type(item).__name__} instead of ConfigSection")
             continue
-        if item.name in sections and owners[item.name] != plugin:
+        key = item.name.replace("-", "_")
+        if key in owners and owners[key][0] != plugin:
+            first, second = _ordered(host, owners[key][0], plugin)
             raise PluginError(
-                f"config section [{item.name}] is declared by plugin {owners[item.name]} "
-                f"and by plugin {plugin}"
+                f"config section [{item.name}] is declared by plugin {first} and by plugin "
+                f"{second}"
             )
-        sections[item.name], owners[item.name] = item.type, plugin
+        sections[item.name], owners[key] = item.type, (plugin, item.name)
     return sections
 
 
-def collect_cli_commands(host: PluginHost) -> dict[str, tuple[str, CliCommand]]:
-    """Every CLI sub-command by name, with its plugin; duplicates refused."""
+def collect_cli_commands(
+    host: PluginHost, conflicts: list[Conflict] | None = None
+) -> dict[str, tuple[str, CliCommand]]:
+    """Every CLI sub-command by name, with its plugin. A duplicate is refused, or, given
+    ``conflicts``, noted there (the first registered keeps the name)."""
     commands: dict[str, tuple[str, CliCommand]] = {}
-    for plugin, item in host.collect("coordinator_register_cli_commands"):
+    for plugin, item in host.collect(HOOK_PREFIX + "cli_commands"):
         if not isinstance(item, CliCommand):
             host.drop(plugin, f"returned {type(item).__name__} instead of CliCommand")
             continue
         if item.name in commands:
-            raise PluginError(
-                f"CLI command {item.name!r} is registered by plugin {commands[item.name][0]} "
-                f"and by plugin {plugin}"
-            )
+            first, second = _ordered(host, commands[item.name][0], plugin)
+            clash = Conflict("CLI command", item.name, (first, second))
+            if conflicts is None:
+                raise PluginError(str(clash))
+            conflicts.append(clash)
+            if first == commands[item.name][0]:
+                continue
         commands[item.name] = (plugin, item)
     return commands
 
 
-def build_registry(host: PluginHost, config: Config) -> Registry:
-    """Call every registration hook once and freeze the result."""
-    collected: dict[str, list[Any]] = {}
+def build_registry(
+    host: PluginHost, config: Config, *, keep_conflicts: bool = False
+) -> Registry:
+    """Call every registration hook once and freeze the result. Two plugins registering
+    one name is a ``PluginError`` naming both, unless ``keep_conflicts`` (diagnosis): then
+    the first registered keeps the name and the clash is listed in ``conflicts``."""
+    collected: dict[str, tuple[Any, ...]] = {}
     providers: dict[tuple[str, str], str] = {}
-    for kind in KINDS.values():
-        records: list[Any] = []
+    conflicts: list[Conflict] = []
+    for kind in KINDS:
+        records: dict[str, Any] = {}
         for plugin, record in host.collect(kind.hook, config=config):
             problem = _check(kind, record)
             if problem:
@@ -182,17 +203,18 @@ def build_registry(host: PluginHost, config: Config) -> Registry:
                 continue
             key = (kind.label, record.name)
             if key in providers:
-                raise PluginError(
-                    f"duplicate {kind.label} name {record.name!r}: registered by plugin "
-                    f"{providers[key]} and by plugin {plugin}"
-                )
+                first, second = _ordered(host, providers[key], plugin)
+                clash = Conflict(kind.label, record.name, (first, second))
+                if not keep_conflicts:
+                    raise PluginError(str(clash))
+                conflicts.append(clash)
+                if first == providers[key]:
+                    continue
             providers[key] = plugin
-            records.append(record)
-        collected[kind.label] = _apply_overrides(kind, records, config.records)
-    return Registry(
-        **{FIELD_OF_KIND[label]: tuple(records) for label, records in collected.items()},
-        providers=providers,
-    )
+            records[record.name] = record
+        ordered = _apply_overrides(kind, list(records.values()), config.records)
+        collected[kind.field] = tuple(ordered)
+    return Registry(**collected, providers=providers, conflicts=tuple(conflicts))
 
 
 def _check(kind: Kind, record: Any) -> str | None:

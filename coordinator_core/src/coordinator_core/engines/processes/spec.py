@@ -21,9 +21,9 @@ from typing import Any
 import attrs
 
 from coordinator_core.engines.processes.state import state_source
+from coordinator_core.plugin_host.bootstrap import bootstrap
 from coordinator_core.plugin_host.config import Config, CoreSettings, RecordOverride
 from coordinator_core.plugin_host.host import PluginHost
-from coordinator_core.plugin_host.registry import build_registry, collect_sections
 from coordinator_hookspecs import EngineError, InvalidRequest
 
 
@@ -92,19 +92,18 @@ def load_engines(spec: WorkerSpec) -> dict[str, Any]:
         raw_sections=dict(spec.raw_sections),
         source=Path(spec.source) if spec.source else None,
     )
-    host = PluginHost(disabled=spec.core.disable_plugins, strict=spec.core.strict_plugins)
-    host.load_builtins(spec.builtins)
-    if spec.entry_points:
-        host.load_entry_points()
-    host.load_inline(
-        [
-            importlib.import_module(value) if kind == "module" else pickle.loads(value)
-            for kind, value in spec.inline
-        ]
-    )
-    config.bind_sections(collect_sections(host))
-    host.broadcast("coordinator_configure", config=config)
-    registry = build_registry(host, config)
+    inline = [
+        importlib.import_module(value) if kind == "module" else pickle.loads(value)
+        for kind, value in spec.inline
+    ]
+    # The parent warned about undeclared config sections already.
+    registry = bootstrap(
+        config,
+        builtins=spec.builtins,
+        entry_points=spec.entry_points,
+        inline=inline,
+        warn_unknown=False,
+    ).registry
     engines: dict[str, Any] = {}
     for record in registry.engines:
         if record.name in spec.engines:
