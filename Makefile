@@ -30,7 +30,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 typecheck: setup
-	$(BIN)/mypy hookspecs/src coordinator_core/src
+	$(BIN)/mypy hookspecs/src coordinator_core/src $(wildcard plugins/*/src)
 
 pytest: setup
 	$(BIN)/python -m pytest $(wildcard $(PYTESTS)) -q -p no:cacheprovider
