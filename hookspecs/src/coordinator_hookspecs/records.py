@@ -19,7 +19,7 @@ import attrs
 from coordinator_hookspecs.view import CoordinatorView
 
 #: What a CLI command's ``run`` receives to open a coordinator (a context manager).
-Opener = Callable[[], AbstractContextManager[CoordinatorView]]
+CoordinatorOpener = Callable[[], AbstractContextManager[CoordinatorView]]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 _WASM_TYPES = frozenset({"i32", "i64", "f32", "f64"})
@@ -169,4 +169,4 @@ class CliCommand:
     name: str = attrs.field(validator=_valid_name)
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace, Opener], int]
+    run: Callable[[argparse.Namespace, CoordinatorOpener], int]

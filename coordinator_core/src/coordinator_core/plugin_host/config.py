@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import os
-import sys
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,6 @@ import attrs
 import cattrs
 
 from coordinator_hookspecs import InvalidRequest
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 ENV_PREFIX = "COORDINATOR_"
 #: Highest accepted ``max_depth``: each level stacks an engine call on one native thread.
