@@ -111,6 +111,9 @@ def test_optional_is_none_for_a_missing_or_only_inherited_method() -> None:
     holds = h.optional(Inherits(), "holds", h.EngineBase)
     assert health is not None and health() is False
     assert holds is not None and holds("warm") and not holds("cold")
+    patched = Inherits()
+    patched.health = lambda: False  # type: ignore[method-assign]
+    assert h.optional(patched, "health", h.EngineBase) is patched.health
 
 
 def test_method_or_default_binds_the_base_default_to_any_object() -> None:

@@ -34,8 +34,8 @@ def optional(obj: object, name: str, base: type) -> Callable[..., Any] | None:
     method = getattr(obj, name, None)
     if not callable(method):
         return None
-    if getattr(type(obj), name, None) is base.__dict__.get(name):
-        return None
+    if getattr(method, "__func__", None) is base.__dict__.get(name):
+        return None  # the base's default, bound to obj: nothing to call
     return method
 
 
