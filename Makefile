@@ -31,7 +31,7 @@ lint: setup
 	$(BIN)/python scripts/gen_hooks_doc.py --check
 
 typecheck: setup
-	$(BIN)/mypy hookspecs/src coordinator_core/src
+	$(BIN)/mypy hookspecs/src coordinator_core/src $(wildcard plugins/*/src)
 
 pytest: setup
 	$(BIN)/python -m pytest $(wildcard $(PYTESTS)) -q -p no:cacheprovider

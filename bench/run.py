@@ -67,7 +67,7 @@ def header() -> str:
     return "\n".join([
         "# Benchmark results (`make bench`)",
         "",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}",
         f"- machine: {os.cpu_count()} cores ({platform.machine()}, {platform.system()} "
         f"{platform.release()}); load average at start {load} (shared machine: read ratios)",
         f"- Python {platform.python_version()}, wasmtime {_version('wasmtime')}, onnxruntime "

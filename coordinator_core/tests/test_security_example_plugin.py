@@ -11,6 +11,7 @@ full pip build is exercised by tests/test_external_plugin.py).
 from __future__ import annotations
 
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,6 @@ import pytest
 
 from coordinator_core.testing import EchoPlugin
 from coordinator_hookspecs import ExecutionRequest, Status
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 FIXTURE = (Path(__file__).resolve().parents[2] / "tests" / "fixtures"
            / "coordinator-example-validator")

@@ -1,13 +1,15 @@
 """The interfaces a plugin implements. Structural: no base class to inherit.
 
-Optional methods are marked as such; the core looks them up once at start-up, so a plugin
-that lacks one costs nothing per execution.
+Each protocol lists its required methods; its docstring names the optional ones, whose
+signatures and no-op defaults are the methods of the matching base class in ``bases.py``
+(``EngineBase``, ``ValidatorBase``, ...). Inheriting a base class is optional: the core binds
+every optional method once when a coordinator opens, so a plugin that lacks one costs nothing
+per execution.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from coordinator_hookspecs.records import HostFunctionRecord
@@ -27,12 +29,16 @@ from coordinator_hookspecs.types import (
 class Engine(Protocol):
     """Runs executions of one or more resource types.
 
-    Required: ``execute``. Optional: ``canonical_code(code, source_format) -> bytes`` (turn a
-    deploy's input, e.g. WAT text, into the canonical bytes that are hashed and stored),
-    ``inspect(deploy) -> dict`` (metadata to keep with the resource, e.g. a model's signature;
-    raise ``InvalidRequest`` for bytes it cannot run), ``bind_host_functions(records)``
-    (called once with every registered host function), ``health() -> bool``,
-    ``holds(resource_id) -> bool`` (has it warm, for affinity scheduling), ``close()``.
+    Required: ``execute``. Optional (defaults in ``EngineBase``):
+    ``canonical_code(code, source_format) -> bytes`` (turn a deploy's input, e.g. WAT text,
+    into the canonical bytes that are hashed and stored), ``inspect(deploy) -> dict``
+    (metadata to keep with the resource, e.g. a model's signature; raise ``InvalidRequest``
+    for bytes it cannot run), ``bind_host_functions(records)`` (called once with every
+    registered host function), ``health() -> bool``, ``holds(resource_id) -> bool`` (has it
+    warm, for affinity scheduling), ``pool_stats() -> dict | None`` (workers of an engine
+    that runs executions elsewhere), ``decode_cli_input(data, filename)`` and
+    ``encode_output(output)`` (the ``coordinator exec`` command's input and output),
+    ``close()``.
     """
 
     def execute(self, ctx: ExecutionContext) -> EngineResult:
@@ -51,7 +57,8 @@ class SecurityValidator(Protocol):
     Implement either or both of ``validate_deploy(deploy)`` and
     ``validate_execution(request, resource)``; each returns None (admit) or a ``Verdict``
     (reject, or admit with a risk score). Raising ``SecurityRejected`` is a hard rejection;
-    any other exception is a rejection too (validators fail closed).
+    any other exception is a rejection too (validators fail closed). ``ValidatorBase`` has
+    both; only the ones a validator overrides are called.
     """
 
 
@@ -65,7 +72,10 @@ class QuotaPolicy(Protocol):
 
     Optional: an ``acquire`` that also accepts a ``token`` keyword gets the execution's
     ``CancelToken``, so a wait can end as soon as the execution is cancelled (register a
-    wake-up with ``token.on_cancel``; raise ``ERROR_OF_KIND[token.reason]``).
+    wake-up with ``token.on_cancel``; raise ``ERROR_OF_KIND[token.reason]``);
+    ``snapshot(caller=None) -> dict`` (limits and usage, for ``metrics()`` and ``coordinator
+    quota status``; a ``caller`` parameter gets one caller's view). Defaults in
+    ``QuotaPolicyBase``.
     """
 
     def acquire(
@@ -78,14 +88,16 @@ class QuotaPolicy(Protocol):
 @runtime_checkable
 class MetricsSink(Protocol):
     """Receives one report per finished execution. Keep it fast: it runs on the caller's
-    thread after the result is decided. Optional: ``snapshot() -> dict``, ``close()``."""
+    thread after the result is decided. Optional (defaults in ``MetricsSinkBase``):
+    ``snapshot() -> dict``, ``close()``."""
 
     def record(self, report: ExecutionReport) -> None: ...
 
 
 @runtime_checkable
 class AuditSink(Protocol):
-    """Receives every audit record after it is committed to the core's log."""
+    """Receives every audit record after it is committed to the core's log. Optional
+    (default in ``AuditSinkBase``): ``close()``."""
 
     def emit(self, record: AuditRecord) -> None: ...
 
@@ -102,7 +114,8 @@ class EffectProcessor(Protocol):
     Optional: a class attribute ``txn_only = True`` declares that ``prepare`` writes only
     through ``txn`` (nothing staged elsewhere) and that ``commit`` and ``rollback`` do
     nothing; a store may then skip them and run ``prepare`` again after rolling back an
-    attempt (the SQLite store's short commit path, docs/storage.md).
+    attempt (the SQLite store's short commit path, docs/storage.md). ``EffectProcessorBase``
+    has do-nothing steps to override.
     """
 
     def prepare(self, execution_id: str, effects: Sequence[Effect], txn: Any) -> None: ...
@@ -131,19 +144,8 @@ class HostCall(Protocol):
     def fee_remaining(self) -> int: ...
 
 
-class CoordinatorConfig(Protocol):
-    """The effective configuration as plugins see it in registration hooks."""
-
-    data_dir: Path
-
-    def section(self, name: str) -> Any:
-        """The structured config of the plugin section ``name`` (see ``ConfigSection``)."""
-        ...
-
-
 __all__ = [
     "AuditSink",
-    "CoordinatorConfig",
     "DeployRequest",
     "EffectProcessor",
     "Engine",

@@ -8,11 +8,18 @@ the hot path walks in plain Python.
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import attrs
+
+from coordinator_hookspecs.view import CoordinatorView
+
+#: What a CLI command's ``run`` receives to open a coordinator (a context manager).
+CoordinatorOpener = Callable[[], AbstractContextManager[CoordinatorView]]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 _WASM_TYPES = frozenset({"i32", "i64", "f32", "f64"})
@@ -156,10 +163,10 @@ class CliCommand:
 
     ``add_arguments(parser)`` fills an ``argparse`` sub-parser; ``run(args, open_coordinator)``
     returns the exit code, where ``open_coordinator()`` opens a coordinator honouring the
-    global options (data dir, config) as a context manager.
+    global options (data dir, config) as a context manager yielding a ``CoordinatorView``.
     """
 
     name: str = attrs.field(validator=_valid_name)
     help: str
-    add_arguments: Callable[[Any], None]
-    run: Callable[[Any, Callable[[], Any]], int]
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, CoordinatorOpener], int]

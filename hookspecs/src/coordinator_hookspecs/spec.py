@@ -9,8 +9,6 @@ Every hook is documented in ``docs/hooks.md`` (a test fails when one is not).
 
 from __future__ import annotations
 
-from typing import Any
-
 import pluggy
 
 from coordinator_hookspecs.records import (
@@ -24,6 +22,7 @@ from coordinator_hookspecs.records import (
     QuotaPolicyRecord,
     ValidatorRecord,
 )
+from coordinator_hookspecs.view import CoordinatorConfig, CoordinatorView
 
 PROJECT_NAME = "coordinator"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -53,7 +52,7 @@ def coordinator_register_config_sections() -> list[ConfigSection] | None:
 
 
 @hookspec
-def coordinator_register_engines(config: Any) -> list[EngineRecord] | None:
+def coordinator_register_engines(config: CoordinatorConfig) -> list[EngineRecord] | None:
     """Register execution engines.
 
     Example::
@@ -66,13 +65,13 @@ def coordinator_register_engines(config: Any) -> list[EngineRecord] | None:
         def coordinator_register_engines(config):
             return [EngineRecord(name="echo", engine=EchoEngine(), resource_types={"echo"})]
 
-    :param config: the effective configuration (``CoordinatorConfig``).
+    :param config: the effective configuration (:class:`CoordinatorConfig`).
     :return: a list of :class:`EngineRecord`, or None.
     """
 
 
 @hookspec
-def coordinator_register_validators(config: Any) -> list[ValidatorRecord] | None:
+def coordinator_register_validators(config: CoordinatorConfig) -> list[ValidatorRecord] | None:
     """Register security validators (deploy-time, execution-time, or both).
 
     Example::
@@ -94,7 +93,9 @@ def coordinator_register_validators(config: Any) -> list[ValidatorRecord] | None
 
 
 @hookspec
-def coordinator_register_quota_policies(config: Any) -> list[QuotaPolicyRecord] | None:
+def coordinator_register_quota_policies(
+    config: CoordinatorConfig,
+) -> list[QuotaPolicyRecord] | None:
     """Register quota policies.
 
     Example::
@@ -120,7 +121,7 @@ def coordinator_register_quota_policies(config: Any) -> list[QuotaPolicyRecord] 
 
 
 @hookspec
-def coordinator_register_metrics_sinks(config: Any) -> list[MetricsSinkRecord] | None:
+def coordinator_register_metrics_sinks(config: CoordinatorConfig) -> list[MetricsSinkRecord] | None:
     """Register metrics sinks; each gets an ``ExecutionReport`` per finished execution.
 
     Example::
@@ -142,7 +143,7 @@ def coordinator_register_metrics_sinks(config: Any) -> list[MetricsSinkRecord] |
 
 
 @hookspec
-def coordinator_register_audit_sinks(config: Any) -> list[AuditSinkRecord] | None:
+def coordinator_register_audit_sinks(config: CoordinatorConfig) -> list[AuditSinkRecord] | None:
     """Register audit sinks; each gets every ``AuditRecord`` after it is committed.
 
     Example::
@@ -161,7 +162,9 @@ def coordinator_register_audit_sinks(config: Any) -> list[AuditSinkRecord] | Non
 
 
 @hookspec
-def coordinator_register_effect_processors(config: Any) -> list[EffectProcessorRecord] | None:
+def coordinator_register_effect_processors(
+    config: CoordinatorConfig,
+) -> list[EffectProcessorRecord] | None:
     """Register effect processors for effect kinds (prepare/commit/rollback).
 
     Example::
@@ -189,7 +192,9 @@ def coordinator_register_effect_processors(config: Any) -> list[EffectProcessorR
 
 
 @hookspec
-def coordinator_register_host_functions(config: Any) -> list[HostFunctionRecord] | None:
+def coordinator_register_host_functions(
+    config: CoordinatorConfig,
+) -> list[HostFunctionRecord] | None:
     """Register host functions guests may import (if granted the capability).
 
     Example::
@@ -218,7 +223,7 @@ def coordinator_register_cli_commands() -> list[CliCommand] | None:
             parser.add_argument("rid")
 
         def run(args, open_coordinator):
-            with open_coordinator() as coord:
+            with open_coordinator() as coord:  # a CoordinatorView
                 print(coord.resource(args.rid).name)
             return 0
 
@@ -232,7 +237,7 @@ def coordinator_register_cli_commands() -> list[CliCommand] | None:
 
 
 @hookspec
-def coordinator_configure(config: Any) -> None:
+def coordinator_configure(config: CoordinatorConfig) -> None:
     """Called once with the effective configuration, before any registration hook.
 
     Example::
@@ -244,8 +249,11 @@ def coordinator_configure(config: Any) -> None:
 
 
 @hookspec
-def coordinator_startup(coordinator: Any) -> None:
+def coordinator_startup(coordinator: CoordinatorView) -> None:
     """Called once after the pipeline is frozen and before the first execution.
+
+    ``coordinator`` is a :class:`CoordinatorView`: the public API plus what it registered
+    (``registered(kind)``) and its audit log (``audit_records(start)``).
 
     Example::
 
@@ -256,7 +264,7 @@ def coordinator_startup(coordinator: Any) -> None:
 
 
 @hookspec
-def coordinator_shutdown(coordinator: Any) -> None:
+def coordinator_shutdown(coordinator: CoordinatorView) -> None:
     """Called once when the coordinator closes, after the last execution finished.
 
     Example::

@@ -7,19 +7,31 @@ from typing import Any
 
 import attrs
 import pluggy
+import pytest
 
 from coordinator_engine_wasmtime import plugin
-from coordinator_engine_wasmtime.engine import WasmtimeEngine
+from coordinator_engine_wasmtime.engine import STACK_MARGIN, WasmtimeEngine, thread_stack_bytes
 from coordinator_engine_wasmtime.settings import WasmtimeSettings
-from coordinator_hookspecs import PROJECT_NAME, spec
+from coordinator_hookspecs import PROJECT_NAME, InvalidRequest, spec
+
+
+@attrs.frozen
+class Core:
+    """The core settings a ``CoordinatorConfig`` shows plugins."""
+
+    max_depth: int = 2
+    default_fee_limit: int = 10_000_000
+    max_execution_timeout: float = 30.0
 
 
 @attrs.define
 class Config:
-    """What registration hooks receive: the data dir and structured plugin sections."""
+    """What registration hooks receive (a ``CoordinatorConfig``): the data dir, the core
+    settings and structured plugin sections."""
 
     data_dir: Path
     sections: dict[str, Any]
+    core: Core = attrs.field(factory=Core)
 
     def section(self, name: str) -> Any:
         return self.sections[name]
@@ -72,6 +84,20 @@ def test_each_configuration_gets_its_own_engine(tmp_path: Path) -> None:
     finally:
         engines[0].close()
         engines[1].close()
+
+
+def test_stack_budget_follows_the_core_depth_limit(tmp_path: Path) -> None:
+    """The engine reads the depth limit through ``config.core``: a stack that cannot hold
+    ``max_depth + 1`` nested guests is refused when the engine is built."""
+    settings = {"wasmtime": WasmtimeSettings(max_wasm_stack=2 * 1024 * 1024)}
+    if thread_stack_bytes() >= 9 * (2 * 1024 * 1024 + STACK_MARGIN):
+        pytest.skip("threads here have room for 9 nested guest stacks")
+    with pytest.raises(InvalidRequest, match=r"\[coordinator\] max_depth = 8"):
+        _manager().hook.coordinator_register_engines(config=Config(tmp_path, settings,
+                                                                   Core(max_depth=8)))
+    ((record,),) = _manager().hook.coordinator_register_engines(
+        config=Config(tmp_path, settings, Core(max_depth=0)))
+    record.engine.close()
 
 
 def test_defaults_are_safe() -> None:

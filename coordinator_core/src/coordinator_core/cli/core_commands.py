@@ -7,11 +7,14 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coordinator_core.cli.output import emit, result_json, to_jsonable
 from coordinator_core.cli.summary import log_metrics, print_metrics
-from coordinator_hookspecs import CliCommand, ExecutionRequest, InvalidRequest, hookimpl
+from coordinator_hookspecs import CliCommand, EngineBase, ExecutionRequest, InvalidRequest, hookimpl
+
+if TYPE_CHECKING:
+    from coordinator_core.engines.dispatcher import BoundEngine
 
 Opener = Callable[[], Any]
 
@@ -107,12 +110,10 @@ def _exec(args: argparse.Namespace, open_coordinator: Opener) -> int:
     with open_coordinator() as coord:
         engine = _engine_of(coord, args.resource_id)
         payload: Any = b""
-        decode = getattr(engine, "decode_cli_input", None)
         if args.input is not None:
-            payload = decode(args.input, None) if callable(decode) else args.input.encode()
+            payload = engine.decode_cli_input(args.input, None)
         elif args.input_file is not None:
-            raw = _read_file(args.input_file)
-            payload = decode(raw, args.input_file) if callable(decode) else raw
+            payload = engine.decode_cli_input(_read_file(args.input_file), args.input_file)
         result = coord.execute(
             ExecutionRequest(
                 resource_id=args.resource_id,
@@ -124,11 +125,8 @@ def _exec(args: argparse.Namespace, open_coordinator: Opener) -> int:
                 timeout=args.timeout,
             )
         )
-        encode = getattr(engine, "encode_output", None)
-        output = (
-            encode(result.output)
-            if callable(encode) and result.output is not None
-            else to_jsonable(result.output)
+        output = to_jsonable(
+            engine.encode_output(result.output) if result.output is not None else None
         )
     data = result_json(result, output)
     if args.json:
@@ -146,12 +144,18 @@ def _exec(args: argparse.Namespace, open_coordinator: Opener) -> int:
     return 0 if result.ok else 1
 
 
-def _engine_of(coord: Any, resource_id: str) -> Any:
-    """The engine of a deployed resource, or None (the execution then reports not_found)."""
+class _NoEngine(EngineBase):
+    """Stands in for the engine of a resource that is not deployed (the execution then
+    reports not_found): the default CLI input and output conversions."""
+
+
+def _engine_of(coord: Any, resource_id: str) -> BoundEngine | _NoEngine:
+    """The bound engine of a deployed resource (its CLI input and output helpers)."""
     try:
-        return coord.engine_for(coord.resource(resource_id).type)
+        bound: BoundEngine = coord.dispatcher.engines_for(coord.resource(resource_id).type)[0]
     except Exception:
-        return None
+        return _NoEngine()
+    return bound
 
 
 # -- status, cancel, metrics -----------------------------------------------------------------

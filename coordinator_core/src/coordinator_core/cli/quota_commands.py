@@ -14,7 +14,6 @@ or ``--deny`` with no names empties that list. Only the resource's owner may cha
 from __future__ import annotations
 
 import argparse
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -38,16 +37,15 @@ def _quota_args(parser: argparse.ArgumentParser) -> None:
 def policy_snapshots(coord: Any, caller: str | None = None) -> dict[str, Any]:
     """Each quota policy's ``snapshot()`` (``snapshot(caller)`` when it accepts one)."""
     out: dict[str, Any] = {}
-    for record in coord.registry.quota_policies:
-        snapshot = getattr(record.policy, "snapshot", None)
-        if not callable(snapshot):
-            out[record.name] = {"policy": record.name, "snapshot": "not provided"}
+    for name, bound in coord.quota.snapshots:
+        if bound is None:
+            out[name] = {"policy": name, "snapshot": "not provided"}
             continue
-        takes_caller = caller is not None and "caller" in inspect.signature(snapshot).parameters
-        data = snapshot(caller) if takes_caller else snapshot()
+        takes_caller = caller is not None and bound.takes_caller
+        data = bound.snapshot(caller) if takes_caller else bound.snapshot()
         if caller is not None and not takes_caller and isinstance(data.get("callers"), dict):
             data = {**data, "callers": {k: v for k, v in data["callers"].items() if k == caller}}
-        out[record.name] = data
+        out[name] = data
     return out
 
 

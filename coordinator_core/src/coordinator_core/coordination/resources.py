@@ -3,14 +3,16 @@
 Mixed into :class:`~coordinator_core.coordination.coordinator.Coordinator`; it uses the
 coordinator's store, dispatcher (to find the engine of a resource type), security integrator
 and pipeline.
-Every deploy attempt, accepted or refused, leaves a ``deploy`` audit record.
+Every deploy attempt, accepted or refused, leaves a ``deploy`` audit record. It also holds
+the two read-only views ``CoordinatorView`` adds to the public API for plugins: the records
+registered (``registered``) and the audit log (``audit_records``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -18,10 +20,12 @@ import attrs
 from coordinator_core.engines.dispatcher import Dispatcher
 from coordinator_core.execution.pipeline import Pipeline
 from coordinator_core.plugin_host.config import Config
+from coordinator_core.plugin_host.registry import KINDS, Registry
 from coordinator_core.services.audit.sinks import AuditSinks
 from coordinator_core.services.security.integrator import SecurityIntegrator
 from coordinator_core.store.base import Store
 from coordinator_hookspecs import (
+    RECORD_KINDS,
     AccessPolicy,
     AuditRecord,
     CoordinatorError,
@@ -33,11 +37,16 @@ from coordinator_hookspecs import (
     Status,
 )
 
+#: ``registered(kind)``'s kinds (the registry's fields) -> the record attribute holding the
+#: implementation.
+_TARGET_OF_FIELD = {kind.field: kind.target for kind in KINDS}
+
 
 class ResourceCoordinator:
     """Deploy, inspect and govern resources."""
 
     config: Config
+    registry: Registry
     store: Store
     dispatcher: Dispatcher
     security: SecurityIntegrator
@@ -65,10 +74,8 @@ class ResourceCoordinator:
         try:
             if isinstance(capabilities, str):
                 raise InvalidRequest("capabilities must be a list of names, not one string")
-            engine = self.dispatcher.engines_for(resource_type)[0].engine
-            canonical = getattr(engine, "canonical_code", None)
-            if callable(canonical):
-                code = canonical(code, source_format)
+            bound = self.dispatcher.engines_for(resource_type)[0]
+            code = bound.canonical_code(code, source_format)
             if not isinstance(code, bytes):
                 raise InvalidRequest(f"code must be bytes, got {type(code).__name__}")
             rid = hashlib.sha256(code).hexdigest()
@@ -81,9 +88,9 @@ class ResourceCoordinator:
                 capabilities=frozenset(capabilities),
                 policy=policy or AccessPolicy(),
             )
-            inspect = getattr(engine, "inspect", None)
-            if callable(inspect):
-                deploy = attrs.evolve(deploy, meta=dict(inspect(deploy) or {}))
+            meta = bound.inspect(deploy)
+            if meta:
+                deploy = attrs.evolve(deploy, meta=dict(meta))
             self.security.check_deploy(deploy)
             info, created = self.store.put_resource(
                 ResourceInfo(
@@ -204,3 +211,17 @@ class ResourceCoordinator:
     def engine_for(self, resource_type: str) -> Any:
         """The first engine able to run ``resource_type`` (CLI input/output helpers)."""
         return self.dispatcher.engines_for(resource_type)[0].engine
+
+    # -- what plugins see besides the public API (CoordinatorView) ---------------------------
+    def audit_records(self, start: int = 1) -> Iterator[AuditRecord]:
+        """The committed audit log from sequence number ``start`` on, oldest first."""
+        return self.store.audit_records(start)
+
+    def registered(self, kind: str) -> Mapping[str, Any]:
+        """The implementations of the ``kind`` records this coordinator runs with, by name
+        (``kind`` is a field of the registry: ``"engines"``, ``"metrics_sinks"``...)."""
+        target = _TARGET_OF_FIELD.get(kind)
+        if target is None:
+            raise InvalidRequest(f"unknown record kind {kind!r}; choose one of "
+                                 f"{', '.join(RECORD_KINDS)}")
+        return {r.name: getattr(r, target) for r in getattr(self.registry, kind)}

@@ -32,7 +32,16 @@ from typing import Any
 import attrs
 from loguru import logger
 
-from coordinator_hookspecs import EngineError, EngineRecord, ResourceInfo
+from coordinator_hookspecs import (
+    DeployRequest,
+    EngineBase,
+    EngineError,
+    EngineRecord,
+    HostFunctionRecord,
+    ResourceInfo,
+    method_or_default,
+    optional,
+)
 
 STRATEGIES = ("least_loaded", "round_robin", "power_of_two", "affinity")
 
@@ -44,7 +53,12 @@ _clock = time.perf_counter
 
 @attrs.define(eq=False)
 class BoundEngine:
-    """An engine record plus its live counters (updated under the GIL, read by metrics)."""
+    """An engine record, its optional methods bound once, and its live counters (updated
+    under the GIL, read by metrics).
+
+    ``holds``, ``health`` and ``pool_stats`` are None when the engine has none of its own
+    (``EngineBase``'s defaults count as none), so selection skips them; the other optional
+    methods are always callable, the engine's own or ``EngineBase``'s default."""
 
     name: str
     engine: Any
@@ -53,6 +67,13 @@ class BoundEngine:
     capacity: int
     holds: Callable[[str], bool] | None
     health: Callable[[], bool] | None
+    pool_stats: Callable[[], Any] | None
+    close: Callable[[], None]
+    canonical_code: Callable[[Any, str], Any]
+    inspect: Callable[[DeployRequest], Any]
+    bind_host_functions: Callable[[Sequence[HostFunctionRecord]], None]
+    decode_cli_input: Callable[[str | bytes, str | None], Any]
+    encode_output: Callable[[Any], Any]
     inflight: int = 0
     executions: int = 0
     busy_seconds: float = 0.0
@@ -71,6 +92,27 @@ class BoundEngine:
             self.inflight -= 1
             self.executions += 1
             self.busy_seconds += _clock() - started
+
+
+def bind_engine(record: EngineRecord) -> BoundEngine:
+    """An engine record with every optional method of its engine bound once."""
+    engine = record.engine
+    return BoundEngine(
+        name=record.name,
+        engine=engine,
+        resource_types=record.resource_types,
+        features=record.features,
+        capacity=max(1, record.concurrency),
+        holds=optional(engine, "holds", EngineBase),
+        health=optional(engine, "health", EngineBase),
+        pool_stats=optional(engine, "pool_stats", EngineBase),
+        close=method_or_default(engine, "close", EngineBase),
+        canonical_code=method_or_default(engine, "canonical_code", EngineBase),
+        inspect=method_or_default(engine, "inspect", EngineBase),
+        bind_host_functions=method_or_default(engine, "bind_host_functions", EngineBase),
+        decode_cli_input=method_or_default(engine, "decode_cli_input", EngineBase),
+        encode_output=method_or_default(engine, "encode_output", EngineBase),
+    )
 
 
 def _load_key(b: BoundEngine) -> tuple[float, int]:
@@ -97,18 +139,7 @@ class Dispatcher:
         self.strategy = strategy
         self.health_interval = health_interval
         self.started = time.monotonic()
-        self.engines = tuple(
-            BoundEngine(
-                name=r.name,
-                engine=r.engine,
-                resource_types=r.resource_types,
-                features=r.features,
-                capacity=max(1, r.concurrency),
-                holds=getattr(r.engine, "holds", None),
-                health=getattr(r.engine, "health", None),
-            )
-            for r in records
-        )
+        self.engines = tuple(bind_engine(r) for r in records)
         self._by_name = {b.name: b for b in self.engines}
         self._needs = {t: frozenset(f) for t, f in (required_features or {}).items()}
         self._pin_types = dict(pin_types or {})
@@ -253,11 +284,15 @@ class Dispatcher:
         self, name: str, engine: Any, *, capacity: int | None = None, executor: str = "threads"
     ) -> None:
         """Swap the implementation behind engine ``name`` (the process pool wraps engines
-        this way at start-up); counters, pins and candidate tuples stay as they are."""
+        this way at start-up); counters, pins and candidate tuples stay as they are, and so
+        do the deploy-time methods (``canonical_code``, ``inspect``, the CLI helpers): they
+        keep running on the engine first registered."""
         bound = self._by_name[name]
         bound.engine = engine
-        bound.holds = getattr(engine, "holds", None)
-        bound.health = getattr(engine, "health", None)
+        bound.holds = optional(engine, "holds", EngineBase)
+        bound.health = optional(engine, "health", EngineBase)
+        bound.pool_stats = optional(engine, "pool_stats", EngineBase)
+        bound.close = method_or_default(engine, "close", EngineBase)
         bound.next_check = 0.0
         bound.executor = executor
         self._watched = any(b.health is not None for b in self.engines)
@@ -301,9 +336,8 @@ class Dispatcher:
                 "healthy": b.healthy,
                 "executor": b.executor,
             }
-            stats = getattr(b.engine, "pool_stats", None)
-            if callable(stats):
-                entry["workers"] = stats()
+            if b.pool_stats is not None:
+                entry["workers"] = b.pool_stats()
             out[b.name] = entry
         return out
 

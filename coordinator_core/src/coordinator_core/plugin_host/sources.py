@@ -11,17 +11,12 @@ about a section no plugin declares can point at it.
 from __future__ import annotations
 
 import os
-import sys
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from coordinator_hookspecs import InvalidRequest
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 ENV_PREFIX = "COORDINATOR_"
 #: Environment variables with their own meaning, never read as config keys.

@@ -14,13 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from coordinator_engine_onnxruntime.config import OnnxConfig
-from coordinator_hookspecs import DeployRequest, EngineResult, ExecutionContext
+from coordinator_hookspecs import (
+    DeployRequest,
+    EngineBase,
+    EngineResult,
+    ExecutionContext,
+    ValidatorBase,
+)
 
 #: The provider every onnxruntime build has: nothing to check at start-up.
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 
 
-class LazyEngine:
+class LazyEngine(EngineBase):
     """Stands in for :class:`~coordinator_engine_onnxruntime.engine.OnnxEngine`."""
 
     def __init__(self, cfg: OnnxConfig, external_dir: Path | None) -> None:
@@ -74,7 +80,7 @@ class LazyEngine:
             self._engine.close()
 
 
-class LazyModelPolicy:
+class LazyModelPolicy(ValidatorBase):
     """Stands in for :class:`~coordinator_engine_onnxruntime.policy.ModelPolicyValidator`."""
 
     def __init__(self, cfg: OnnxConfig, external_dir: Path | None) -> None:

@@ -8,16 +8,21 @@ and validator, built from its own config (no module-level state), on first use (
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from coordinator_engine_onnxruntime.config import OnnxConfig
 from coordinator_engine_onnxruntime.lazy import LazyEngine, LazyModelPolicy
-from coordinator_hookspecs import ConfigSection, EngineRecord, ValidatorRecord, hookimpl
+from coordinator_hookspecs import (
+    ConfigSection,
+    CoordinatorConfig,
+    EngineRecord,
+    ValidatorRecord,
+    hookimpl,
+)
 
 SECTION = "onnxruntime"
 
 
-def _settings(config: Any) -> tuple[OnnxConfig, Path | None]:
+def _settings(config: CoordinatorConfig) -> tuple[OnnxConfig, Path | None]:
     cfg: OnnxConfig = config.section(SECTION)
     if not cfg.allow_external_data:
         return cfg, None
@@ -31,7 +36,7 @@ def coordinator_register_config_sections() -> list[ConfigSection]:
 
 
 @hookimpl
-def coordinator_register_engines(config: Any) -> list[EngineRecord]:
+def coordinator_register_engines(config: CoordinatorConfig) -> list[EngineRecord]:
     cfg, external_dir = _settings(config)
     return [
         EngineRecord(
@@ -44,7 +49,7 @@ def coordinator_register_engines(config: Any) -> list[EngineRecord]:
 
 
 @hookimpl
-def coordinator_register_validators(config: Any) -> list[ValidatorRecord]:
+def coordinator_register_validators(config: CoordinatorConfig) -> list[ValidatorRecord]:
     cfg, external_dir = _settings(config)
     # Priority 10: the model policy is cheap next to storing a large model and protects the
     # engine itself, so it runs before generic validators.

@@ -41,6 +41,7 @@ from coordinator_engine_wasmtime.wasmbin import read_module
 from coordinator_hookspecs import (
     Cancelled,
     DeployRequest,
+    EngineBase,
     EngineError,
     EngineResult,
     ErrorKind,
@@ -101,7 +102,7 @@ def check_address_space(slots: int) -> None:
         )
 
 
-class WasmtimeEngine:
+class WasmtimeEngine(EngineBase):
     """Runs ``wasm`` resources (see docs/abi-wasm.md for the contract ABI)."""
 
     def __init__(self, settings: WasmtimeSettings | None = None,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any
 
 from coordinator_engine_wasmtime.abi import builtin_host_functions
 from coordinator_engine_wasmtime.engine import WasmtimeEngine
@@ -18,6 +17,7 @@ from coordinator_engine_wasmtime.settings import WasmtimeSettings
 from coordinator_engine_wasmtime.validator import DeployValidator
 from coordinator_hookspecs import (
     ConfigSection,
+    CoordinatorConfig,
     EngineRecord,
     HostFunctionRecord,
     ValidatorRecord,
@@ -29,14 +29,14 @@ _engines: weakref.WeakValueDictionary[int, WasmtimeEngine] = weakref.WeakValueDi
 _lock = threading.Lock()
 
 
-def engine_for(config: Any) -> WasmtimeEngine:
+def engine_for(config: CoordinatorConfig) -> WasmtimeEngine:
     """The engine of the coordinator whose configuration is ``config`` (created once)."""
     with _lock:
         engine = _engines.get(id(config))
         if engine is None or engine.owner is not config:
-            core = getattr(config, "core", None)  # the core's own settings: the depth limit
+            # The core's depth limit sizes the guest stacks nested calls pile on one thread.
             engine = WasmtimeEngine(config.section(SECTION), config.data_dir,
-                                    max_depth=getattr(core, "max_depth", 2))
+                                    max_depth=config.core.max_depth)
             # The strong reference keeps id(config) from being reused while the engine lives.
             engine.owner = config
             _engines[id(config)] = engine
@@ -49,17 +49,17 @@ def coordinator_register_config_sections() -> list[ConfigSection]:
 
 
 @hookimpl
-def coordinator_register_engines(config: Any) -> list[EngineRecord]:
+def coordinator_register_engines(config: CoordinatorConfig) -> list[EngineRecord]:
     return [EngineRecord(name="wasmtime", engine=engine_for(config), resource_types={"wasm"},
                          features={"fuel", "cancel", "deadline"})]
 
 
 @hookimpl
-def coordinator_register_validators(config: Any) -> list[ValidatorRecord]:
+def coordinator_register_validators(config: CoordinatorConfig) -> list[ValidatorRecord]:
     return [ValidatorRecord(name="wasmtime-deploy", validator=DeployValidator(engine_for(config)),
                             priority=10, applies_to={"wasm"})]
 
 
 @hookimpl
-def coordinator_register_host_functions(config: Any) -> list[HostFunctionRecord]:
+def coordinator_register_host_functions(config: CoordinatorConfig) -> list[HostFunctionRecord]:
     return builtin_host_functions(config.section(SECTION))

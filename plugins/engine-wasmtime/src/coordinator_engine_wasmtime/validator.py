@@ -13,10 +13,10 @@ from __future__ import annotations
 from coordinator_engine_wasmtime.engine import WasmtimeEngine
 from coordinator_engine_wasmtime.policy import check_imports, check_limits
 from coordinator_engine_wasmtime.wasmbin import read_module
-from coordinator_hookspecs import DeployRequest, Verdict
+from coordinator_hookspecs import DeployRequest, ValidatorBase, Verdict
 
 
-class DeployValidator:
+class DeployValidator(ValidatorBase):
     """Static limits, import rules and the compile cap, checked at deploy."""
 
     def __init__(self, engine: WasmtimeEngine) -> None:

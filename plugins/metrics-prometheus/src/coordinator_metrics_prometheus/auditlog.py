@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
+from coordinator_hookspecs import CoordinatorView
+
 
 class AuditLogCollector:
-    """A ``prometheus_client`` collector over ``coordinator.store``'s audit log."""
+    """A ``prometheus_client`` collector over the coordinator's audit log."""
 
-    def __init__(self, coordinator: Any, buckets: Sequence[float]) -> None:
+    def __init__(self, coordinator: CoordinatorView, buckets: Sequence[float]) -> None:
         self._coordinator = coordinator
         self._bounds = tuple(buckets)
         self._lock = threading.Lock()
@@ -31,7 +32,7 @@ class AuditLogCollector:
         self.executions: Counter[tuple[str, str, str, str]] = Counter()
         self.fee: Counter[tuple[str, str]] = Counter()
         self._buckets: dict[str, list[int]] = {}
-        self._sums: Counter[str] = Counter()
+        self._sums: defaultdict[str, float] = defaultdict(float)
 
     def _type_of(self, resource_id: str | None) -> str:
         if not resource_id:
@@ -48,7 +49,7 @@ class AuditLogCollector:
     def catch_up(self) -> int:
         """Fold the records appended since the last call; return how many were read."""
         read = 0
-        for record in self._coordinator.store.audit_records(self._next_seq):
+        for record in self._coordinator.audit_records(self._next_seq):
             self._next_seq = record.seq + 1
             read += 1
             if record.record_kind != "execution":

@@ -7,21 +7,20 @@ process that uses the data directory, including ones that ran before it started.
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
-from collections.abc import Callable
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from coordinator_hookspecs import CliCommand
+from coordinator_hookspecs import CliCommand, CoordinatorOpener
 from coordinator_metrics_prometheus.auditlog import AuditLogCollector
 from coordinator_metrics_prometheus.server import MetricsServer
 
 DEFAULT_PORT = 9464  # the port Prometheus' registry of default ports gives exporters like this
 
 
-def _add_arguments(parser: Any) -> None:
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=None,
                         help=f"port to serve on (default: [prometheus] port, else {DEFAULT_PORT})")
     parser.add_argument("--addr", default=None,
@@ -30,7 +29,7 @@ def _add_arguments(parser: Any) -> None:
                         help="print the metrics once (text exposition format) and exit")
 
 
-def _run(args: Any, open_coordinator: Callable[[], Any]) -> int:
+def _run(args: argparse.Namespace, open_coordinator: CoordinatorOpener) -> int:
     from coordinator_metrics_prometheus.plugin import SECTION, sinks_of
 
     with open_coordinator() as coordinator:

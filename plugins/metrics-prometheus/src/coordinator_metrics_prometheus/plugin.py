@@ -8,9 +8,15 @@ coordinator, on its own registry), the ``/metrics`` endpoint while a coordinator
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
-from coordinator_hookspecs import CliCommand, ConfigSection, MetricsSinkRecord, hookimpl
+from coordinator_hookspecs import (
+    CliCommand,
+    ConfigSection,
+    CoordinatorConfig,
+    CoordinatorView,
+    MetricsSinkRecord,
+    hookimpl,
+)
 from coordinator_metrics_prometheus.cli import SERVE_METRICS
 from coordinator_metrics_prometheus.config import PrometheusSettings
 from coordinator_metrics_prometheus.server import MetricsServer
@@ -19,11 +25,11 @@ from coordinator_metrics_prometheus.sink import PrometheusSink
 SECTION = "prometheus"
 
 
-def sinks_of(coordinator: Any) -> Iterator[PrometheusSink]:
+def sinks_of(coordinator: CoordinatorView) -> Iterator[PrometheusSink]:
     """This plugin's sinks among the coordinator's (none if disabled by config)."""
-    for record in coordinator.registry.metrics_sinks:
-        if isinstance(record.sink, PrometheusSink):
-            yield record.sink
+    for sink in coordinator.registered("metrics_sinks").values():
+        if isinstance(sink, PrometheusSink):
+            yield sink
 
 
 @hookimpl
@@ -32,7 +38,7 @@ def coordinator_register_config_sections() -> list[ConfigSection]:
 
 
 @hookimpl
-def coordinator_register_metrics_sinks(config: Any) -> list[MetricsSinkRecord]:
+def coordinator_register_metrics_sinks(config: CoordinatorConfig) -> list[MetricsSinkRecord]:
     settings: PrometheusSettings = config.section(SECTION)
     # Order 50: after the core's collector (0), before sinks that may be slow.
     return [MetricsSinkRecord(name="prometheus", sink=PrometheusSink(settings.buckets),
@@ -40,7 +46,7 @@ def coordinator_register_metrics_sinks(config: Any) -> list[MetricsSinkRecord]:
 
 
 @hookimpl
-def coordinator_startup(coordinator: Any) -> None:
+def coordinator_startup(coordinator: CoordinatorView) -> None:
     settings: PrometheusSettings = coordinator.config.section(SECTION)
     for sink in sinks_of(coordinator):
         sink.attach(coordinator)
@@ -49,7 +55,7 @@ def coordinator_startup(coordinator: Any) -> None:
 
 
 @hookimpl
-def coordinator_shutdown(coordinator: Any) -> None:
+def coordinator_shutdown(coordinator: CoordinatorView) -> None:
     for sink in sinks_of(coordinator):
         sink.stop_server()
 

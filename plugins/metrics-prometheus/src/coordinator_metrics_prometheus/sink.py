@@ -38,7 +38,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
-from coordinator_hookspecs import ExecutionReport
+from coordinator_hookspecs import CoordinatorView, ExecutionReport, MetricsSinkBase
 from coordinator_metrics_prometheus.config import DEFAULT_BUCKETS
 
 #: Reports queued before the recording thread adds them to the counts.
@@ -55,7 +55,7 @@ class _Buckets:
         self.total = 0.0
 
 
-class PrometheusSink:
+class PrometheusSink(MetricsSinkBase):
     """``MetricsSink`` whose counts are exported by ``self.registry``."""
 
     def __init__(self, buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
@@ -153,7 +153,7 @@ class PrometheusSink:
         return out
 
     # -- lifecycle (driven by the plugin's startup/shutdown hooks) -------------------------
-    def attach(self, coordinator: Any) -> None:
+    def attach(self, coordinator: CoordinatorView) -> None:
         """Expose the coordinator's live engine gauges in this registry."""
         if self._coordinator_collector is None:
             self._coordinator_collector = CoordinatorCollector(coordinator)
@@ -171,7 +171,7 @@ class CoordinatorCollector:
     """Engine utilisation and active executions, read from ``coordinator.metrics()`` at
     scrape time (nothing is kept between scrapes)."""
 
-    def __init__(self, coordinator: Any) -> None:
+    def __init__(self, coordinator: CoordinatorView) -> None:
         self._coordinator = coordinator
 
     def collect(self) -> Iterator[Metric]:

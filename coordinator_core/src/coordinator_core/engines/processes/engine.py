@@ -7,18 +7,28 @@ from typing import Any
 
 from coordinator_core.engines.processes.pool import ProcessPool
 from coordinator_core.engines.processes.spec import spec_from
-from coordinator_hookspecs import EngineResult, ExecutionContext, InvalidRequest
+from coordinator_hookspecs import (
+    EngineBase,
+    EngineResult,
+    ExecutionContext,
+    InvalidRequest,
+    method_or_default,
+    optional,
+)
 
 
 class PooledEngine:
     """Stands in the dispatcher for an engine that runs in the pool. Deploy-time methods
     (``canonical_code``, ``inspect``, CLI input helpers) still run on the parent's own
-    instance of the engine, which is what ``__getattr__`` forwards to."""
+    instance of the engine: the dispatcher keeps them bound to it, and ``__getattr__``
+    forwards any other attribute (an engine's own statistics, say) to it."""
 
     def __init__(self, name: str, inner: Any, pool: ProcessPool) -> None:
         self.name = name
         self.inner = inner
         self.pool = pool
+        self._inner_health = optional(inner, "health", EngineBase)
+        self._inner_close = method_or_default(inner, "close", EngineBase)
 
     def execute(self, ctx: ExecutionContext) -> EngineResult:
         return self.pool.run(self.name, ctx)
@@ -36,7 +46,7 @@ class PooledEngine:
         if pool.start_error is not None:
             pool.start_error = None
             return False
-        inner = getattr(self.inner, "health", None)
+        inner = self._inner_health
         return inner is None or bool(inner())
 
     def pool_stats(self) -> dict[str, Any]:
@@ -44,9 +54,7 @@ class PooledEngine:
 
     def close(self) -> None:
         self.pool.close()
-        close = getattr(self.inner, "close", None)
-        if callable(close):
-            close()
+        self._inner_close()
 
     def __getattr__(self, name: str) -> Any:
         inner = self.__dict__.get("inner")

@@ -36,6 +36,7 @@ from coordinator_hookspecs import (
     ERROR_OF_KIND,
     CancelToken,
     CoordinatorError,
+    EngineBase,
     EngineError,
     ErrorKind,
     ExecutionContext,
@@ -43,6 +44,7 @@ from coordinator_hookspecs import (
     ExecutionResult,
     InternalError,
     ResourceInfo,
+    method_or_default,
 )
 
 NESTED_UNAVAILABLE = (
@@ -183,8 +185,6 @@ def worker_main(spec: WorkerSpec, conn: Connection, cancels: Connection) -> None
                        f"process: {type(exc).__name__}: {exc}", name, reply[2]
                        if reply[0] == "done" else 0))
     for engine in engines.values():
-        close = getattr(engine, "close", None)
-        if callable(close):
-            close()
+        method_or_default(engine, "close", EngineBase)()
     if state is not None:
         state.close()

@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import attrs
 from loguru import logger
 
 from coordinator_hookspecs import (
@@ -19,8 +20,10 @@ from coordinator_hookspecs import (
     CoordinatorError,
     ExecutionRequest,
     QuotaExceeded,
+    QuotaPolicyBase,
     QuotaPolicyRecord,
     ResourceInfo,
+    optional,
 )
 
 Held = list[tuple[str, Callable[[Any, int], None], Any]]
@@ -36,6 +39,16 @@ def _takes_token(acquire: Callable[..., Any]) -> bool:
                or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
+@attrs.frozen
+class PolicySnapshot:
+    """A policy's optional ``snapshot``, bound once; ``takes_caller``: it has a ``caller``
+    parameter (one caller's view, for ``coordinator quota status CALLER``)."""
+
+    name: str
+    snapshot: Callable[..., Any]
+    takes_caller: bool
+
+
 class QuotaManager:
     """Walks the quota policy records as a frozen tuple."""
 
@@ -45,10 +58,9 @@ class QuotaManager:
              _takes_token(r.policy.acquire))
             for r in records
         )
-        self.snapshots = tuple(
-            (r.name, r.policy.snapshot)
-            for r in records
-            if callable(getattr(r.policy, "snapshot", None))
+        #: Every policy's ``snapshot`` (None: it has none of its own), in policy order.
+        self.snapshots: tuple[tuple[str, PolicySnapshot | None], ...] = tuple(
+            (r.name, _snapshot_of(r)) for r in records
         )
 
     def acquire(
@@ -90,9 +102,22 @@ class QuotaManager:
     def snapshot(self) -> dict[str, Any]:
         """Each policy's own usage report (for ``metrics()`` and ``quota status``)."""
         out: dict[str, Any] = {}
-        for name, snapshot in self.snapshots:
+        for name, bound in self.snapshots:
+            if bound is None:
+                continue
             try:
-                out[name] = snapshot()
+                out[name] = bound.snapshot()
             except Exception as exc:  # a report must never break metrics()
                 out[name] = {"error": f"{type(exc).__name__}: {exc}"}
         return out
+
+
+def _snapshot_of(record: QuotaPolicyRecord) -> PolicySnapshot | None:
+    snapshot = optional(record.policy, "snapshot", QuotaPolicyBase)
+    if snapshot is None:
+        return None
+    try:
+        takes_caller = "caller" in inspect.signature(snapshot).parameters
+    except (TypeError, ValueError):
+        takes_caller = False
+    return PolicySnapshot(record.name, snapshot, takes_caller)

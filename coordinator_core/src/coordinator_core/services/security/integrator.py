@@ -22,8 +22,10 @@ from coordinator_hookspecs import (
     ExecutionRequest,
     ResourceInfo,
     SecurityRejected,
+    ValidatorBase,
     ValidatorRecord,
     Verdict,
+    optional,
 )
 
 _ADMIT = object()  # cached "no objection" (a validator returned None)
@@ -38,15 +40,16 @@ class SecurityIntegrator:
         self.threshold = threshold
         self.cache_size = cache_size
         self._cache: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        # Bound once; a check a validator only inherits from ValidatorBase is never walked.
         self.execution_validators = tuple(
-            (r.name, r.validator.validate_execution, r.weight, r.applies_to, r.cacheable)
+            (r.name, check, r.weight, r.applies_to, r.cacheable)
             for r in records
-            if callable(getattr(r.validator, "validate_execution", None))
+            if (check := optional(r.validator, "validate_execution", ValidatorBase))
         )
         self.deploy_validators = tuple(
-            (r.name, r.validator.validate_deploy, r.weight, r.applies_to)
+            (r.name, check, r.weight, r.applies_to)
             for r in records
-            if callable(getattr(r.validator, "validate_deploy", None))
+            if (check := optional(r.validator, "validate_deploy", ValidatorBase))
         )
 
     def check_execution(self, request: ExecutionRequest, resource: ResourceInfo) -> None:
