@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from coordinator_core import Coordinator, ExecutionRequest
-from coordinator_core.plugin_host.registry import FIELD_OF_KIND
+from coordinator_core.plugin_host.registry import KINDS
 from coordinator_core.testing import EchoPlugin
 from coordinator_hookspecs import (
     RECORD_KINDS,
@@ -84,7 +84,7 @@ def test_registered_leaves_out_disabled_records_and_names_unknown_kinds(
 
 
 def test_record_kinds_of_the_contract_are_the_registry_fields() -> None:
-    assert tuple(FIELD_OF_KIND.values()) == RECORD_KINDS
+    assert tuple(kind.field for kind in KINDS) == RECORD_KINDS
 
 
 def test_audit_records_page_from_a_sequence_number(make_coordinator: Make) -> None:

@@ -106,9 +106,7 @@ class Coordinator(ResourceCoordinator):
             state_locks=state_locks,
         )
         for bound in self.dispatcher.engines:
-            bind = getattr(bound.engine, "bind_host_functions", None)
-            if callable(bind):
-                bind(registry.host_functions)
+            bound.bind_host_functions(registry.host_functions)
         self._collector = next(
             (r.sink for r in registry.metrics_sinks if r.name == COLLECTOR_NAME), None
         )
@@ -182,13 +180,11 @@ class Coordinator(ResourceCoordinator):
         self._drain(CLOSE_GRACE)
         self._watchdog.stop()
         self.host.broadcast("coordinator_shutdown", coordinator=self)
-        for item in (b.engine for b in self.dispatcher.engines):
-            close = getattr(item, "close", None)
-            if callable(close):
-                try:
-                    close()
-                except Exception as exc:
-                    logger.warning("closing {} failed: {}", type(item).__name__, exc)
+        for bound in self.dispatcher.engines:
+            try:
+                bound.close()
+            except Exception as exc:
+                logger.warning("closing engine {} failed: {}", bound.name, exc)
         deadline = time.monotonic() + CLOSE_SINKS
         self.metrics_sinks.close(deadline - time.monotonic())
         self.audit_sinks.close(deadline - time.monotonic())

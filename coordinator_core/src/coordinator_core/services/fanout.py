@@ -16,6 +16,8 @@ from typing import Any
 
 from loguru import logger
 
+from coordinator_hookspecs import optional
+
 #: Seconds ``close`` waits in total for every sink of a composite to close.
 CLOSE_TIMEOUT = 5.0
 
@@ -26,11 +28,13 @@ class SinkFanout:
 
     #: How the log names one of these sinks ("metrics sink", "audit sink").
     kind = "sink"
+    #: The base class whose no-op ``close`` a sink may inherit (nothing to call then).
+    base: type = object
 
     def __init__(self, sinks: Sequence[tuple[str, Any]]) -> None:
         self.names = tuple(name for name, _ in sinks)
-        closers = ((name, getattr(sink, "close", None)) for name, sink in sinks)
-        self._closers = tuple((name, close) for name, close in closers if callable(close))
+        closers = ((name, optional(sink, "close", self.base)) for name, sink in sinks)
+        self._closers = tuple((name, close) for name, close in closers if close is not None)
         self._failed: set[str] = set()
         self._failed_lock = threading.Lock()
 

@@ -24,7 +24,7 @@ from coordinator_core.engines.processes.state import state_source
 from coordinator_core.plugin_host.bootstrap import bootstrap
 from coordinator_core.plugin_host.config import Config, CoreSettings, RecordOverride
 from coordinator_core.plugin_host.host import PluginHost
-from coordinator_hookspecs import EngineError, InvalidRequest
+from coordinator_hookspecs import EngineBase, EngineError, InvalidRequest, method_or_default
 
 
 @attrs.frozen
@@ -107,9 +107,8 @@ def load_engines(spec: WorkerSpec) -> dict[str, Any]:
     engines: dict[str, Any] = {}
     for record in registry.engines:
         if record.name in spec.engines:
-            bind = getattr(record.engine, "bind_host_functions", None)
-            if callable(bind):
-                bind(registry.host_functions)
+            method_or_default(record.engine, "bind_host_functions", EngineBase)(
+                registry.host_functions)
             engines[record.name] = record.engine
         else:
             _close(record.engine)
@@ -125,9 +124,7 @@ def load_engines(spec: WorkerSpec) -> dict[str, Any]:
 
 
 def _close(engine: Any) -> None:
-    close = getattr(engine, "close", None)
-    if callable(close):
-        try:
-            close()
-        except Exception:  # an engine we never use; its close failing is not our failure
-            pass
+    try:
+        method_or_default(engine, "close", EngineBase)()
+    except Exception:  # an engine we never use; its close failing is not our failure
+        pass

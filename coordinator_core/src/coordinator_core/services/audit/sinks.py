@@ -12,13 +12,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from coordinator_core.services.fanout import SinkFanout
-from coordinator_hookspecs import AuditRecord
+from coordinator_hookspecs import AuditRecord, AuditSinkBase
 
 
 class AuditSinks(SinkFanout):
     """An audit sink made of ``sinks``, given as (record name, sink) pairs."""
 
     kind = "audit sink"
+    base = AuditSinkBase
 
     def __init__(self, sinks: Sequence[tuple[str, Any]]) -> None:
         super().__init__(sinks)

@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from coordinator_core.services.fanout import SinkFanout
-from coordinator_hookspecs import ExecutionReport
+from coordinator_hookspecs import ExecutionReport, MetricsSinkBase
 
 
 class MetricsSinks(SinkFanout):
     """A metrics sink made of ``sinks``, given as (record name, sink) pairs."""
 
     kind = "metrics sink"
+    base = MetricsSinkBase
 
     def __init__(self, sinks: Sequence[tuple[str, Any]]) -> None:
         super().__init__(sinks)
