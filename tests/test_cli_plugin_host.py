@@ -127,3 +127,16 @@ def test_help_loads_neither_the_pipeline_nor_the_store() -> None:
     assert "coordinator_core.cli.core_commands" in modules  # the sub-commands were loaded
     assert "coordinator_core.coordination.coordinator" not in modules
     assert "coordinator_core.execution.pipeline" not in modules
+
+
+def test_a_required_plugin_that_failed_stops_commands_and_plugins_says_why(tmp_path: Path) -> None:
+    env = _dists(tmp_path / "dists", guard="def broken(:\n")
+    env["COORDINATOR_REQUIRED_PLUGINS"] = "guard"
+    done = run_cli("metrics", data_dir=tmp_path / "data", env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "required plugin 'guard' from coordinator-guard failed to load: SyntaxError" in (
+        done.stderr
+    )
+    done = run_cli("plugins", data_dir=tmp_path / "data", env=env)
+    assert done.returncode == 1
+    assert "problem: required plugin 'guard'" in done.stdout
