@@ -140,3 +140,22 @@ def test_a_required_plugin_that_failed_stops_commands_and_plugins_says_why(tmp_p
     done = run_cli("plugins", data_dir=tmp_path / "data", env=env)
     assert done.returncode == 1
     assert "problem: required plugin 'guard'" in done.stdout
+
+
+SAME_COMMAND = '''
+from coordinator_hookspecs import CliCommand, hookimpl
+
+@hookimpl
+def coordinator_register_cli_commands():
+    return [CliCommand("hello", "say hello", lambda parser: None, lambda args, open_: 0)]
+'''
+
+
+def test_two_plugins_with_one_cli_command_name_are_diagnosed(tmp_path: Path) -> None:
+    env = _dists(tmp_path / "dists", cmd_a=SAME_COMMAND, cmd_b=SAME_COMMAND)
+    done = run_cli("plugins", data_dir=tmp_path / "data", env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "problem: duplicate CLI command name 'hello': registered by plugin cmd_a and by " \
+           "plugin cmd_b" in done.stdout
+    done = run_cli("hello", data_dir=tmp_path / "data", env=env)  # the first keeps the name
+    assert done.returncode == 0, done.stderr
