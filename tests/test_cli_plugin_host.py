@@ -127,3 +127,35 @@ def test_help_loads_neither_the_pipeline_nor_the_store() -> None:
     assert "coordinator_core.cli.core_commands" in modules  # the sub-commands were loaded
     assert "coordinator_core.coordination.coordinator" not in modules
     assert "coordinator_core.execution.pipeline" not in modules
+
+
+def test_a_required_plugin_that_failed_stops_commands_and_plugins_says_why(tmp_path: Path) -> None:
+    env = _dists(tmp_path / "dists", guard="def broken(:\n")
+    env["COORDINATOR_REQUIRED_PLUGINS"] = "guard"
+    done = run_cli("metrics", data_dir=tmp_path / "data", env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "required plugin 'guard' from coordinator-guard failed to load: SyntaxError" in (
+        done.stderr
+    )
+    done = run_cli("plugins", data_dir=tmp_path / "data", env=env)
+    assert done.returncode == 1
+    assert "problem: required plugin 'guard'" in done.stdout
+
+
+SAME_COMMAND = '''
+from coordinator_hookspecs import CliCommand, hookimpl
+
+@hookimpl
+def coordinator_register_cli_commands():
+    return [CliCommand("hello", "say hello", lambda parser: None, lambda args, open_: 0)]
+'''
+
+
+def test_two_plugins_with_one_cli_command_name_are_diagnosed(tmp_path: Path) -> None:
+    env = _dists(tmp_path / "dists", cmd_a=SAME_COMMAND, cmd_b=SAME_COMMAND)
+    done = run_cli("plugins", data_dir=tmp_path / "data", env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "problem: duplicate CLI command name 'hello': registered by plugin cmd_a and by " \
+           "plugin cmd_b" in done.stdout
+    done = run_cli("hello", data_dir=tmp_path / "data", env=env)  # the first keeps the name
+    assert done.returncode == 0, done.stderr

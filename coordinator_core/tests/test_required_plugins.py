@@ -124,3 +124,20 @@ def test_required_plugins_from_the_environment(
     monkeypatch.setenv("COORDINATOR_REQUIRED_PLUGINS", "no-such-plugin")
     with pytest.raises(PluginError, match="'no-such-plugin' is not installed"):
         make_coordinator(EchoPlugin())
+
+
+def test_a_failed_open_closes_the_engines_it_built(make_coordinator: Make) -> None:
+    closed: list[str] = []
+
+    class Closing(EchoPlugin):
+        __name__ = "closing"
+
+        @hookimpl
+        def coordinator_register_engines(self, config: Any) -> list[Any]:
+            (record,) = super().coordinator_register_engines(config)
+            record.engine.close = lambda: closed.append(record.name)  # type: ignore[method-assign]
+            return [record]
+
+    with pytest.raises(PluginError, match="'absent' is not installed"):
+        make_coordinator(Closing(), overrides={"coordinator": {"required_plugins": ["absent"]}})
+    assert closed == ["echo"]

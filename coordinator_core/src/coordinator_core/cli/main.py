@@ -168,6 +168,7 @@ def _cmd_plugins(args: argparse.Namespace, session: _Session) -> int:
     """The diagnosis command: every plugin, what it registered, and what is wrong (clashing
     names, required plugins not running). Exit 1 when something is wrong."""
     loaded = session.loaded(keep_conflicts=True)
+    loaded.discard()  # only described: no coordinator will run these engines
     conflicts = [*session.conflicts, *loaded.registry.conflicts]
     required = required_problems(loaded.host, loaded.config.core.required_plugins)
     data: dict[str, Any] = {
@@ -201,7 +202,9 @@ def _cmd_plugins(args: argparse.Namespace, session: _Session) -> int:
 
 
 def _cmd_config_show(args: argparse.Namespace, session: _Session) -> int:
-    data = to_jsonable(session.loaded(keep_conflicts=True).config.as_dict())
+    loaded = session.loaded(keep_conflicts=True)
+    loaded.discard()
+    data = to_jsonable(loaded.config.as_dict())
     if args.json:
         emit(data)
         return EXIT_OK

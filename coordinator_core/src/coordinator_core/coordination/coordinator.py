@@ -141,12 +141,17 @@ class Coordinator(ResourceCoordinator):
         """Open a coordinator on plugins already loaded (:func:`bootstrap`; the CLI loads
         them once per command). Fails closed if a ``required_plugins`` entry is not running."""
         config, host, registry = loaded.config, loaded.host, loaded.registry
-        check_required(host, config.core.required_plugins)
-        store = open_store(config)
+        try:
+            check_required(host, config.core.required_plugins)
+            store = open_store(config)
+        except BaseException:
+            loaded.discard()
+            raise
         try:
             coordinator = cls(config, host, registry, store)
         except Exception:
             store.close()
+            loaded.discard()
             raise
         try:
             coordinator._start_process_pool()

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
+from loguru import logger
 
 from coordinator_core.plugin_host.builtins import BUILTIN_PLUGINS, ESSENTIAL_PLUGINS
 from coordinator_core.plugin_host.config import Config
@@ -27,6 +28,22 @@ class Loaded:
     config: Config
     host: PluginHost
     registry: Registry
+
+    def discard(self) -> None:
+        """Close the engines and sinks the registry built, when no coordinator will own
+        them (opening failed): an engine may hold a thread."""
+        registry = self.registry
+        for item in (
+            *(r.engine for r in registry.engines),
+            *(r.sink for r in registry.metrics_sinks),
+            *(r.sink for r in registry.audit_sinks),
+        ):
+            close = getattr(item, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception as exc:  # the opening error is the one to report
+                    logger.debug("closing {} failed: {}", type(item).__name__, exc)
 
 
 def load_plugins(
