@@ -1,7 +1,7 @@
 ;; A counter: adds one to the little-endian i64 stored under the key "count" in the
 ;; contract's state and writes the new value as its output. Three host calls, each reading or
 ;; writing guest memory (storage_get, storage_set, output_write); needs the `storage`
-;; capability. Issue 3's benchmark runs it, and the tests count with it.
+;; capability. The wasm benchmark runs it, and the tests count with it.
 (module
   (import "env" "storage_get" (func $storage_get (param i32 i32 i32 i32) (result i32)))
   (import "env" "storage_set" (func $storage_set (param i32 i32 i32 i32)))

@@ -80,7 +80,7 @@ class Ledger:
         """Record the final result and keep the execution's outcome in the bounded finished
         map. Only the outcome is kept, not the entry with its request, token and output:
         what is dropped ``retention`` executions later is then one small tuple, not a dozen
-        objects long gone cold (measured ~2 us per execution in the pipeline)."""
+        objects long gone cold, and outputs (a model's can be large) are not held."""
         entry.result = result
         entry.status = result.status
         outcome = _outcome(result)

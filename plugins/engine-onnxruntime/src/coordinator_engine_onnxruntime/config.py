@@ -1,6 +1,6 @@
 """The ``[onnxruntime]`` config section: limits, the op policy, session and fee settings.
 
-Every field has a safe default, so an empty section gives the behaviour issue 4 asks for:
+Every field has a safe default, so an empty section is the safe configuration:
 CPU only, one intra-op and one inter-op thread with spinning off, the standard ``ai.onnx`` and
 ``ai.onnx.ml`` domains only, no external data, a bounded session cache and a memory cap.
 """

@@ -18,12 +18,12 @@ input size, which bounds the overrun without removing it (docs/onnx.md).
 
 Which run call
 --------------
-Measured on a two-node model (Gemm + Softmax, batch 1, one thread): ``sess.run(names, feeds)``
-about 6-8 us; ``sess.run(names, feeds, run_options)`` the same (the pybind call is identical,
-``None`` or an object); building a ``RunOptions()`` about 0.5 us; ``run_with_ort_values`` and
-``run_with_iobinding`` 5-6x slower, as they wrap every input and output in an ``OrtValue``.
-So the engine calls the plain ``InferenceSession.run`` with a **fresh RunOptions per
-execution**. Reusing one per thread would save the 0.5 us, but a cancel arriving just after
+``sess.run(names, feeds, run_options)`` costs the same as without options (the pybind call is
+identical, ``None`` or an object), and building a ``RunOptions()`` is cheap;
+``run_with_ort_values`` and ``run_with_iobinding`` are several times slower, as they wrap every
+input and output in an ``OrtValue`` (``bench/results.md``, the onnx rows). So the engine calls
+the plain ``InferenceSession.run`` with a **fresh RunOptions per execution**. Reusing one per
+thread would save building it, but a cancel arriving just after
 an execution finished would then set the flag during the *next* execution on that thread;
 a fresh object makes a late callback harmless (it flips a flag nobody reads).
 """

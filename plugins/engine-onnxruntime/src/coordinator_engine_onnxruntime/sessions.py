@@ -1,6 +1,6 @@
 """Building onnxruntime sessions and keeping a bounded number of them warm.
 
-Session options are explicit (issue 4): thread counts from config, spinning off by default,
+Session options are explicit: thread counts from config, spinning off by default,
 sequential execution, the ONNX format forced (an ORT-format flatbuffer is never loaded by
 sniffing), logging silenced (failures come back as exceptions; the terminate flag would
 otherwise print an error line per timeout), and no custom op library, ever.
@@ -85,8 +85,7 @@ def build_session(code: bytes, cfg: OnnxConfig) -> ort.InferenceSession:
 def _fast_run(session: ort.InferenceSession) -> Callable[..., Any]:
     """The binding's ``run`` under ``InferenceSession.run``.
 
-    The public wrapper spends ~1.5 us per call (a fifth of a tiny model's run) re-checking
-    input names, which ``inputs.Signature`` has already done more strictly, and retrying on a
+    The public wrapper spends a sizeable share of a tiny model's run re-checking input names, which ``inputs.Signature`` has already done more strictly, and retrying on a
     provider failure with other providers, which we do not want: the configured providers
     are the ones that run, and an ``EPFail`` is reported as ``engine_error``. onnxruntime is
     pinned (==1.32.0), so the private attribute is stable; if a build lacks it, the public

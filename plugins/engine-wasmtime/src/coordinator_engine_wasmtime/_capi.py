@@ -1,10 +1,9 @@
 """Raw access to wasmtime's C API through the shared library that wasmtime-py ships.
 
 Why this module exists: the hot path must cost less than a hand-written call through
-wasmtime-py's public classes (issue 3's benchmark), and those classes are the expensive part
-(measured here: ``Func.__call__`` about 26 us against about 2 us through the C API; a fresh
-Store + instantiate + call about 70 us against about 21 us; a host-function crossing about
-10 us against 0.5 us). The public wrappers also keep the last host-function exception in a
+wasmtime-py's public classes, and those classes are the expensive part: a call, a fresh
+Store + instantiate + call and a host-function crossing each cost several times what the
+same step costs through the C API (``bench/results.md``, the wasm rows). The public wrappers also keep the last host-function exception in a
 module global (two threads see each other's errors) and silently truncate or wrap memory
 reads, so the engine does not use them at run time at all.
 
@@ -46,8 +45,7 @@ def _fn(name: str, restype: Any, *argtypes: Any) -> Any:
 
 def _quick(name: str, restype: Any, *argtypes: Any) -> Any:
     """A short, non-blocking C function called with the GIL held: releasing and re-taking
-    the GIL costs more than such a call itself (measured ~1 us per call with other threads
-    waiting for the GIL)."""
+    the GIL costs more than such a call itself when other threads wait for the GIL."""
     return ctypes.PYFUNCTYPE(restype, *argtypes)((name, _dll))
 
 

@@ -1,8 +1,7 @@
 """How a worker process reads committed state: its own read-only SQLite connection.
 
-Measured (``bench/bench_parallel.py``, "ctx.state_get" rows): one read through a pipe round
-trip to the parent costs two process wake-ups — tens to over a hundred microseconds on a busy
-2-core machine — against about 5 us for a SQLite read. So when the parent's store is the
+One read through a pipe round trip to the parent costs two process wake-ups, many times a
+SQLite read (``bench/bench_parallel.py``, "ctx.state_get" rows). So when the parent's store is the
 embedded ``SqliteStore``, each worker opens the same database file read-only (WAL mode lets
 readers in other processes see every committed transaction without blocking the writer) and
 runs the store's own state query. For any other store (``MemoryStore`` lives in the parent's

@@ -93,10 +93,10 @@ class MetricsCollector:
 
     ``record`` runs on every execution's thread, so it only queues the report (one deque
     append); the reports are folded into the counters and histograms in batches, when
-    ``FOLD_AT`` are waiting and before every read. Measured in the whole pipeline (issue 3's
-    benchmark), updating the counters inline cost ~13 us per execution (twice what the same
-    code costs in a loop of its own: it ran cold between an engine call and an SQLite
-    commit); a batch folds a report in ~3 us, and the execution's own cost is the append.
+    ``FOLD_AT`` are waiting and before every read. Updating the counters inline costs
+    several times more than the append: the code runs cold between an engine call and an
+    SQLite commit, while a batch folds its reports warm (``bench/results.md`` has the
+    figures).
     """
 
     #: Reports waiting before the recording thread folds them (bounds the memory held and

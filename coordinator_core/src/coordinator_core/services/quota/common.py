@@ -3,7 +3,7 @@
 Not a plugin itself (it registers nothing); ``quota_rate``, ``quota_concurrency`` and
 ``quota_fee`` import it.
 
-Every policy follows the same rules (issue 6):
+Every policy follows the same rules:
 
 * limits are precomputed per caller at start-up, so ``acquire`` is one dict lookup, one lock
   acquisition and a few arithmetic operations;
