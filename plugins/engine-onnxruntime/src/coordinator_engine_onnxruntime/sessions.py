@@ -85,7 +85,8 @@ def build_session(code: bytes, cfg: OnnxConfig) -> ort.InferenceSession:
 def _fast_run(session: ort.InferenceSession) -> Callable[..., Any]:
     """The binding's ``run`` under ``InferenceSession.run``.
 
-    The public wrapper spends a sizeable share of a tiny model's run re-checking input names, which ``inputs.Signature`` has already done more strictly, and retrying on a
+    The public wrapper spends a sizeable share of a tiny model's run re-checking input
+    names, which ``inputs.Signature`` has already done more strictly, and retrying on a
     provider failure with other providers, which we do not want: the configured providers
     are the ones that run, and an ``EPFail`` is reported as ``engine_error``. onnxruntime is
     pinned (==1.32.0), so the private attribute is stable; if a build lacks it, the public
