@@ -5,7 +5,8 @@ wasmtime-py's public classes, and those classes are the expensive part: a call, 
 Store + instantiate + call and a host-function crossing each cost several times what the
 same step costs through the C API (``bench/results.md``, the wasm rows). The public
 wrappers also keep the last host-function exception in a module global (two threads see
-each other's errors) and silently truncate or wrap memory reads, so the engine does not use them at run time at all.
+each other's errors) and silently truncate or wrap memory reads, so the engine does not
+use them at run time at all.
 
 How: each C function gets its *own* ctypes function object built from wasmtime-py's loaded
 library (``CFUNCTYPE(...)((name, dll))``), declared with ``c_void_p``/integer argument types
