@@ -21,8 +21,11 @@ from coordinator_server.keys import SCOPES, KeyStore
 Opener = Callable[[], Any]
 
 
-def data_dir_of(open_coordinator: Opener) -> Path:
-    """The data directory the coordinator of these CLI options uses."""
+def data_dir_of(args: argparse.Namespace, open_coordinator: Opener) -> Path:
+    """The data directory the coordinator of these CLI options uses: ``--data-dir`` when
+    given (it wins over the config file), else the one an opened coordinator resolves."""
+    if getattr(args, "data_dir", None):
+        return Path(args.data_dir)
     with open_coordinator() as coord:
         return Path(coord.config.data_dir)
 
@@ -43,7 +46,7 @@ def _keys_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _keys(args: argparse.Namespace, open_coordinator: Opener) -> int:
-    store = KeyStore(data_dir_of(open_coordinator))
+    store = KeyStore(data_dir_of(args, open_coordinator))
     try:
         if args.keys_action == "create":
             token = store.create(args.name, args.scope)
