@@ -52,6 +52,7 @@ class ServerState:
         self.coordinator: Any = None
         self.keys: KeyStore | None = None
         self.models: Any = None
+        self.handles: Any = None
         self.failed: str | None = None
         self.closing = False
 

@@ -1,0 +1,94 @@
+"""The contract API over the live server: a WebAssembly contract deployed, executed, polled,
+cancelled and its state read, with the key's name as owner and caller."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import time
+from pathlib import Path
+
+from .conftest import Live
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+SPIN = b'(module (func (export "main") (loop $l (br $l))))'
+
+
+def deploy_wat(live: Live, key: str, code: bytes, **params: str) -> dict:
+    reply = live.request("POST", "/v1/resources", key, content=code,
+                         params={"type": "wasm", "format": "wat", **params})
+    assert reply.status_code == 201, reply.text
+    return reply.json()
+
+
+def test_deploy_execute_and_read_state(live: Live) -> None:
+    info = deploy_wat(live, "dora", (EXAMPLES / "counter.wat").read_bytes(), name="counter",
+                      capabilities="storage")
+    assert info["owner"] == "dora" and info["capabilities"] == ["storage"]
+    rid = info["resource_id"]
+    listed = live.request("GET", "/v1/resources", "alice").json()["resources"]
+    assert rid in {r["resource_id"] for r in listed}
+    shown = live.request("GET", f"/v1/resources/{rid}", "alice").json()
+    assert shown["name"] == "counter" and "meta" in shown
+    absent = live.request("GET", f"/v1/resources/{rid}/state/count", "alice")
+    assert absent.status_code == 404 and "no state under 'count'" in absent.json()["error"]
+    done = live.request("POST", "/v1/executions", "alice", json={"resource_id": rid})
+    assert done.status_code == 200, done.text
+    result = done.json()
+    assert result["status"] == "succeeded" and result["caller"] == "alice"
+    assert struct.unpack("<q", base64.b64decode(result["output_base64"]))[0] == 1
+    # wait=false: 202 with the id at once, then the result by long poll.
+    queued = live.request("POST", "/v1/executions", "alice", params={"wait": "false"},
+                          json={"resource_id": rid})
+    assert queued.status_code == 202
+    polled = live.request("GET", f"/v1/executions/{queued.json()['execution_id']}", "alice",
+                          params={"wait": "10"}).json()
+    assert polled["status"] == "succeeded"
+    state = live.request("GET", f"/v1/resources/{rid}/state/count", "alice").json()
+    assert struct.unpack("<q", base64.b64decode(state["value"]))[0] == 2
+
+
+def test_a_running_execution_is_cancelled_by_its_caller_only(live: Live) -> None:
+    rid = deploy_wat(live, "dora", SPIN, name="spin")["resource_id"]
+    started = live.request("POST", "/v1/executions", "alice", params={"wait": "false"},
+                           json={"resource_id": rid, "timeout": 30,
+                                 "fee_limit": 10**12})
+    execution_id = started.json()["execution_id"]
+    deadline = time.monotonic() + 10
+    while live.request("GET", f"/v1/executions/{execution_id}", "alice").json()[
+            "status"] == "queued" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert live.request("GET", f"/v1/executions/{execution_id}", "alice").json()[
+        "status"] == "running"
+    other = live.request("POST", f"/v1/executions/{execution_id}/cancel", "dora")
+    assert other.status_code == 403 and "not the key 'dora'" in other.json()["error"]
+    assert live.request("GET", f"/v1/executions/{execution_id}", "dora").status_code == 403
+    assert live.request("GET", f"/v1/executions/{execution_id}", "root").status_code == 200
+    cancelled = live.request("POST", f"/v1/executions/{execution_id}/cancel", "alice")
+    assert cancelled.json() == {"execution_id": execution_id, "cancelled": True}
+    final = live.request("GET", f"/v1/executions/{execution_id}", "alice",
+                         params={"wait": "10"}).json()
+    assert final["status"] == "cancelled" and final["error_kind"] == "cancelled"
+
+
+def test_bad_contract_requests(live: Live) -> None:
+    no_type = live.request("POST", "/v1/resources", "dora", content=SPIN)
+    assert no_type.status_code == 400 and "type" in no_type.json()["error"]
+    bad = live.request("POST", "/v1/resources", "dora", content=b"(module",
+                       params={"type": "wasm", "format": "wat"})
+    assert bad.status_code == 400
+    unknown = live.request("POST", "/v1/executions", "alice", json={"resource_id": "0" * 64})
+    assert unknown.status_code == 404 and unknown.json()["error_kind"] == "not_found"
+    spin = deploy_wat(live, "dora", SPIN, name="spin")["resource_id"]
+    out_of_fee = live.request("POST", "/v1/executions", "alice",
+                              json={"resource_id": spin, "fee_limit": 1000})
+    assert out_of_fee.status_code == 402 and out_of_fee.json()["error_kind"] == "fee_exhausted"
+    extra = live.request("POST", "/v1/executions", "alice",
+                         json={"resource_id": "0" * 64, "gas": 1})
+    assert extra.status_code == 400 and "unknown field 'gas'" in extra.json()["error"]
+    b64 = live.request("POST", "/v1/executions", "alice",
+                       json={"resource_id": "0" * 64, "input": "not base64!"})
+    assert b64.status_code == 400 and "base64" in b64.json()["error"]
+    assert live.request("GET", "/v1/executions/ex-none", "alice").status_code == 404
+    assert live.request("GET", "/v1/executions/ex-none", "alice",
+                        params={"wait": "-1"}).status_code == 400
