@@ -116,11 +116,12 @@ def route(scope: str | None, state: ServerState, handler: Handler
         if state.coordinator is None or state.keys is None:
             return error(503, "the coordinator is not open yet" if state.failed is None
                          else f"the coordinator failed to open: {state.failed}")
-        key: ApiKey | JSONResponse = NO_AUTH
+        key = NO_AUTH
         if scope is not None:
-            key = authenticate(request, state, scope)
-            if isinstance(key, JSONResponse):
-                return key
+            found = authenticate(request, state, scope)
+            if isinstance(found, JSONResponse):
+                return found
+            key = found
         try:
             return await handler(request, state, key)
         except CoordinatorError as exc:

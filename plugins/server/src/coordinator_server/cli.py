@@ -80,7 +80,7 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--no-auth", action="store_true",
                         help="accept requests without a key (loopback addresses only)")
-    parser.add_argument("--grace", type=float, default=10.0, metavar="SECONDS",
+    parser.add_argument("--grace", type=int, default=10, metavar="SECONDS",
                         help="on SIGTERM, how long in-flight requests may take (default 10)")
 
 

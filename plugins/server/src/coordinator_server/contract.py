@@ -73,11 +73,12 @@ async def deploy(request: Request, state: ServerState, key: ApiKey) -> Response:
     q = request.query_params
     if "type" not in q:
         raise InvalidRequest("deploy needs the query parameter type (wasm, onnx)")
-    code: bytes | str = await read_body(request, state)
+    raw = await read_body(request, state)
+    code: bytes | str = raw
     source_format = q.get("format", "binary")
     if source_format == "wat":
         try:
-            code = bytes(code).decode("utf-8")
+            code = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidRequest("format=wat needs a UTF-8 body") from None
     capabilities = [c for c in q.get("capabilities", "").split(",") if c]

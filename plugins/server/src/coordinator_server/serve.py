@@ -62,7 +62,7 @@ def build_app(state: ServerState, open_coordinator: Callable[[], Any],
 
 
 def serve(open_coordinator: Callable[[], Any], *, host: str, port: int, auth: bool,
-          grace: float) -> int:
+          grace: int) -> int:
     """Run until SIGTERM or Ctrl-C; 0 on a clean stop, 1 if the coordinator failed to open."""
     state = ServerState(auth=auth)
     server: uvicorn.Server | None = None
@@ -73,7 +73,7 @@ def serve(open_coordinator: Callable[[], Any], *, host: str, port: int, auth: bo
 
     app = build_app(state, open_coordinator, stop)
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=False,
-                            log_level="warning", timeout_graceful_shutdown=grace,
+                            log_level="warning", timeout_graceful_shutdown=max(1, grace),
                             server_header=False)
     server = uvicorn.Server(config)
     if not auth:

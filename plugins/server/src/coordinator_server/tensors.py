@@ -50,14 +50,14 @@ def _shape(value: Any, where: str) -> list[int]:
     return value
 
 
-def decode_inputs(body: Any) -> dict[str, dict[str, Any]]:
-    """The engine input (name -> ``{"data", "shape", "dtype"}``) of an infer request body."""
+def decode_inputs(body: Any) -> dict[str, np.ndarray]:
+    """The engine input (name -> array) of an infer request body."""
     if not isinstance(body, Mapping):
         raise InvalidRequest("the infer request must be a JSON object with 'inputs'")
     inputs = body.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise InvalidRequest("the infer request needs 'inputs', a non-empty list of tensors")
-    feeds: dict[str, dict[str, Any]] = {}
+    feeds: dict[str, np.ndarray] = {}
     for i, tensor in enumerate(inputs):
         if not isinstance(tensor, Mapping):
             raise InvalidRequest(f"inputs[{i}] is not an object")
@@ -95,7 +95,7 @@ def to_array(data: Any, shape: list[int], dtype: str, where: str) -> np.ndarray:
             raise InvalidRequest(f"{where}: datatype {datatype(dtype)} cannot hold "
                                  f"{_KIND.get(kind, 'mixed')} values")
         if target.kind in "iu":
-            info = np.iinfo(target)
+            info = np.iinfo(target)  # type: ignore[type-var]
             if natural.min() < info.min or natural.max() > info.max:
                 raise InvalidRequest(f"{where}: values outside the range of {datatype(dtype)}")
     size = math.prod(shape)
