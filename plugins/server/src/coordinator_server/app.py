@@ -60,8 +60,8 @@ class ServerState:
     def ready(self) -> bool:
         if self.coordinator is None or self.closing:
             return False
-        engines = self.coordinator.dispatcher.engines
-        return all(_healthy(bound.engine) for bound in engines)
+        dispatcher = getattr(self.coordinator, "dispatcher", None)
+        return all(_healthy(bound.engine) for bound in getattr(dispatcher, "engines", ()))
 
 
 def _healthy(engine: Any) -> bool:
