@@ -8,6 +8,7 @@ tests exercise the same path an operator does.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
+MAX_BODY = 1 << 20  # the live server's [server] max_body_bytes
 COORDINATOR = str(Path(sys.executable).parent / "coordinator")
 
 
@@ -88,8 +90,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         tokens[name] = json.loads(made.stdout)["token"]
     port = free_port()
     log = (data_dir.parent / "serve.log").open("w+")
+    env = {**os.environ, "COORDINATOR_SERVER__MAX_BODY_BYTES": str(MAX_BODY)}
     proc = subprocess.Popen([COORDINATOR, "--data-dir", str(data_dir), "serve", "--port",
-                             str(port)], stdout=log, stderr=subprocess.STDOUT)
+                             str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
     server = Live(f"http://127.0.0.1:{port}", data_dir, models, tokens)
     deadline = time.monotonic() + 60
     while True:

@@ -10,7 +10,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from .conftest import Live, cli
+from coordinator_server.app import ServerState
+from coordinator_server.serve import build_app
+
+from .conftest import MAX_BODY, Live, cli
 
 X = np.arange(8, dtype=np.float32).reshape(2, 4) / 7
 
@@ -28,6 +31,15 @@ def body(x: np.ndarray, **extra: Any) -> dict[str, Any]:
 def test_health_needs_no_key_and_reports_ready(live: Live) -> None:
     assert live.request("GET", "/v2/health/live").json() == {"live": True}
     assert live.request("GET", "/v2/health/ready").json() == {"ready": True}
+
+
+def test_the_openapi_document_lists_every_route(live: Live) -> None:
+    doc = live.request("GET", "/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    app = build_app(ServerState(), lambda: None, lambda: None)
+    served = {r.path.replace("{key:path}", "{key}") for r in app.routes} - {"/openapi.json"}
+    assert served == set(doc["paths"])
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 
 
 def test_server_metadata(live: Live) -> None:
@@ -99,5 +111,10 @@ def test_unknown_models_versions_and_bodies(live: Live) -> None:
     missing = live.request("POST", "/v2/models/nope/infer", "alice", json=body(X))
     assert missing.status_code == 404 and "no model named 'nope'" in missing.json()["error"]
     assert live.request("GET", "/v2/models/clf/versions/3", "alice").status_code == 404
+    big = live.request("POST", "/v2/models/clf/infer", "alice", content=b" " * (MAX_BODY + 1))
+    assert big.status_code == 413 and "max_body_bytes" in big.json()["error"]
+    chunks = iter([b" " * (MAX_BODY // 2 + 1)] * 2)  # chunked: no length declared up front
+    streamed = live.request("POST", "/v2/models/clf/infer", "alice", content=chunks)
+    assert streamed.status_code == 413
     bad = live.request("POST", "/v2/models/clf/infer", "alice", content=b"{not json")
     assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]

@@ -26,7 +26,8 @@ BUSY = b"""(module
         (local.set $i (i64.sub (local.get $i) (i64.const 1)))
         (br $l)))
     (local.get $n)))"""
-LOOPS = 150_000_000  # some hundreds of milliseconds of guest work
+CALIBRATE = 20_000_000
+TARGET = 1.0  # seconds each of the two executions in flight runs
 
 
 def test_sigterm_lets_in_flight_executions_finish(tmp_path: Path) -> None:
@@ -51,14 +52,17 @@ def test_sigterm_lets_in_flight_executions_finish(tmp_path: Path) -> None:
         assert "WARNING: --no-auth" in text and "auth OFF" in text
         rid = client.post("/v1/resources", content=BUSY,
                           params={"type": "wasm", "format": "wat"}).json()["resource_id"]
-        call = {"resource_id": rid, "args": [LOOPS], "fee_limit": 10**12, "timeout": 60}
+        trial = client.post("/v1/executions", json={"resource_id": rid, "args": [CALIBRATE],
+                                                    "fee_limit": 10**12}).json()
+        loops = int(CALIBRATE * TARGET * 1000 / max(trial["duration_ms"], 1.0))
+        call = {"resource_id": rid, "args": [loops], "fee_limit": 10**12, "timeout": 30}
         queued = client.post("/v1/executions", params={"wait": "false"}, json=call).json()
         replies: list[Any] = []
         sync = threading.Thread(target=lambda: replies.append(
             client.post("/v1/executions", json=call)))
         sync.start()
-        time.sleep(0.3)  # both are running now
-        assert not replies
+        time.sleep(TARGET / 4)  # both are running now
+        assert not replies, replies[0].text
         proc.send_signal(signal.SIGTERM)
         sync.join(timeout=60)
         assert proc.wait(timeout=60) == 0, log_path.read_text()

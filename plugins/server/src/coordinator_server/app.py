@@ -37,7 +37,7 @@ HTTP_STATUS: dict[ErrorKind, int] = {
     ErrorKind.INTERNAL: 500,
 }
 NO_AUTH = ApiKey(name="anonymous", scope="admin", created_at=0.0)
-MAX_BODY = 64 * 1024 * 1024
+MAX_BODY = 64 * 1024 * 1024  # until the coordinator's [server] section is read
 
 Handler = Callable[[Request, "ServerState", ApiKey], Awaitable[Response]]
 
@@ -79,8 +79,13 @@ def error(status: int, message: str, kind: str | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+class BodyTooLarge(InvalidRequest):
+    """A request body over ``[server] max_body_bytes``: answered 413."""
+
+
 def failure(exc: CoordinatorError) -> JSONResponse:
-    return error(HTTP_STATUS.get(exc.kind, 500), exc.message, exc.kind.value)
+    status = 413 if isinstance(exc, BodyTooLarge) else HTTP_STATUS.get(exc.kind, 500)
+    return error(status, exc.message, exc.kind.value)
 
 
 def _unauthorized(message: str) -> JSONResponse:
@@ -142,12 +147,14 @@ async def json_body(request: Request, state: ServerState) -> Any:
 async def read_body(request: Request, state: ServerState) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > state.max_body:
-        raise InvalidRequest(f"the body is {declared} bytes, over the limit of {state.max_body}")
+        raise BodyTooLarge(f"the body is {declared} bytes, over the limit of {state.max_body} "
+                           "([server] max_body_bytes)")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > state.max_body:
-            raise InvalidRequest(f"the body is over the limit of {state.max_body} bytes")
+            raise BodyTooLarge(f"the body is over the limit of {state.max_body} bytes "
+                               "([server] max_body_bytes)")
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -117,6 +117,12 @@ async def live(request: Request) -> Response:
     return JSONResponse({"live": True})
 
 
+async def openapi_json(request: Request) -> Response:
+    from coordinator_server.openapi import document
+
+    return JSONResponse(document(_version()))
+
+
 def routes(state: ServerState) -> list[Route]:
     async def ready(request: Request) -> Response:
         ok = state.ready
@@ -127,6 +133,7 @@ def routes(state: ServerState) -> list[Route]:
     out = [
         Route("/v2/health/live", live, methods=["GET"]),
         Route("/v2/health/ready", ready, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/v2", route("execute", state, server_metadata), methods=["GET"]),
     ]
     for base in (model, versioned):

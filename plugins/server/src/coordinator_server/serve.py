@@ -24,6 +24,7 @@ from coordinator_server import contract, oip
 from coordinator_server.app import ServerState
 from coordinator_server.keys import KeyStore
 from coordinator_server.models import ModelIndex
+from coordinator_server.settings import SECTION
 
 
 def build_app(state: ServerState, open_coordinator: Callable[[], Any],
@@ -37,6 +38,7 @@ def build_app(state: ServerState, open_coordinator: Callable[[], Any],
         state.keys = KeyStore(coordinator.config.data_dir)
         stack.callback(state.keys.close)
         state.models = ModelIndex(coordinator)
+        state.max_body = coordinator.config.section(SECTION).max_body_bytes
         state.coordinator = coordinator
         logger.info("coordinator open; serving")
 
