@@ -85,7 +85,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         time.sleep(0.01)  # distinct deploy times order the versions
     tokens = {}
     for name, scope in (("alice", "execute"), ("dora", "deploy"), ("root", "admin"),
-                        ("gone", "execute")):
+                        ("gone", "execute"), ("treasury", "execute")):
         made = cli(data_dir, "keys", "create", name, "--scope", scope, "--json")
         tokens[name] = json.loads(made.stdout)["token"]
     port = free_port()

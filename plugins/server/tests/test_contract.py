@@ -92,3 +92,42 @@ def test_bad_contract_requests(live: Live) -> None:
     assert live.request("GET", "/v1/executions/ex-none", "alice").status_code == 404
     assert live.request("GET", "/v1/executions/ex-none", "alice",
                         params={"wait": "-1"}).status_code == 400
+
+
+def test_audit_log_paged_and_verified_by_admin_only(live: Live) -> None:
+    live.request("POST", "/v2/models/clf/infer", "alice", json={"inputs": [
+        {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]})
+    assert live.request("GET", "/v1/audit", "dora").status_code == 403
+    first = live.request("GET", "/v1/audit", "root", params={"limit": "2"}).json()
+    assert [r["seq"] for r in first["records"]] == [1, 2] and first["next_start"] == 3
+    seen, start = [], 1
+    while start is not None:
+        page = live.request("GET", "/v1/audit", "root",
+                            params={"start": str(start), "limit": "50"}).json()
+        seen += page["records"]
+        start = page["next_start"]
+    assert [r["seq"] for r in seen] == list(range(1, len(seen) + 1))
+    assert any(r["record_kind"] == "execution" and r["caller"] == "alice" for r in seen)
+    assert {r["record_kind"] for r in seen} >= {"deploy", "execution"}
+    report = live.request("GET", "/v1/audit/verify", "root").json()
+    assert report["ok"] is True and report["count"] == len(seen)
+    assert live.request("GET", "/v1/audit", "root", params={"limit": "0"}).status_code == 400
+
+
+def test_the_key_is_the_caller_the_contract_sees(live: Live) -> None:
+    """The token contract lets only the caller "treasury" mint: the key named so may, another
+    key may not, and the mint's event and balance are read back over the API."""
+    code = (EXAMPLES / "token.wat").read_bytes()
+    rid = deploy_wat(live, "dora", code, name="token", capabilities="storage,events")[
+        "resource_id"]
+    mint = {"resource_id": rid, "entry": "mint",
+            "input": base64.b64encode(struct.pack("<Q", 100) + b"alice").decode()}
+    refused = live.request("POST", "/v1/executions", "alice", json=mint)
+    assert refused.status_code >= 400 and refused.json()["status"] != "succeeded"
+    minted = live.request("POST", "/v1/executions", "treasury", json=mint)
+    assert minted.status_code == 200, minted.text
+    balance = live.request("GET", f"/v1/resources/{rid}/state/bal:alice", "alice").json()
+    assert struct.unpack("<Q", base64.b64decode(balance["value"]))[0] == 100
+    [event] = live.request("GET", f"/v1/resources/{rid}/events", "alice").json()["events"]
+    assert base64.b64decode(event["payload"])[:1] == b"M"
+    assert event["execution_id"] == minted.json()["execution_id"]

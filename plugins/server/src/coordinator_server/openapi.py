@@ -61,6 +61,14 @@ def document(version: str) -> dict[str, Any]:
                                            params=[_path("rid")])},
         "/v1/resources/{rid}/state/{key}": {"get": _op(
             "a committed state value (base64)", "execute", params=[_path("rid"), _path("key")])},
+        "/v1/resources/{rid}/events": {"get": _op(
+            "the resource's newest events", "execute",
+            params=[_path("rid"), _query("limit", "integer", "at most 1000 (default 100)")])},
+        "/v1/audit": {"get": _op(
+            "audit records from seq start, paged", "admin",
+            params=[_query("start", "integer", "first seq (default 1)"),
+                    _query("limit", "integer", "at most 1000 (default 100)")])},
+        "/v1/audit/verify": {"get": _op("check the audit log's hash chain", "admin")},
         "/v1/executions": {"post": _op(
             "execute: resource_id, entry, input (base64), args, fee_limit, timeout", "execute",
             params=[_query("wait", "boolean", "false: 202 with the execution id at once")],

@@ -20,7 +20,7 @@ import uvicorn
 from loguru import logger
 from starlette.applications import Starlette
 
-from coordinator_server import contract, oip
+from coordinator_server import contract, oip, records
 from coordinator_server.app import ServerState
 from coordinator_server.keys import KeyStore
 from coordinator_server.models import ModelIndex
@@ -60,7 +60,9 @@ def build_app(state: ServerState, open_coordinator: Callable[[], Any],
             await task
             await asyncio.to_thread(stack.close)
 
-    return Starlette(routes=[*oip.routes(state), *contract.routes(state)], lifespan=lifespan)
+    return Starlette(
+        routes=[*oip.routes(state), *contract.routes(state), *records.routes(state)],
+        lifespan=lifespan)
 
 
 def serve(open_coordinator: Callable[[], Any], *, host: str, port: int, auth: bool,
