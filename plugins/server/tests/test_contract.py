@@ -131,3 +131,15 @@ def test_the_key_is_the_caller_the_contract_sees(live: Live) -> None:
     [event] = live.request("GET", f"/v1/resources/{rid}/events", "alice").json()["events"]
     assert base64.b64decode(event["payload"])[:1] == b"M"
     assert event["execution_id"] == minted.json()["execution_id"]
+
+
+def test_prometheus_metrics_on_the_same_port(live: Live) -> None:
+    live.request("POST", "/v2/models/clf/infer", "alice", json={"inputs": [
+        {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]}]})
+    assert live.request("GET", "/metrics", "alice").status_code == 403
+    reply = live.request("GET", "/metrics", "root")
+    assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/plain")
+    succeeded = [float(line.rsplit(" ", 1)[1]) for line in reply.text.splitlines()
+                 if line.startswith("coordinator_executions_total{")
+                 and 'status="succeeded"' in line and 'resource_type="onnx"' in line]
+    assert succeeded and sum(succeeded) >= 1

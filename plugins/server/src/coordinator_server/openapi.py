@@ -69,6 +69,7 @@ def document(version: str) -> dict[str, Any]:
             params=[_query("start", "integer", "first seq (default 1)"),
                     _query("limit", "integer", "at most 1000 (default 100)")])},
         "/v1/audit/verify": {"get": _op("check the audit log's hash chain", "admin")},
+        "/metrics": {"get": _op("Prometheus metrics (with the prometheus plugin)", "admin")},
         "/v1/executions": {"post": _op(
             "execute: resource_id, entry, input (base64), args, fee_limit, timeout", "execute",
             params=[_query("wait", "boolean", "false: 202 with the execution id at once")],

@@ -1,4 +1,5 @@
-"""Read-only history over ``/v1``: a resource's events, the audit log (paged) and its check.
+"""Read-only history over ``/v1``: a resource's events, the audit log (paged) and its check;
+and ``/metrics``, the Prometheus plugin's registry when that plugin is loaded.
 
 Events are public to any key (the contract emitted them for its callers); the audit log names
 every caller, so it and ``audit/verify`` need the admin scope. The coordinator has no public
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from coordinator_hookspecs import InvalidRequest
+from coordinator_hookspecs import InvalidRequest, NotFound
 from coordinator_server.app import ApiKey, ServerState, route
 
 MAX_PAGE = 1000
@@ -67,9 +68,25 @@ async def verify(request: Request, state: ServerState, key: ApiKey) -> Response:
     return JSONResponse(attrs.asdict(report))
 
 
+async def metrics(request: Request, state: ServerState, key: ApiKey) -> Response:
+    """The Prometheus text exposition of the sink that keeps a ``prometheus_client``
+    registry (the prometheus plugin's), found by duck typing so this plugin needs neither it
+    nor ``prometheus_client``."""
+    sinks = getattr(getattr(state.coordinator, "registry", None), "metrics_sinks", ())
+    for record in sinks:
+        registry: Any = getattr(record.sink, "registry", None)
+        if type(registry).__name__ == "CollectorRegistry":
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            text = await asyncio.to_thread(generate_latest, registry)
+            return Response(text, media_type=CONTENT_TYPE_LATEST)
+    raise NotFound("no Prometheus metrics here: the prometheus plugin is not loaded")
+
+
 def routes(state: ServerState) -> list[Route]:
     return [
         Route("/v1/resources/{rid}/events", route("execute", state, events), methods=["GET"]),
         Route("/v1/audit", route("admin", state, audit), methods=["GET"]),
         Route("/v1/audit/verify", route("admin", state, verify), methods=["GET"]),
+        Route("/metrics", route("admin", state, metrics), methods=["GET"]),
     ]
