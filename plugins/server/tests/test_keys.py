@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -14,11 +15,12 @@ import pytest
 from coordinator_hookspecs import InvalidRequest, NotFound
 from coordinator_server.keys import FILENAME, KeyStore
 
+COORDINATOR = str(Path(sys.executable).parent / "coordinator")
+
 
 def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "coordinator"), "--data-dir", str(data_dir), *args],
-        capture_output=True, text=True, timeout=60)
+    return subprocess.run([COORDINATOR, "--data-dir", str(data_dir), *args],
+                          capture_output=True, text=True, timeout=60)
 
 
 def test_keys_create_list_revoke_through_the_cli(tmp_path: Path) -> None:
@@ -65,3 +67,13 @@ def test_verify_accepts_only_active_tokens_and_scopes_are_ordered(tmp_path: Path
     renewed = store.create("svc", "execute")  # a revoked name may be reused, new token
     assert renewed != token and store.verify(renewed) is not None
     store.close()
+
+
+def test_without_data_dir_the_keys_are_where_the_coordinator_keeps_its_data(
+        tmp_path: Path) -> None:
+    assert cli(tmp_path, "keys", "create", "env-key").returncode == 0
+    env = {**os.environ, "COORDINATOR_DATA_DIR": str(tmp_path)}
+    listed = subprocess.run([COORDINATOR, "keys", "list", "--json"], capture_output=True,
+                            text=True, timeout=60, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert [k["name"] for k in json.loads(listed.stdout)] == ["env-key"]
