@@ -99,6 +99,9 @@ def test_each_infer_is_an_execution_with_the_key_as_caller(live: Live) -> None:
     (body(X, outputs=[{"name": "nope"}]), 400, "unknown output 'nope'"),
     ({"inputs": []}, 400, "non-empty"),
     (body(X, caller="mallory"), 403, "may not name another"),
+    (body(X, parameters={"fee_limit": 1}), 402, "over the fee limit of 1"),
+    (body(X, parameters={"timeout": "soon"}), 400, "parameters.timeout"),
+    (body(X, parameters=[1]), 400, "'parameters' must be an object"),
 ])
 def test_bad_infer_requests_get_a_typed_error(live: Live, payload: Any, status: int,
                                               says: str) -> None:
