@@ -42,6 +42,23 @@ def test_a_body_naming_another_caller_is_refused(live: Live) -> None:
     assert reply.status_code == 403 and "may not name another" in reply.json()["error"]
 
 
+def test_admin_keys_manage_keys_over_http(live: Live) -> None:
+    assert live.request("GET", "/v1/keys", "dora").status_code == 403
+    made = live.request("POST", "/v1/keys", "root", json={"name": "web", "scope": "execute"})
+    assert made.status_code == 201, made.text
+    token = made.json()["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    assert live.client.get("/v1/resources", headers=auth).status_code == 200
+    listed = live.request("GET", "/v1/keys", "root").json()["keys"]
+    assert {"web", "alice", "root"} <= {k["name"] for k in listed}
+    assert token not in str(listed)
+    bad = live.request("POST", "/v1/keys", "root", json={"name": "x", "scope": "god"})
+    assert bad.status_code == 400 and "unknown scope" in bad.json()["error"]
+    assert live.request("DELETE", "/v1/keys/web", "root").json()["active"] is False
+    assert live.client.get("/v1/resources", headers=auth).status_code == 401
+    assert live.request("DELETE", "/v1/keys/nobody", "root").status_code == 404
+
+
 def test_no_auth_is_refused_off_loopback(tmp_path: object) -> None:
     done = subprocess.run([COORDINATOR, "--data-dir", str(tmp_path), "serve", "--no-auth",
                            "--host", "0.0.0.0", "--port", "1"],

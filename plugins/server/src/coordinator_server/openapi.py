@@ -69,6 +69,11 @@ def document(version: str) -> dict[str, Any]:
             params=[_query("start", "integer", "first seq (default 1)"),
                     _query("limit", "integer", "at most 1000 (default 100)")])},
         "/v1/audit/verify": {"get": _op("check the audit log's hash chain", "admin")},
+        "/v1/keys": {
+            "post": _op("create a key: {name, scope}; the token is in the answer, once",
+                        "admin", ok="201", body={"required": True, **_JSON}),
+            "get": _op("list keys (never their tokens)", "admin")},
+        "/v1/keys/{name}": {"delete": _op("revoke a key", "admin", params=[_path("name")])},
         "/metrics": {"get": _op("Prometheus metrics (with the prometheus plugin)", "admin")},
         "/v1/executions": {"post": _op(
             "execute: resource_id, entry, input (base64), args, fee_limit, timeout", "execute",

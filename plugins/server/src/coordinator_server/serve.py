@@ -20,7 +20,7 @@ import uvicorn
 from loguru import logger
 from starlette.applications import Starlette
 
-from coordinator_server import contract, oip, records
+from coordinator_server import contract, keys_api, oip, records
 from coordinator_server.app import ServerState
 from coordinator_server.keys import KeyStore
 from coordinator_server.models import ModelIndex
@@ -61,7 +61,8 @@ def build_app(state: ServerState, open_coordinator: Callable[[], Any],
             await asyncio.to_thread(stack.close)
 
     return Starlette(
-        routes=[*oip.routes(state), *contract.routes(state), *records.routes(state)],
+        routes=[*oip.routes(state), *contract.routes(state), *records.routes(state),
+                *keys_api.routes(state)],
         lifespan=lifespan)
 
 
