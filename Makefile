@@ -6,7 +6,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 PYTESTS := hookspecs/tests coordinator_core/tests plugins/engine-wasmtime/tests \
-	plugins/engine-onnxruntime/tests plugins/metrics-prometheus/tests tests
+	plugins/engine-onnxruntime/tests plugins/metrics-prometheus/tests plugins/server/tests tests
 
 .PHONY: setup demo test lint typecheck pytest bench clean
 
