@@ -198,3 +198,17 @@ def test_a_raising_validator_logs_its_traceback_once(make_coordinator: Any) -> N
     assert warning["exception"] is None and "\n" not in warning["message"]
     assert warning["message"] == result.error.message
     assert "KeyError: 'missing-setting'" in warning["message"]
+
+
+def test_record_security_event_appends_a_chained_security_record(make_coordinator: Any) -> None:
+    coord = make_coordinator(EchoPlugin())
+    refused = SecurityRejected("no valid bearer token", source="server")
+    record = coord.record_security_event("anonymous", {"action": "authenticate"}, refused)
+    assert record.seq > 0 and record.record_kind == "security"
+    assert record.status == "rejected" and record.error_kind == "security_rejected"
+    accepted = coord.record_security_event("olga", {"action": "keys.create"})
+    assert accepted.status == "succeeded" and accepted.error_kind is None
+    logged = [r for r in coord.audit_records() if r.record_kind == "security"]
+    assert [(r.caller, r.detail) for r in logged] == [
+        ("anonymous", {"action": "authenticate"}), ("olga", {"action": "keys.create"})]
+    assert coord.store.verify().ok

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from coordinator_hookspecs.errors import CoordinatorError
 from coordinator_hookspecs.types import (
     AccessPolicy,
     AuditRecord,
@@ -183,6 +184,19 @@ class CoordinatorView(Protocol):
     def audit_records(self, start: int = 1) -> Iterator[AuditRecord]:
         """The committed audit log from sequence number ``start`` on, oldest first (every
         process sharing the data directory appends to it; sequence numbers have no gaps)."""
+        ...
+
+    def record_security_event(
+        self,
+        caller: str,
+        detail: Mapping[str, Any],
+        error: CoordinatorError | None = None,
+        *,
+        resource_id: str | None = None,
+    ) -> AuditRecord:
+        """Append a ``security`` audit record for a decision a plugin took itself (a front
+        end refusing a credential): ``rejected`` with ``error``'s kind and message, else
+        ``succeeded``. ``detail`` is JSON and names the action; it never holds a secret."""
         ...
 
     def registered(self, kind: str) -> Mapping[str, Any]:

@@ -147,11 +147,12 @@ class ResourceCoordinator:
         )
         self._append_audit(record)
 
-    def _append_audit(self, record: AuditRecord) -> None:
+    def _append_audit(self, record: AuditRecord) -> AuditRecord:
         if self.config.core.enable_audit_tracking:
             record = self.store.append(record)
         if self.config.core.enable_audit_events:
             self.audit_sinks.emit(record)
+        return record
 
     def resource(self, resource_id: str) -> ResourceInfo:
         """Metadata of a deployed resource (``NotFound`` otherwise)."""
@@ -185,19 +186,33 @@ class ResourceCoordinator:
     def _audit_policy(
         self, resource_id: str, caller: str, detail: dict[str, Any], error: CoordinatorError | None
     ) -> None:
-        self._append_audit(
-            AuditRecord(
-                seq=0,
-                record_kind="security",
-                timestamp=time.time(),
-                caller=caller,
-                resource_id=resource_id,
-                status=(Status.REJECTED if error else Status.SUCCEEDED).value,
-                error_kind=error.kind.value if error else None,
-                message=error.message if error else None,
-                detail=detail,
-            )
+        self.record_security_event(caller, detail, error, resource_id=resource_id)
+
+    def record_security_event(
+        self,
+        caller: str,
+        detail: Mapping[str, Any],
+        error: CoordinatorError | None = None,
+        *,
+        resource_id: str | None = None,
+    ) -> AuditRecord:
+        """Append a ``security`` audit record for a decision taken outside the pipeline (a
+        front end refusing a bad credential, a policy change): ``rejected`` with the error's
+        kind and message when ``error`` is given, ``succeeded`` otherwise. ``detail`` must be
+        JSON-serialisable; it should say what was attempted (``{"action": ...}``) and never
+        hold a secret."""
+        record = AuditRecord(
+            seq=0,
+            record_kind="security",
+            timestamp=time.time(),
+            caller=caller,
+            resource_id=resource_id,
+            status=(Status.REJECTED if error else Status.SUCCEEDED).value,
+            error_kind=error.kind.value if error else None,
+            message=error.message if error else None,
+            detail=dict(detail),
         )
+        return self._append_audit(record)
 
     def state(self, resource_id: str, key: bytes | None = None) -> Any:
         """Committed state of a resource: one value (``key`` given) or all items."""
