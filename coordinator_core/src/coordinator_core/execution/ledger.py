@@ -51,10 +51,13 @@ class Ledger:
         self.active: dict[str, Entry] = {}
         self.finished: OrderedDict[str, Outcome] = OrderedDict()
 
-    def open(self, request: ExecutionRequest, deadline: float, status: Status) -> Entry:
-        """Register a new execution (``running`` for inline calls, ``queued`` for submit)."""
+    def open(self, request: ExecutionRequest, deadline: float, status: Status,
+             execution_id: str | None = None) -> Entry:
+        """Register a new execution (``running`` for inline calls, ``queued`` for submit);
+        a worker process opens the one its coordinator numbered under that ``execution_id``."""
         entry = Entry(
-            f"{self._prefix}{next(self._counter):08d}", request, CancelToken(deadline), status
+            execution_id or f"{self._prefix}{next(self._counter):08d}", request,
+            CancelToken(deadline), status
         )
         self.active[entry.execution_id] = entry
         return entry

@@ -207,7 +207,10 @@ class SqliteStore:
     # -- audit and commit ----------------------------------------------------------------
     def finish(self, record: AuditRecord, effects: Sequence[Effect],
                processors: Sequence[BoundProcessor],
-               children: Sequence[AuditRecord] = ()) -> Finished:
+               children: Sequence[AuditRecord] = (),
+               written: StateLog | None = None) -> Finished:
+        """``Store.finish``; ``written`` receives the state writes committed (for a worker's
+        state cache)."""
         digest = effect_digest(effects) if effects and record.effect_digest is None else None
         apply = bool(effects) and record.status == "succeeded"
         prepared: list[Prepared] = []
@@ -221,7 +224,7 @@ class SqliteStore:
         if not children:
             routed = self._router.route(effects, processors)
             if type(routed) is list and len(routed) == 1 and routed[0][0].txn_only:
-                finished = self._finish_flat(record, digest, routed[0][0], effects)
+                finished = self._finish_flat(record, digest, routed[0][0], effects, written)
                 if finished is not None:
                     return finished
 
@@ -260,6 +263,8 @@ class SqliteStore:
             raise
         for resource_id, (previous, stamp, writes) in log.items():
             self._state_cache.committed(resource_id, previous, stamp, writes)
+        if written is not None:
+            written.update(log)
         if prepared:
             done = prepared[0]
             for failure in finish_processors(record, done.processors, done.error is None):
@@ -267,7 +272,7 @@ class SqliteStore:
         return Finished(records, error)
 
     def _finish_flat(self, record: AuditRecord, digest: str | None, bound: BoundProcessor,
-                     effects: Sequence[Effect]) -> Finished | None:
+                     effects: Sequence[Effect], written: StateLog | None) -> Finished | None:
         """``finish`` of the usual execution on a short path: no nested executions, all its
         effects for one ``txn_only`` processor (the built-in state processor), no commit in
         progress. None when it cannot be taken, or was vetoed or refused with nothing
@@ -287,6 +292,8 @@ class SqliteStore:
             return None
         for resource_id, (previous, stamp, writes) in log.items():
             self._state_cache.committed(resource_id, previous, stamp, writes)
+        if written is not None:
+            written.update(log)
         return Finished(SealedRecords([row]), None)
 
     def _append_quietly(self, record: AuditRecord) -> None:
