@@ -18,8 +18,10 @@ from typing import Any
 
 from coordinator_hookspecs import ERROR_OF_KIND, CoordinatorError, ErrorKind, InternalError
 
-#: The tag of a reply: ``("reply", call_id, ok, value)``.
+#: The tag of a reply: ``("reply", call_id, ok, value)``; of several replies in one message
+#: (``("replies", [(call_id, ok, value), ...])``), as the coordinator's writer answers a group.
 REPLY = "reply"
+REPLIES = "replies"
 
 
 class ChannelClosed(InternalError):
@@ -77,6 +79,11 @@ class Channel:
             slot[1], slot[2] = message[2], message[3]
             slot[0].release()
 
+    def reply_all(self, replies: list[tuple[int, bool, Any]]) -> None:
+        """Answer several calls in one message: ``(call_id, ok, value or error)`` each."""
+        self.send((REPLIES, [(call_id, ok, value if ok else portable(value))
+                             for call_id, ok, value in replies]))
+
     def fail_all(self, why: str) -> None:
         """The pipe closed: every call still waiting raises ``ChannelClosed``."""
         self.closed = True
@@ -114,8 +121,12 @@ def serve(channel: Channel, handle: Callable[[tuple[Any, ...]], bool]) -> str:
         except (EOFError, OSError) as exc:
             why = f"{channel.peer} closed its pipe ({type(exc).__name__})"
             break
-        if message[0] == REPLY:
+        tag = message[0]
+        if tag == REPLY:
             deliver(message)
+        elif tag == REPLIES:
+            for call_id, ok, value in message[1]:
+                deliver((REPLY, call_id, ok, value))
         elif not handle(message):
             why = "stopped"
             break
@@ -123,4 +134,4 @@ def serve(channel: Channel, handle: Callable[[tuple[Any, ...]], bool]) -> str:
     return why
 
 
-__all__ = ["REPLY", "Channel", "ChannelClosed", "ErrorKind", "portable", "serve"]
+__all__ = ["REPLIES", "REPLY", "Channel", "ChannelClosed", "ErrorKind", "portable", "serve"]

@@ -32,14 +32,17 @@ import threading
 import time
 from typing import Any
 
+import attrs
 from loguru import logger
 
 from coordinator_core.engines.processes.spec import WorkerSpec, spec_from
 from coordinator_core.execution.ledger import Entry
-from coordinator_core.workers.channel import Channel, ChannelClosed, serve
+from coordinator_core.store.effects import discarded
+from coordinator_core.workers.channel import REPLY, Channel, ChannelClosed
 from coordinator_core.workers.remote_store import APPEND, FINISH, rows_of
 from coordinator_core.workers.worker import (
     CANCEL,
+    DONE,
     FAILED,
     READY,
     RESULT,
@@ -61,6 +64,8 @@ from coordinator_hookspecs import (
 
 #: Seconds a worker process may take to load its plugins and report ready.
 START_TIMEOUT = 120.0
+#: Most messages of one worker handled as one batch (one group commit, one reply message).
+MAX_READ = 256
 #: Seconds ``close`` waits for a worker to exit after ``stop`` before killing it.
 STOP_TIMEOUT = 10.0
 
@@ -194,38 +199,92 @@ class WorkerProcesses:
         proc.reader.start()
 
     def _serve(self, proc: _Process) -> None:
-        store, processors, channel = self._store, self._processors, proc.channel
-        audit_on, emit = self._audit_on, self._audit.emit_all
-
-        def handle(message: tuple[Any, ...]) -> bool:
-            tag = message[0]
-            if tag == RESULT:
-                self._complete(message[1], message[2], message[3])
-            elif tag == FINISH:
-                _, call_id, record, effects, children = message
-                written: dict[str, Any] = {}
-                try:
-                    finished = store.finish(record, effects, processors, children, written)
-                except Exception as exc:
-                    channel.reply(call_id, error=exc)
-                    return True
-                channel.reply(call_id, (rows_of(finished.records), finished.error, written))
-                if audit_on:
-                    emit(finished.records)
-            elif tag == APPEND:
-                _, call_id, records = message
-                try:
-                    appended = [store.append(record) for record in records]
-                except Exception as exc:
-                    channel.reply(call_id, error=exc)
-                    return True
-                channel.reply(call_id, ("records", tuple(appended)))
-                if audit_on:
-                    emit(appended)
-            return True
-
-        why = serve(channel, handle)
+        """Read ``proc``'s pipe until it closes. Everything one read finds waiting is handled
+        together: the commits as one group (``SqliteStore.finish_many``), answered in one
+        message, then the results."""
+        channel = proc.channel
+        recv, poll = channel.conn.recv, channel.conn.poll
+        try:
+            while True:
+                messages = [recv()]
+                while len(messages) < MAX_READ and poll():
+                    messages.append(recv())
+                self._handle(channel, messages)
+        except (EOFError, OSError) as exc:
+            why = f"{channel.peer} closed its pipe ({type(exc).__name__})"
+        channel.fail_all(why)
         self._lost(proc, why)
+
+    def _handle(self, channel: Channel, messages: list[tuple[Any, ...]]) -> None:
+        store = self._store
+        commits: list[tuple[Any, ...]] = []  # (record, effects, children)
+        answers: list[Any] = []  # per commit: a call id to reply to, or the DONE message
+        results: list[tuple[Any, ...]] = []
+        replies: list[tuple[int, bool, Any]] = []
+        committed: list[Any] = []
+        for message in messages:
+            tag = message[0]
+            if tag == DONE:
+                commits.append((message[1], (), message[2]))
+                answers.append(message)
+            elif tag == FINISH:
+                commits.append(message[2:])
+                answers.append(message[1])
+            elif tag == RESULT:
+                results.append(message[1:])
+            elif tag == APPEND:
+                try:
+                    appended = tuple(store.append(record) for record in message[2])
+                    replies.append((message[1], True, ("records", appended)))
+                    committed.extend(appended)
+                except Exception as exc:
+                    replies.append((message[1], False, exc))
+            elif tag == REPLY:
+                channel.deliver(message)
+        if commits:
+            try:
+                outcomes = store.finish_many(commits, self._processors)
+            except Exception as exc:  # the store is closed: every commit fails alike
+                outcomes = [(exc, {}) for _ in commits]
+            for answer, item, (finished, written) in zip(answers, commits, outcomes,
+                                                          strict=True):
+                if type(answer) is int:  # a worker waits for this commit
+                    if isinstance(finished, BaseException):
+                        replies.append((answer, False, finished))
+                        continue
+                    replies.append((answer, True,
+                                    (rows_of(finished.records), finished.error, written)))
+                elif isinstance(finished, BaseException):
+                    committed.extend(self._failed_commit(item[0], item[2], finished))
+                    if answer[3] is not None:
+                        results.append((_failed(answer[3], finished), answer[4], answer[5]))
+                    continue
+                elif answer[3] is not None:
+                    results.append(answer[3:])
+                committed.extend(finished.records)
+        if replies:
+            channel.reply_all(replies)
+        for result, resource_type, stages in results:
+            self._complete(result, resource_type, stages)
+        if committed and self._audit_on:
+            self._audit.emit_all(committed)
+
+    def _failed_commit(self, record: Any, children: Any, exc: BaseException) -> list[Any]:
+        """A kept record could not be committed: one more try, as failed, so the log still
+        has the execution (what the in-process pipeline's commit does too)."""
+        logger.opt(exception=exc).error("commit of {} failed", record.execution_id)
+        error = ErrorInfo(ErrorKind.INTERNAL, f"commit failed: {type(exc).__name__}: {exc}")
+        failed = attrs.evolve(record, status=Status.FAILED.value,
+                              error_kind=ErrorKind.INTERNAL.value, message=error.message,
+                              effect_digest=None)
+        written = []
+        for each in (*discarded(children, failed, error), failed):
+            try:
+                written.append(self._store.append(each))
+            except Exception as again:
+                logger.error("the final record of {} could not be written either: {}",
+                             each.execution_id, again)
+        return written
 
     def _complete(self, result: ExecutionResult, resource_type: str | None,
                   stages: tuple[tuple[str, float], ...]) -> None:
@@ -311,6 +370,11 @@ class WorkerProcesses:
             if proc.reader is not None:
                 proc.reader.join(STOP_TIMEOUT)
             proc.channel.close()
+
+
+def _failed(result: ExecutionResult, exc: BaseException) -> ExecutionResult:
+    error = ErrorInfo(ErrorKind.INTERNAL, f"commit failed: {type(exc).__name__}: {exc}")
+    return attrs.evolve(result, status=Status.FAILED, output=None, effects=(), error=error)
 
 
 def _load(proc: _Process) -> int:

@@ -6,13 +6,16 @@ its state cache honest, see ``store/statecache.py``). Everything it would write 
 execution's effects with its final audit record, a lone audit record — goes to the
 coordinator process as one message, where the one writer connection commits it in a group
 with what the other workers finished, assigns the sequence numbers and links the chain.
-The call returns once that group is durable, so the worker's pipeline keeps its guarantee:
-a result is released only after its record is on disk, and a resource's state lock is held
-until its writes are committed.
+An execution with effects waits for that commit (``finish`` is a call): its state lock
+is held until its writes are durable, and a veto must reach its pipeline. An execution
+without effects does not wait: its record is kept for the thread's next report, and
+``ResultForwarder`` sends both in one message; the coordinator commits the record before it
+releases the result, so a result is still never seen before its record is durable.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,16 +43,23 @@ class WorkerStore(SqliteStore):
     worker takes no SQLite write lock, so workers never contend for it."""
 
     channel: Channel
+    #: per thread: the record ``finish`` kept for the report that follows it
+    unsent: threading.local
 
     def attach(self, channel: Channel) -> WorkerStore:
         self.channel = channel
+        self.unsent = threading.local()
         return self
 
     def finish(self, record: AuditRecord, effects: Sequence[Effect],
                processors: Sequence[BoundProcessor], children: Sequence[AuditRecord] = (),
                written: Any = None) -> Finished:
         """Commit in the coordinator process (with its effect processors, the same plugins
-        this worker loaded); update this process's state cache with what was written."""
+        this worker loaded); update this process's state cache with what was written. Without
+        effects, kept for the report instead (see the module docstring)."""
+        if not effects:
+            self.unsent.item = (record, tuple(children))
+            return _KEPT
         rows, error, log = self.channel.call(FINISH, record, tuple(effects), tuple(children))
         for resource_id, (previous, stamp, writes) in log.items():
             self._state_cache.committed(resource_id, previous, stamp, writes)
@@ -67,6 +77,10 @@ class WorkerStore(SqliteStore):
 
     def set_policy(self, resource_id: str, policy: AccessPolicy) -> ResourceInfo:
         raise InvalidRequest("a worker process does not change policies: use the coordinator")
+
+
+#: What ``finish`` returns for a record it kept: no records (the worker has no audit sinks).
+_KEPT = Finished(())
 
 
 def rows_of(records: Sequence[AuditRecord]) -> Any:

@@ -18,7 +18,10 @@ coordinator -> worker  ``("run", execution_id, request, deadline)`` (absolute
                        execution_id)``; ``("stop",)``.
 worker -> coordinator  ``("ready", pid)`` or ``("failed", message)`` once;
                        ``("result", result, resource_type, stages)`` per execution, nested
-                       ones included; calls ``("finish", id, record, effects, children)``
+                       ones included, or ``("done", record, children, result,
+                       resource_type, stages)`` for one whose record is still to be
+                       committed (no effects); calls ``("finish", id, record, effects,
+                       children)``
                        and ``("append", id, records)`` (``remote_store.py``).
 """
 
@@ -48,19 +51,29 @@ from coordinator_hookspecs import (
     Status,
 )
 
-RUN, CANCEL, STATUS, STOP, READY, FAILED, RESULT = (
-    "run", "cancel", "status", "stop", "ready", "failed", "result")
+RUN, CANCEL, STATUS, STOP, READY, FAILED, RESULT, DONE = (
+    "run", "cancel", "status", "stop", "ready", "failed", "result", "done")
 
 
 class ResultForwarder(MetricsSinkBase):
     """The worker's one metrics sink: the report of every execution, as the pipeline's last
-    step, goes to the coordinator, which completes the caller's handle and runs its sinks."""
+    step, goes to the coordinator, which completes the caller's handle and runs its sinks.
+    A final record the store kept back (an execution without effects) goes with it as
+    ``("done", record, children, result, resource_type, stages)``, to be committed first."""
 
     def __init__(self, channel: Channel) -> None:
         self._send = channel.send
+        self.unsent: Any = None  # the store's per-thread kept records (``attach``)
 
     def record(self, report: ExecutionReport) -> None:
         result = report.result
+        kept = self.unsent.__dict__.pop("item", None) if self.unsent is not None else None
+        if kept is not None:
+            if kept[0].execution_id == result.execution_id:
+                self._send((DONE, kept[0], kept[1], result, report.resource_type,
+                            report.stages))
+                return
+            self._send((DONE, kept[0], kept[1], None, None, ()))  # a stray: commit it alone
         try:
             self._send((RESULT, result, report.resource_type, report.stages))
         except Exception as exc:  # an output pickle refuses: the caller still gets an end
@@ -79,10 +92,10 @@ def open_worker(spec: WorkerSpec, channel: Channel) -> Any:
 
     core = attrs.evolve(spec.core, processes=ProcessCount(0), enable_quota_management=False)
     loaded = load_plugins(spec, core)
+    forwarder = ResultForwarder(channel)
     registry = attrs.evolve(
         loaded.registry,
-        metrics_sinks=(MetricsSinkRecord(name="result-forwarder", sink=ResultForwarder(channel),
-                                         order=0),),
+        metrics_sinks=(MetricsSinkRecord(name="result-forwarder", sink=forwarder, order=0),),
         audit_sinks=(),
     )
     for record in loaded.registry.metrics_sinks + loaded.registry.audit_sinks:
@@ -97,6 +110,7 @@ def open_worker(spec: WorkerSpec, channel: Channel) -> Any:
     except KeyError:
         settings = StoreSettings()
     store = WorkerStore(spec.data_dir, **attrs.asdict(settings)).attach(channel)
+    forwarder.unsent = store.unsent
     coordinator = Coordinator(loaded.config, loaded.host, registry, store)
     coordinator.host.broadcast("coordinator_startup", coordinator=coordinator)
     return coordinator
