@@ -69,6 +69,11 @@ def _depth(_i: object, attribute: attrs.Attribute[Any], value: int) -> None:
         raise ValueError(f"{attribute.name} must be between 0 and {MAX_DEPTH}, got {value!r}")
 
 
+def _routing(_i: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in ("affinity", "load"):
+        raise ValueError(f"{attribute.name} must be \"affinity\" or \"load\", got {value!r}")
+
+
 class ProcessCount(int):
     """``[coordinator] processes``: a count of worker processes, written as a number or
     ``"auto"`` (one per core this process may run on)."""
@@ -109,6 +114,10 @@ class CoreSettings:
     #: Worker processes running the whole pipeline (docs/scaling.md): 0 runs it in this
     #: process; ``"auto"`` starts one per core. Needs an on-disk data directory.
     processes: ProcessCount = attrs.field(default=ProcessCount(0))
+    #: How executions of a stateful resource pick a worker process: ``affinity`` (always the
+    #: one its id hashes to: its state cache stays warm, its lock uncontended) or ``load``
+    #: (the least loaded, like stateless work; the state lock still serialises them).
+    process_routing: str = attrs.field(default="affinity", validator=_routing)
     #: Executions submit() lets wait for a worker; beyond it a new one is refused at once
     #: (``quota_exceeded``, recorded like any refusal) instead of growing the queue unbounded.
     max_queued: int = attrs.field(default=10_000, validator=positive)

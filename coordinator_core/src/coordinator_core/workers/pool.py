@@ -114,7 +114,9 @@ class WorkerProcesses:
         self._audit_on = (coordinator.config.core.enable_audit_events
                           and bool(coordinator.audit_sinks))
         self._metrics = coordinator.metrics_sinks.record
-        self._state_capabilities = frozenset(coordinator.config.core.state_capabilities)
+        core = coordinator.config.core
+        self._state_capabilities = frozenset(core.state_capabilities)
+        self._affinity = core.process_routing == "affinity"
         self._spec = spec_from(coordinator, ())
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
@@ -148,7 +150,7 @@ class WorkerProcesses:
             pipeline.release(held, 0)
             pipeline.run(entry)
             return
-        if self._state_capabilities.isdisjoint(resource.capabilities):
+        if not self._affinity or self._state_capabilities.isdisjoint(resource.capabilities):
             proc = min(self._procs, key=_load)
         else:
             proc = self._procs[_home(resource.id, len(self._procs))]
