@@ -91,7 +91,7 @@ class _Process:
             self.process.kill()
             raise EngineError(f"worker process {self.pid} did not start within {timeout} s")
         try:
-            message = conn.recv()
+            message = self.channel.recv()
         except (EOFError, OSError):
             message = (FAILED, f"exited with code {self.process.join(5) or self.process.exitcode}")
         if message[0] != READY:
@@ -117,6 +117,8 @@ class WorkerProcesses:
         core = coordinator.config.core
         self._state_capabilities = frozenset(core.state_capabilities)
         self._affinity = core.process_routing == "affinity"
+        #: no quota policy can block admission: ``submit`` dispatches on the caller's thread
+        self.admit_inline = not (core.enable_quota_management and coordinator.quota.may_wait)
         self._spec = spec_from(coordinator, ())
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
@@ -205,7 +207,7 @@ class WorkerProcesses:
         together: the commits as one group (``SqliteStore.finish_many``), answered in one
         message, then the results."""
         channel = proc.channel
-        recv, poll = channel.conn.recv, channel.conn.poll
+        recv, poll = channel.recv, channel.conn.poll
         try:
             while True:
                 messages = [recv()]
@@ -218,7 +220,7 @@ class WorkerProcesses:
         self._lost(proc, why)
 
     def _handle(self, channel: Channel, messages: list[tuple[Any, ...]]) -> None:
-        store = self._store
+        store, audit_on = self._store, self._audit_on
         commits: list[tuple[Any, ...]] = []  # (record, effects, children)
         answers: list[Any] = []  # per commit: a call id to reply to, or the DONE message
         results: list[tuple[Any, ...]] = []
@@ -263,7 +265,8 @@ class WorkerProcesses:
                     continue
                 elif answer[3] is not None:
                     results.append(answer[3:])
-                committed.extend(finished.records)
+                if audit_on:
+                    committed.extend(finished.records)
         if replies:
             channel.reply_all(replies)
         for result, resource_type, stages in results:
