@@ -12,6 +12,9 @@ from typing import Any
 _ERROR = {"description": "an error: {\"error\": message, \"kind\": error kind}",
           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _JSON = {"content": {"application/json": {"schema": {"type": "object"}}}}
+_BINARY_HEADER = {"name": "Inference-Header-Content-Length", "in": "header",
+                  "schema": {"type": "integer", "minimum": 0},
+                  "description": "the JSON's size in bytes; binary tensor data follows it"}
 
 
 def _op(summary: str, scope: str | None, *, params: list[dict[str, Any]] | None = None,
@@ -42,7 +45,9 @@ def _query(name: str, kind: str, text: str) -> dict[str, Any]:
 def document(version: str) -> dict[str, Any]:
     model, mv = [_path("name")], [_path("name"), _path("version")]
     execution = [_path("execution_id")]
-    infer = {"required": True, **_JSON}
+    infer = {"required": True, "content": {
+        **_JSON["content"],
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
     paths: dict[str, Any] = {
         "/v2/health/live": {"get": _op("the server is up", None)},
         "/v2/health/ready": {"get": _op("the coordinator is open, engines healthy", None)},
@@ -89,8 +94,10 @@ def document(version: str) -> dict[str, Any]:
                          ("/v2/models/{name}/versions/{version}", mv)):
         paths[base] = {"get": _op("model metadata", "execute", params=params)}
         paths[base + "/ready"] = {"get": _op("model readiness", "execute", params=params)}
-        paths[base + "/infer"] = {"post": _op("infer (JSON tensors)", "execute", params=params,
-                                              body=infer)}
+        paths[base + "/infer"] = {"post": _op(
+            "infer: JSON tensors, or binary tensor data after the JSON "
+            "(Inference-Header-Content-Length)", "execute", params=[*params, _BINARY_HEADER],
+            body=infer)}
     return {
         "openapi": "3.1.0",
         "info": {"title": "coordinator", "version": version},
