@@ -17,6 +17,20 @@ _BINARY_HEADER = {"name": "Inference-Header-Content-Length", "in": "header",
                   "description": "the JSON's size in bytes; binary tensor data follows it"}
 
 
+_DEPLOY_FORM = {
+    "type": "object", "required": ["code", "type"], "additionalProperties": False,
+    "properties": {
+        "code": {"type": "string", "format": "binary", "description": "the resource's bytes "
+                 "(a file part)"},
+        "type": {"type": "string", "description": "wasm or onnx"},
+        "name": {"type": "string", "description": "a readable name"},
+        "capabilities": {"type": "string", "description": "comma-separated"},
+        "format": {"type": "string", "enum": ["binary", "wat"], "description": "binary "
+                   "(default) or wat"},
+    },
+}
+
+
 def _op(summary: str, scope: str | None, *, params: list[dict[str, Any]] | None = None,
         body: dict[str, Any] | None = None, ok: str = "200") -> dict[str, Any]:
     op: dict[str, Any] = {
@@ -53,14 +67,17 @@ def document(version: str) -> dict[str, Any]:
         "/v2/health/ready": {"get": _op("the coordinator is open, engines healthy", None)},
         "/v2": {"get": _op("server metadata", "execute")},
         "/v1/resources": {
-            "post": _op("deploy the raw body as a resource owned by the key", "deploy", ok="201",
-                        params=[_query("type", "string", "wasm or onnx"),
-                                _query("name", "string", "a readable name"),
-                                _query("capabilities", "string", "comma-separated"),
-                                _query("format", "string", "binary (default) or wat")],
+            "post": _op("deploy a resource owned by the key: the raw body with query "
+                        "parameters, or a multipart form with the same fields and a code file",
+                        "deploy", ok="201",
+                        params=[_query("type", "string", "wasm or onnx (raw body)"),
+                                _query("name", "string", "a readable name (raw body)"),
+                                _query("capabilities", "string", "comma-separated (raw body)"),
+                                _query("format", "string", "binary (default) or wat (raw body)")],
                         body={"required": True, "content": {
                             "application/octet-stream": {"schema": {"type": "string",
-                                                                    "format": "binary"}}}}),
+                                                                    "format": "binary"}},
+                            "multipart/form-data": {"schema": _DEPLOY_FORM}}}),
             "get": _op("list resources", "execute")},
         "/v1/resources/{rid}": {"get": _op("show a resource", "execute",
                                            params=[_path("rid")])},
