@@ -193,18 +193,34 @@ def typed_body(s: bytes, b: bytes = b"\1\0", shape: int = 2) -> tuple[dict[str, 
 
 @pytest.mark.parametrize(("s", "b", "message"), [
     (strings(b"ab") + struct.pack("<I", 99) + b"cd", b"\1\0", "declares 99 bytes"),
-    (strings(b"ab"), b"\1\0", "has no 4-byte length"),
+    (strings(b"ab") + b"\0\0", b"\1\0", "has no 4-byte length"),
+    (strings(b"ab"), b"\1\0", "2 BYTES elements need at least 8 bytes"),
     (strings(b"ab", b"cd") + b"!", b"\1\0", "1 bytes are left after the 2 BYTES"),
     (strings(b"\xff\xfe", b"ok"), b"\1\0", "not UTF-8"),
     (strings(b"ab", b"cd"), b"\1\2", "the byte 0 or 1"),
-], ids=["element past its tensor", "too few elements", "trailing bytes", "not UTF-8",
-        "bool byte 2"])
+], ids=["element past its tensor", "a cut length", "too few elements", "trailing bytes",
+        "not UTF-8", "bool byte 2"])
 def test_malformed_bytes_and_bool_tensors_are_400(live: Live, typed: bytes, s: bytes, b: bytes,
                                                   message: str) -> None:
     header, tail = typed_body(s, b)
     reply = raw_infer(live, "typed-binary", header, tail)
     assert reply.status_code == 400, reply.text
     assert message in reply.json()["error"]
+
+
+def test_a_shape_claiming_more_strings_than_bytes_is_400(live: Live, typed: bytes) -> None:
+    header, tail = typed_body(strings(b"ab", b"cd"))
+    header["inputs"][0]["shape"] = [2**62]
+    reply = raw_infer(live, "typed-binary", header, tail)
+    assert reply.status_code == 400 and "need at least" in reply.json()["error"]
+
+
+def test_an_id_that_is_not_a_string_is_400(live: Live) -> None:
+    for bad in ("NaN", "[1]", "7"):
+        text = json.dumps(x_input()).encode()[:-1] + b', "id": ' + bad.encode() + b"}"
+        reply = live.client.post("/v2/models/clf/infer", content=text + FOUR, headers={
+            "Authorization": f"Bearer {live.tokens['alice']}", HEADER: str(len(text))})
+        assert reply.status_code == 400 and "'id' must be a string" in reply.json()["error"]
 
 
 def test_a_raw_binary_body_and_response(live: Live, typed: bytes) -> None:

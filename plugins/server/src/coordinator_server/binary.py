@@ -109,8 +109,11 @@ class BinaryData:
 def _strings(chunk: memoryview, count: int, where: str) -> np.ndarray:
     """``count`` length-prefixed BYTES elements filling ``chunk`` exactly, as str (what an
     ONNX string tensor holds)."""
-    out = np.empty(count, dtype=object)
     at, end = 0, len(chunk)
+    if count * 4 > end:  # checked before allocating: a shape may claim any count
+        raise InvalidRequest(f"{where}: {count} BYTES elements need at least {count * 4} "
+                             f"bytes (4 per length); binary_data_size is {end}")
+    out = np.empty(count, dtype=object)
     for i in range(count):
         if end - at < 4:
             raise InvalidRequest(f"{where}: BYTES element {i} has no 4-byte length "

@@ -98,6 +98,8 @@ async def infer(request: Request, state: ServerState, key: ApiKey) -> Response:
     raw, binary = split_body(await read_body(request, state), request.headers.get(HEADER))
     body = parse_json(raw)
     feeds = decode_inputs(body, binary)
+    if not isinstance(body.get("id", ""), str):
+        raise InvalidRequest("'id' must be a string (it is echoed in the response)")
     check_caller(body, key)
     wanted = requested_outputs(body)
     available = [s["name"] for s in info.meta["outputs"]]
