@@ -78,6 +78,8 @@ KEYS = CliCommand(name="keys", help="API keys of the network service (create, li
 def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--grpc-port", type=int, default=None, metavar="PORT",
+                        help="also serve the Open Inference Protocol over gRPC on this port")
     parser.add_argument("--no-auth", action="store_true",
                         help="accept requests without a key (loopback addresses only)")
     parser.add_argument("--grace", type=int, default=10, metavar="SECONDS",
@@ -98,10 +100,15 @@ def _serve(args: argparse.Namespace, open_coordinator: Opener) -> int:
         raise InvalidRequest(f"--no-auth is allowed only on a loopback address, not {args.host}")
     if not 0 <= args.port <= 65535:
         raise InvalidRequest(f"--port {args.port} is not a port number")
+    grpc_port = getattr(args, "grpc_port", None)
+    if grpc_port is not None and not 0 < grpc_port <= 65535:
+        raise InvalidRequest(f"--grpc-port {grpc_port} is not a port number")
+    if grpc_port is not None and grpc_port == args.port:
+        raise InvalidRequest(f"--grpc-port {grpc_port} is the HTTP --port too")
     from coordinator_server.serve import serve
 
     return serve(open_coordinator, host=args.host, port=args.port, auth=not args.no_auth,
-                 grace=args.grace)
+                 grace=args.grace, grpc_port=grpc_port)
 
 
 SERVE = CliCommand(name="serve", help="serve the Open Inference Protocol v2 and the contract API",

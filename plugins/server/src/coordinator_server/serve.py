@@ -28,9 +28,10 @@ from coordinator_server.settings import SECTION
 
 
 def build_app(state: ServerState, open_coordinator: Callable[[], Any],
-              on_failure: Callable[[], None]) -> Starlette:
+              on_failure: Callable[[], None], front: Any = None) -> Starlette:
     """The application; opening ``open_coordinator`` starts with the server, closing it
-    ends it."""
+    ends it. ``front``, a :class:`~coordinator_server.grpc.server.GrpcFrontEnd`, serves
+    gRPC for the same lifetime and stops before the coordinator closes."""
     stack = contextlib.ExitStack()
 
     def open_all() -> None:
@@ -52,11 +53,20 @@ def build_app(state: ServerState, open_coordinator: Callable[[], Any],
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if front is not None:
+            try:
+                await front.start()
+            except OSError as exc:
+                state.failed = str(exc)
+                logger.error("{}", exc)
+                raise
         task = asyncio.create_task(opening())
         try:
             yield
         finally:
             state.closing = True
+            if front is not None:
+                await front.stop()
             await task
             await asyncio.to_thread(stack.close)
 
@@ -66,9 +76,24 @@ def build_app(state: ServerState, open_coordinator: Callable[[], Any],
         lifespan=lifespan)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, also telling ``on_shutdown`` the moment its shutdown begins (so the
+    gRPC port stops taking calls together with the HTTP port, not after it has drained)."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self.on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        if self.on_shutdown is not None:
+            self.on_shutdown()
+        await super().shutdown(sockets)
+
+
 def serve(open_coordinator: Callable[[], Any], *, host: str, port: int, auth: bool,
-          grace: int) -> int:
-    """Run until SIGTERM or Ctrl-C; 0 on a clean stop, 1 if the coordinator failed to open."""
+          grace: int, grpc_port: int | None = None) -> int:
+    """Run until SIGTERM or Ctrl-C; 0 on a clean stop, 1 if the coordinator failed to open
+    (or the gRPC port could not be bound)."""
     state = ServerState(auth=auth)
     server: uvicorn.Server | None = None
 
@@ -76,17 +101,25 @@ def serve(open_coordinator: Callable[[], Any], *, host: str, port: int, auth: bo
         if server is not None:
             server.should_exit = True
 
-    app = build_app(state, open_coordinator, stop)
+    front = None
+    if grpc_port is not None:
+        # Imported only here: its messages take the ``inference.*`` names in protobuf's
+        # process-wide registry.
+        from coordinator_server.grpc.server import GrpcFrontEnd
+
+        front = GrpcFrontEnd(state, host, grpc_port, grace=max(1, grace))
+    app = build_app(state, open_coordinator, stop, front)
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=False,
                             log_level="warning", timeout_graceful_shutdown=max(1, grace),
                             server_header=False)
-    server = uvicorn.Server(config)
+    server = _Server(config, front.begin_stop if front is not None else None)
     if not auth:
         banner = (f"WARNING: --no-auth: every request on {host}:{port} is accepted without a "
                   "key, as caller 'anonymous' with admin scope")
         print("!" * len(banner), banner, "!" * len(banner), sep="\n", file=sys.stderr,
               flush=True)
-    print(f"coordinator serve: http://{host}:{port} (auth {'on' if auth else 'OFF'})",
+    grpc_note = f", gRPC {host}:{grpc_port}" if grpc_port is not None else ""
+    print(f"coordinator serve: http://{host}:{port}{grpc_note} (auth {'on' if auth else 'OFF'})",
           file=sys.stderr, flush=True)
     # uvicorn handles SIGTERM and SIGINT while it runs, then raises the signal again for the
     # handler that was there before: these make that a clean return instead of a kill.
