@@ -56,10 +56,12 @@ def build_app(state: ServerState, open_coordinator: Callable[[], Any],
         if front is not None:
             try:
                 await front.start()
-            except OSError as exc:
+            except OSError as exc:  # the port is taken: stop at once, exit 1
                 state.failed = str(exc)
                 logger.error("{}", exc)
-                raise
+                on_failure()
+                yield
+                return
         task = asyncio.create_task(opening())
         try:
             yield

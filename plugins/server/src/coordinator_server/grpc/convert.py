@@ -9,6 +9,9 @@ not the shape's. Raw contents must be exactly the shape's size in bytes.
 
 Outputs are always answered as ``raw_output_contents``, as Triton does: it is the compact form,
 and the one standard clients (``tritonclient.grpc``'s ``as_numpy``) read.
+
+The functions only read and write the messages' fields, never import them: any copy of the
+protocol's generated messages works (the tests use the client's own).
 """
 
 from __future__ import annotations
@@ -16,12 +19,11 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from coordinator_hookspecs import InvalidRequest
-from coordinator_server.grpc import inference_pb2 as pb
 from coordinator_server.tensors import DTYPE_OF, _shape, datatype, to_array
 
 #: The ``InferTensorContents`` field of each OIP datatype (FP16 has none: raw only).
@@ -32,6 +34,16 @@ CONTENTS_FIELD: dict[str, str] = {
     "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
 }
 _FIELDS = tuple(sorted(set(CONTENTS_FIELD.values())))
+#: The element type of each typed field: values are read at that type, so a large UINT64
+#: stays an integer, and then checked against the datatype's range.
+FIELD_DTYPE: dict[str, str] = {
+    "bool_contents": "bool", "int_contents": "int32", "int64_contents": "int64",
+    "uint_contents": "uint32", "uint64_contents": "uint64", "fp32_contents": "float32",
+    "fp64_contents": "float64",
+}
+
+if TYPE_CHECKING:
+    from coordinator_server.grpc import inference_pb2 as pb
 
 
 def parameter_value(param: pb.InferParameter) -> Any:
@@ -102,7 +114,7 @@ def from_contents(contents: pb.InferTensorContents, set_fields: list[str], shape
     if kind == "BYTES":
         data: Any = [_text(v, where) for v in values]
     else:
-        data = list(values)
+        data = np.array(values, dtype=FIELD_DTYPE[field])
     return to_array(data, shape, DTYPE_OF[kind], where)
 
 

@@ -56,10 +56,12 @@ class GrpcFrontEnd:
         where = address(self.host, self.port)
         try:
             bound = server.add_insecure_port(where)
-        except RuntimeError as exc:  # grpcio raises where older versions returned 0
-            raise OSError(f"cannot bind the gRPC port {where}: {exc}") from None
+        except RuntimeError:  # grpcio raises where older versions returned 0
+            bound = 0
         if bound == 0:
-            raise OSError(f"cannot bind the gRPC port {where}")
+            await server.stop(None)
+            raise OSError(f"cannot bind the gRPC port {where} (in use, or not an address "
+                          "of this machine)")
         await server.start()
         self._server = server
         logger.info("gRPC (Open Inference Protocol) on {}", where)
