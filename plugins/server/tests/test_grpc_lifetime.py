@@ -1,6 +1,7 @@
 """The gRPC port's lifetime: it answers before the coordinator is open (ServerReady false,
-keyed calls UNAVAILABLE, ServerReady true once open), and a gRPC port already in use stops
-``coordinator serve`` with exit 1 and the reason.
+keyed calls UNAVAILABLE, ServerReady true once open); SIGTERM with a ModelInfer in flight lets
+it finish and exits 0; and a gRPC port already in use stops ``coordinator serve`` with exit 1
+and the reason.
 
 The readiness check runs in a child process: it imports the server's own generated messages,
 which cannot share protobuf's registry with the ``tritonclient.grpc`` the other tests import.
@@ -9,12 +10,25 @@ which cannot share protobuf's registry with the ``tritonclient.grpc`` the other 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import tritonclient.grpc as oip
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
 
 from .conftest import COORDINATOR, free_port
+from .test_oip import direct
 
 READINESS = r"""
 import contextlib, json, sys, threading, time, warnings
@@ -87,9 +101,78 @@ def test_a_grpc_port_in_use_stops_serve_with_exit_1(tmp_path: Path) -> None:
     assert f"cannot bind the gRPC port 127.0.0.1:{port}" in done.stderr
 
 
-def test_grpc_port_checks(tmp_path: Path) -> None:
-    for args, says in ((["--grpc-port", "70000"], "--grpc-port 70000 is not a port number"),
-                       (["--port", "8123", "--grpc-port", "8123"], "is the HTTP --port too")):
-        done = subprocess.run([COORDINATOR, "--data-dir", str(tmp_path), "serve", *args],
-                              capture_output=True, text=True, timeout=60)
-        assert done.returncode == 2 and says in done.stderr, done.stderr
+def test_the_grpc_port_must_differ_from_the_http_port(tmp_path: Path) -> None:
+    done = subprocess.run([COORDINATOR, "--data-dir", str(tmp_path), "serve", "--port", "8123",
+                           "--grpc-port", "8123"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "is the HTTP --port too" in done.stderr, done.stderr
+
+
+DEPTH = 64  # MatMul + Tanh layers of the slow model
+
+
+def slow_model() -> bytes:
+    """x[N,256] float32 -> y[N,256]: DEPTH layers of one shared 256x256 weight, so its run
+    time grows with N and a test can make one ModelInfer last about a second."""
+    w = (np.random.default_rng(0).standard_normal((256, 256)) / 16).astype(np.float32)
+    nodes, last = [], "x"
+    for i in range(DEPTH):
+        nodes += [h.make_node("MatMul", [last, "W"], [f"m{i}"]),
+                  h.make_node("Tanh", [f"m{i}"], [f"t{i}" if i < DEPTH - 1 else "y"])]
+        last = f"t{i}"
+    graph = h.make_graph(nodes, "slow", [h.make_tensor_value_info("x", T.FLOAT, ["N", 256])],
+                         [h.make_tensor_value_info("y", T.FLOAT, ["N", 256])],
+                         [nh.from_array(w, "W")])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_sigterm_lets_an_in_flight_model_infer_finish(tmp_path: Path) -> None:
+    port, grpc_port = free_port(), free_port()
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([COORDINATOR, "--data-dir", str(tmp_path / "data"), "serve",
+                                 "--no-auth", "--port", str(port), "--grpc-port",
+                                 str(grpc_port)], stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "COORDINATOR_DEFAULT_TIMEOUT": "25"})
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    client = oip.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    code = slow_model()
+    replies: list[Any] = []
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if http.get("/v2/health/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        made = http.post("/v1/resources", content=code, params={"type": "onnx", "name": "slow"})
+        assert made.status_code == 201, made.text
+
+        def infer(rows: int) -> Any:
+            x = np.full((rows, 256), 0.01, np.float32)
+            tensor = oip.InferInput("x", [rows, 256], "FP32")
+            tensor.set_data_from_numpy(x)
+            return x, client.infer("slow", [tensor], client_timeout=60)
+
+        started = time.monotonic()
+        infer(64)
+        rows = max(64, int(64 * 1.0 / max(time.monotonic() - started, 1e-3)))
+        worker = threading.Thread(target=lambda: replies.append(infer(rows)))
+        worker.start()
+        time.sleep(0.25)  # the call is running now
+        assert not replies
+        proc.send_signal(signal.SIGTERM)
+        worker.join(timeout=60)
+        assert proc.wait(timeout=60) == 0, log_path.read_text()
+    finally:
+        client.close()
+        http.close()
+        if proc.poll() is None:
+            proc.kill()
+    [(x, result)] = replies
+    np.testing.assert_allclose(result.as_numpy("y"), direct(code, x), rtol=1e-5, atol=1e-6)
+    assert "the coordinator is closed" in log_path.read_text()

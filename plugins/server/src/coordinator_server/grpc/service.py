@@ -8,8 +8,9 @@ PERMISSION_DENIED, and each such refusal leaves a ``security`` audit record (wit
 token). Every other failure ends in the gRPC status of its error kind (:data:`STATUS_OF`) with
 the kind itself in the trailing metadata ``coordinator-error-kind``, so a client can tell
 ``quota_exceeded`` from ``fee_exhausted``. ModelInfer is one execution through the whole
-pipeline with the key's name as caller; a client deadline shorter than
-``parameters.timeout`` becomes the execution's timeout.
+pipeline with the key's name as caller; ``parameters`` may carry ``timeout`` (seconds, as over
+REST) and ``fee_limit``, and a client deadline shorter than the execution's timeout (given or
+the default) becomes its timeout, so no execution outlives the call that wants it.
 """
 
 from __future__ import annotations
@@ -207,7 +208,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         if remaining is not None:
             if remaining <= 0:
                 raise InvalidRequest("the call's deadline has already passed")
-            timeout = remaining if timeout is None else min(timeout, remaining)
+            default = state.coordinator.config.core.default_timeout
+            timeout = min(default if timeout is None else timeout, remaining)
         result = await state.coordinator.execute_async(ExecutionRequest(
             resource_id=info.id, caller=key.name, input=feeds,
             fee_limit=oip._number(parameters, "fee_limit", int), timeout=timeout))
