@@ -1,7 +1,7 @@
 """The gRPC port's lifetime: it answers before the coordinator is open (ServerReady false,
-keyed calls UNAVAILABLE, ServerReady true once open); SIGTERM with a ModelInfer in flight lets
-it finish and exits 0; and a gRPC port already in use stops ``coordinator serve`` with exit 1
-and the reason.
+keyed calls UNAVAILABLE, ServerReady true once open); a call's deadline ends its execution
+too; SIGTERM with a ModelInfer in flight lets it finish and exits 0; and a gRPC port already
+in use stops ``coordinator serve`` with exit 1 and the reason.
 
 The readiness check runs in a child process: it imports the server's own generated messages,
 which cannot share protobuf's registry with the ``tritonclient.grpc`` the other tests import.
@@ -22,13 +22,15 @@ from typing import Any
 
 import httpx
 import numpy as np
+import onnxruntime as ort
+import pytest
 import tritonclient.grpc as oip
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
+from tritonclient.utils import InferenceServerException
 
 from .conftest import COORDINATOR, free_port
-from .test_oip import direct
 
 READINESS = r"""
 import contextlib, json, sys, threading, time, warnings
@@ -111,20 +113,53 @@ DEPTH = 64  # MatMul + Tanh layers of the slow model
 
 
 def slow_model() -> bytes:
-    """x[N,256] float32 -> y[N,256]: DEPTH layers of one shared 256x256 weight, so its run
-    time grows with N and a test can make one ModelInfer last about a second."""
+    """x[1,256] float32 and reps[2] int64 -> y[1,256]: x tiled to reps[0] rows, DEPTH layers
+    of one shared 256x256 weight, then summed over the rows; so a test sends a few bytes and
+    chooses how long one ModelInfer runs."""
     w = (np.random.default_rng(0).standard_normal((256, 256)) / 16).astype(np.float32)
-    nodes, last = [], "x"
+    nodes, last = [h.make_node("Tile", ["x", "reps"], ["tiled"])], "tiled"
     for i in range(DEPTH):
         nodes += [h.make_node("MatMul", [last, "W"], [f"m{i}"]),
-                  h.make_node("Tanh", [f"m{i}"], [f"t{i}" if i < DEPTH - 1 else "y"])]
+                  h.make_node("Tanh", [f"m{i}"], [f"t{i}"])]
         last = f"t{i}"
-    graph = h.make_graph(nodes, "slow", [h.make_tensor_value_info("x", T.FLOAT, ["N", 256])],
-                         [h.make_tensor_value_info("y", T.FLOAT, ["N", 256])],
-                         [nh.from_array(w, "W")])
+    nodes.append(h.make_node("ReduceSum", [last, "axes"], ["y"], keepdims=1))
+    graph = h.make_graph(nodes, "slow", [h.make_tensor_value_info("x", T.FLOAT, [1, 256]),
+                                         h.make_tensor_value_info("reps", T.INT64, [2])],
+                         [h.make_tensor_value_info("y", T.FLOAT, [1, 256])],
+                         [nh.from_array(w, "W"), nh.from_array(np.array([0]), "axes")])
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 8
     return model.SerializeToString()
+
+
+X_SLOW = np.full((1, 256), 0.01, np.float32)
+
+
+def slow_inputs(rows: int) -> list[oip.InferInput]:
+    x = oip.InferInput("x", [1, 256], "FP32")
+    x.set_data_from_numpy(X_SLOW)
+    reps = oip.InferInput("reps", [2], "INT64")
+    reps.set_data_from_numpy(np.array([rows, 1]))
+    return [x, reps]
+
+
+def timed_out_after(http: httpx.Client, client: oip.InferenceServerClient, rows: int) -> None:
+    """A call whose deadline is shorter than its execution: the execution ends with it (it
+    does not run on for nobody)."""
+    def executions() -> list[dict[str, Any]]:
+        records = http.get("/v1/audit", params={"limit": "1000"}).json()["records"]
+        return [r for r in records if r["record_kind"] == "execution"]
+
+    before = len(executions())
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("slow", slow_inputs(rows), client_timeout=0.3)
+    assert caught.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+    deadline = time.monotonic() + 30
+    while len(found := executions()) == before:
+        assert time.monotonic() < deadline, "the execution left no audit record"
+        time.sleep(0.05)
+    # cancelled when the server sees the call end first, timed_out when the timeout fires first
+    assert found[-1]["status"] in ("timed_out", "cancelled"), found[-1]
 
 
 def test_sigterm_lets_an_in_flight_model_infer_finish(tmp_path: Path) -> None:
@@ -153,14 +188,13 @@ def test_sigterm_lets_an_in_flight_model_infer_finish(tmp_path: Path) -> None:
         assert made.status_code == 201, made.text
 
         def infer(rows: int) -> Any:
-            x = np.full((rows, 256), 0.01, np.float32)
-            tensor = oip.InferInput("x", [rows, 256], "FP32")
-            tensor.set_data_from_numpy(x)
-            return x, client.infer("slow", [tensor], client_timeout=60)
+            return client.infer("slow", slow_inputs(rows), client_timeout=60)
 
+        infer(64)  # loads the session
         started = time.monotonic()
-        infer(64)
-        rows = max(64, int(64 * 1.0 / max(time.monotonic() - started, 1e-3)))
+        infer(512)
+        rows = max(512, int(512 * 1.0 / max(time.monotonic() - started, 1e-3)))  # about 1 s
+        timed_out_after(http, client, rows * 5)
         worker = threading.Thread(target=lambda: replies.append(infer(rows)))
         worker.start()
         time.sleep(0.25)  # the call is running now
@@ -173,6 +207,8 @@ def test_sigterm_lets_an_in_flight_model_infer_finish(tmp_path: Path) -> None:
         http.close()
         if proc.poll() is None:
             proc.kill()
-    [(x, result)] = replies
-    np.testing.assert_allclose(result.as_numpy("y"), direct(code, x), rtol=1e-5, atol=1e-6)
+    [result] = replies
+    session = ort.InferenceSession(code, providers=["CPUExecutionProvider"])
+    expected = session.run(["y"], {"x": X_SLOW, "reps": np.array([rows, 1])})[0]
+    np.testing.assert_allclose(result.as_numpy("y"), expected, rtol=1e-4)
     assert "the coordinator is closed" in log_path.read_text()
