@@ -115,12 +115,12 @@ def serve(open_coordinator: Callable[[], Any], *, host: str, port: int, auth: bo
                             log_level="warning", timeout_graceful_shutdown=max(1, grace),
                             server_header=False)
     server = _Server(config, front.begin_stop if front is not None else None)
+    grpc_note = f", gRPC {host}:{grpc_port}" if grpc_port is not None else ""
     if not auth:
-        banner = (f"WARNING: --no-auth: every request on {host}:{port} is accepted without a "
-                  "key, as caller 'anonymous' with admin scope")
+        banner = (f"WARNING: --no-auth: every request on {host}:{port}{grpc_note} is accepted "
+                  "without a key, as caller 'anonymous' with admin scope")
         print("!" * len(banner), banner, "!" * len(banner), sep="\n", file=sys.stderr,
               flush=True)
-    grpc_note = f", gRPC {host}:{grpc_port}" if grpc_port is not None else ""
     print(f"coordinator serve: http://{host}:{port}{grpc_note} (auth {'on' if auth else 'OFF'})",
           file=sys.stderr, flush=True)
     # uvicorn handles SIGTERM and SIGINT while it runs, then raises the signal again for the

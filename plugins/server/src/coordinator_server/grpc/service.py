@@ -56,13 +56,14 @@ SERVICE = "inference.GRPCInferenceService"
 #: who an audit record names for a request that showed no valid key.
 UNAUTHENTICATED_CALLER = "unauthenticated"
 
-Request = TypeVar("Request")
 Reply = TypeVar("Reply")
 
 
 async def abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str,
-                kind: str, execution_id: str | None = None) -> NoReturn:
-    trailing = [(KIND_KEY, kind)] + ([(EXECUTION_KEY, execution_id)] if execution_id else [])
+                kind: str | None, execution_id: str | None = None) -> NoReturn:
+    """End the call with ``code``; ``kind`` and ``execution_id`` go in trailing metadata."""
+    trailing = ([(KIND_KEY, kind)] if kind else []) + (
+        [(EXECUTION_KEY, execution_id)] if execution_id else [])
     await context.abort(code, message, trailing_metadata=tuple(trailing))
     raise AssertionError("context.abort returned")  # pragma: no cover - it always raises
 
@@ -102,7 +103,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         if state.coordinator is None or state.keys is None:
             message = ("the coordinator is not open yet" if state.failed is None
                        else f"the coordinator failed to open: {state.failed}")
-            await abort(context, grpc.StatusCode.UNAVAILABLE, message, "unavailable")
+            await abort(context, grpc.StatusCode.UNAVAILABLE, message, None)
         if not state.auth:
             return NO_AUTH
         token = _bearer(context)
@@ -127,10 +128,16 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                        call: Callable[[], Awaitable[Reply]]) -> Reply:
         try:
             return await call()
+        except grpc.aio.AbortError:
+            raise
         except CoordinatorError as exc:
             code = (grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(exc, BodyTooLarge)
                     else STATUS_OF.get(exc.kind, grpc.StatusCode.INTERNAL))
             await abort(context, code, exc.message, exc.kind.value)
+        except Exception as exc:  # a bug: INTERNAL with no detail, as a 500 would be
+            logger.opt(exception=exc).error("gRPC call failed")
+            await abort(context, grpc.StatusCode.INTERNAL, "internal error",
+                        ErrorKind.INTERNAL.value)
 
     # -- health: no key ---------------------------------------------------------------------
     async def ServerLive(self, request: pb.ServerLiveRequest,
