@@ -79,6 +79,8 @@ KEYS = CliCommand(name="keys", help="API keys of the network service (create, li
 def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--grpc-port", type=int, default=None, metavar="PORT",
+                        help="also serve the Open Inference Protocol over gRPC on this port")
     parser.add_argument("--no-auth", action="store_true",
                         help="accept requests without a key (loopback addresses only)")
     parser.add_argument("--grace", type=int, default=10, metavar="SECONDS",
@@ -111,17 +113,23 @@ def _serve(args: argparse.Namespace, open_coordinator: Opener) -> int:
         raise InvalidRequest(f"--port {args.port} is not a port number")
     if not 1 <= args.workers <= 64:
         raise InvalidRequest(f"--workers must be from 1 to 64, got {args.workers}")
+    grpc_port = getattr(args, "grpc_port", None)
+    if grpc_port is not None and not 0 < grpc_port <= 65535:
+        raise InvalidRequest(f"--grpc-port {grpc_port} is not a port number")
+    if grpc_port is not None and grpc_port == args.port:
+        raise InvalidRequest(f"--grpc-port {grpc_port} is the HTTP --port too")
     tls = check_tls(args.tls_cert, args.tls_key)
     from coordinator_server.serve import serve
 
     return serve(open_coordinator, host=args.host, port=args.port, auth=not args.no_auth,
-                 grace=args.grace, tls=tls, workers=args.workers, fd=args.fd,
-                 child_args=None if args.fd is not None else _child_args(args),
+                 grace=args.grace, tls=tls, grpc_port=grpc_port, workers=args.workers,
+                 fd=args.fd, child_args=None if args.fd is not None else _child_args(args),
                  ready_fd=args.ready_fd)
 
 
 def _child_args(args: argparse.Namespace) -> list[str]:
-    """The command line of the other HTTP processes of ``--workers`` (``--fd`` follows)."""
+    """The command line of the other HTTP processes of ``--workers`` (``--fd`` follows;
+    gRPC is served by the first process only)."""
     out = []
     if getattr(args, "data_dir", None):
         out += ["--data-dir", str(args.data_dir)]
