@@ -20,8 +20,10 @@ from .conftest import COORDINATOR, cli, free_port
 
 
 class Https:
-    def __init__(self, port: int, context: ssl.SSLContext, token: str) -> None:
+    def __init__(self, port: int, context: ssl.SSLContext, token: str, grpc_port: int,
+                 ca_pem: Path) -> None:
         self.port, self.context, self.token = port, context, token
+        self.grpc_port, self.ca_pem = grpc_port, ca_pem
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +44,13 @@ def https(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     data_dir = tmp_path_factory.mktemp("tls")
     cert, key = write_pair(ca, data_dir.parent, "server")
     token = json.loads(cli(data_dir, "keys", "create", "tess", "--json").stdout)["token"]
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
+    ca_pem = data_dir.parent / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
     log = (data_dir.parent / "serve-tls.log").open("w+")
     proc = subprocess.Popen([COORDINATOR, "--data-dir", str(data_dir), "serve", "--port",
-                             str(port), "--tls-cert", str(cert), "--tls-key", str(key)],
+                             str(port), "--grpc-port", str(grpc_port), "--tls-cert", str(cert),
+                             "--tls-key", str(key)],
                             stdout=log, stderr=subprocess.STDOUT)
     context = ssl.create_default_context()
     ca.configure_trust(context)
@@ -62,7 +67,7 @@ def https(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 log.seek(0)
                 pytest.fail(f"coordinator serve --tls-cert did not become ready:\n{log.read()}")
             time.sleep(0.1)
-    yield Https(port, context, token)
+    yield Https(port, context, token, grpc_port, ca_pem)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     log.seek(0)
@@ -84,6 +89,19 @@ def test_plain_http_and_an_untrusted_client_fail(https: Https) -> None:
         httpx.get(f"http://127.0.0.1:{https.port}/v2/health/live", timeout=10)
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         httpx.get(f"https://127.0.0.1:{https.port}/v2/health/live", timeout=10)
+
+
+def test_grpc_speaks_tls_too(https: Https) -> None:
+    import tritonclient.grpc as oip
+
+    secure = oip.InferenceServerClient(f"127.0.0.1:{https.grpc_port}", ssl=True,
+                                       root_certificates=str(https.ca_pem))
+    assert secure.is_server_live()
+    headers = {"authorization": f"Bearer {https.token}"}
+    assert secure.get_server_metadata(headers=headers).name == "coordinator"
+    plain = oip.InferenceServerClient(f"127.0.0.1:{https.grpc_port}")
+    with pytest.raises(oip.InferenceServerException):
+        plain.is_server_live(client_timeout=5)
 
 
 def test_bad_tls_options_fail_before_binding(ca: trustme.CA, tmp_path: Path) -> None:

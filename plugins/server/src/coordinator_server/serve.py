@@ -134,7 +134,7 @@ def serve(open_coordinator: Callable[[], Any], *, host: str, port: int, auth: bo
         # process-wide registry.
         from coordinator_server.grpc.server import GrpcFrontEnd
 
-        front = GrpcFrontEnd(state, host, grpc_port, grace=max(1, grace))
+        front = GrpcFrontEnd(state, host, grpc_port, grace=max(1, grace), tls=tls)
     app = build_app(state, open_coordinator, stop, front, children, ready_fd)
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=False,
                             log_level="warning", timeout_graceful_shutdown=max(1, grace),

@@ -16,6 +16,7 @@ second server silently sharing it.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 from loguru import logger
@@ -40,8 +41,10 @@ class GrpcFrontEnd:
     """The gRPC server of one ``coordinator serve``: ``start`` it in the running loop, then
     ``begin_stop`` (at SIGTERM) and ``stop`` (before the coordinator closes)."""
 
-    def __init__(self, state: ServerState, host: str, port: int, grace: float) -> None:
+    def __init__(self, state: ServerState, host: str, port: int, grace: float,
+                 tls: Any = None) -> None:
         self.state, self.host, self.port, self.grace = state, host, port, grace
+        self.tls = tls  # TlsFiles (checked): the port then speaks TLS only
         self._server: grpc.aio.Server | None = None
         self._stopping: asyncio.Task[None] | None = None
 
@@ -55,7 +58,12 @@ class GrpcFrontEnd:
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(self.state), server)
         where = address(self.host, self.port)
         try:
-            bound = server.add_insecure_port(where)
+            if self.tls is None:
+                bound = server.add_insecure_port(where)
+            else:
+                with open(self.tls.key, "rb") as key, open(self.tls.cert, "rb") as cert:
+                    pair = (key.read(), cert.read())
+                bound = server.add_secure_port(where, grpc.ssl_server_credentials([pair]))
         except RuntimeError:  # grpcio raises where older versions returned 0
             bound = 0
         if bound == 0:
