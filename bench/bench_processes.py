@@ -208,7 +208,7 @@ def _report(table: Table, coords: dict[str, Coordinator], workloads: list[str],
     table.add(SECTION, "counter contract, 2 processes: affinity / load routing", counter, "x",
               note="why stateful resources are routed by affinity (docs/scaling.md)")
     for name, processes, *_ in CONFIGS:
-        if not processes:
+        if not processes or name not in writer:
             continue
         groups, jobs = coords[name].store.commit_stats  # type: ignore[attr-defined]
         table.add(SECTION, f"writer, {name}: mean group size", jobs / max(groups, 1),
