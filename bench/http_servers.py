@@ -31,6 +31,9 @@ COORDINATOR = str(Path(sys.executable).parent / "coordinator")
 UV = ROOT / ".tools" / "bin" / "uv"
 MLSERVER_VENV = ROOT / ".bench-venv" / "mlserver"
 MLSERVER_VERSION = "1.7.1"
+#: uvloop 0.22 made ``get_event_loop`` raise without a running loop, which MLServer 1.7's
+#: inference worker processes call at start: they die and no model loads.
+MLSERVER_EXTRA = ("uvloop==0.21.0",)
 RUNTIME_DIR = ROOT / "bench" / "mlserver_runtime"
 START_TIMEOUT = 90.0
 
@@ -135,7 +138,7 @@ class CoordinatorServer:
 def ensure_mlserver() -> str | None:
     """Make the MLServer environment if needed; None when ready, else why it cannot be."""
     ours = metadata.version("onnxruntime")
-    pins = [f"mlserver=={MLSERVER_VERSION}", f"onnxruntime=={ours}"]
+    pins = [f"mlserver=={MLSERVER_VERSION}", f"onnxruntime=={ours}", *MLSERVER_EXTRA]
     marker = MLSERVER_VENV / "bench-pins.txt"
     if marker.exists() and marker.read_text() == " ".join(pins):
         return None
@@ -160,19 +163,22 @@ def ensure_mlserver() -> str | None:
 class MLServerProcess:
     """``mlserver start`` serving ``model`` as ``name`` through the bench's ONNX runtime."""
 
-    def __init__(self, workdir: Path, name: str, model: bytes) -> None:
-        self.root = workdir / "mlserver"
+    def __init__(self, workdir: Path, name: str, model: bytes, parallel_workers: int = 1
+                 ) -> None:
+        self.root = workdir / f"mlserver-{parallel_workers}"
         self.name = name
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = workdir / "mlserver.log"
+        self.log = workdir / f"mlserver-{parallel_workers}.log"
         folder = self.root / name
         folder.mkdir(parents=True)
         (folder / "model.onnx").write_bytes(model)
-        # Production settings: no debug (no access log), MLServer's default parallel
-        # inference worker; metrics and gRPC on ports of their own, as MLServer wants.
+        # Production settings: no debug (no access log); metrics and gRPC on ports of their
+        # own, as MLServer wants. ``parallel_workers`` 1 is MLServer's default (inference in
+        # a worker process); 0 runs it in the server's event loop.
         (self.root / "settings.json").write_text(json.dumps({
             "debug": False, "host": "127.0.0.1", "http_port": self.port,
+            "parallel_workers": parallel_workers,
             "grpc_port": free_port(), "metrics_port": free_port(),
             "load_models_at_startup": True}))
         (folder / "model-settings.json").write_text(json.dumps({
