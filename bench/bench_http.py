@@ -39,13 +39,7 @@ import numpy as np
 from bench.bench_core import TRIVIAL_WAT
 from bench.bench_onnx import tiny_model
 from bench.harness import Table
-from bench.http_servers import (
-    ROOT,
-    CoordinatorServer,
-    MLServerProcess,
-    ensure_mlserver,
-    tree_cpu,
-)
+from bench.http_servers import ROOT, CoordinatorServer, MLServerProcess, ensure_mlserver
 from bench.loadgen import build_request
 from coordinator_core import Coordinator, ExecutionRequest
 
@@ -68,13 +62,43 @@ burst = 10000000
 [quota-concurrency]
 limit = 10000
 """
+#: MLServer side by side in two settings: its default (inference in one worker process) and
+#: inference in the server's own event loop, which is faster for a model this small.
+MLSERVER_SETTINGS = {"MLServer (parallel_workers 1)": 1, "MLServer (parallel_workers 0)": 0}
 X = [[0.5, -1.0, 2.0, 0.25]]
 INFER_BODY = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
                                      "data": X[0]}]}).encode()
 
 
+READING = """
+### how to read the HTTP rows
+
+- **Closed loop.** Each of the 32 clients keeps one request in flight on its keep-alive
+  connection and sends the next the moment the answer's last byte is in; latency is from the
+  request's write to that byte. By Little's law the mean latency is 32 / throughput, so at 32
+  clients p50 follows throughput (the p99 row's note gives that floor) and p99 < 5 ms needs
+  more than 6,400 requests a second; the 1-client rows give the unloaded latency.
+- **One machine, 2 cores.** Server, load generator (a separate process) and anything else on
+  the machine share them. The throughput note gives each side's CPU in cores over the
+  measured window: the server's process tree (MLServer's worker process included) and the
+  client's. A client at a tenth of a core is not the bottleneck; a server well below one core
+  while the client waits is being starved (other load) or is waiting on its own threads.
+- **Side by side.** In each round the in-process loop, our server and MLServer run back to
+  back (order reversed every other round); ratios are taken per round and their median
+  reported, because absolute figures drift with other load (the "rounds a-b" note is the
+  spread within the run).
+- **What differs.** In-process, ``submit`` gets a ready ``ExecutionRequest`` (for the model, a
+  numpy array). Over HTTP the same execution also pays for one Python process's event loop:
+  HTTP parsing, the bearer key's SQLite look-up, JSON decoding and encoding, and the hand-off
+  to the worker threads and back, all under the same interpreter lock the workers need.
+  MLServer answers with no key check, no quota and no durable audit record; its default
+  (``parallel_workers`` 1) sends each request to a worker process, and ``parallel_workers`` 0
+  runs ``predict`` in its event loop; ours is compared with the faster of the two.
+"""
+
+
 def closed_loop(coord: Coordinator, request: ExecutionRequest, clients: int,
-                duration: float = DURATION, warmup: float = WARMUP) -> dict[str, float]:
+                duration: float = DURATION, warmup: float = WARMUP) -> dict[str, Any]:
     """``submit`` with ``clients`` executions in flight: the in-process twin of the load
     generator (latency from submit to the result being set)."""
     slots = threading.Semaphore(clients)
@@ -112,26 +136,24 @@ def closed_loop(coord: Coordinator, request: ExecutionRequest, clients: int,
                     {"cpu": (time.process_time() - cpu0) / (end - wall0)})
 
 
-def _summary(latencies: list[float], seconds: float, extra: dict[str, float]
-             ) -> dict[str, float]:
+def _summary(latencies: list[float], seconds: float, extra: dict[str, Any]
+             ) -> dict[str, Any]:
     lat = sorted(latencies)
     return {"throughput": len(lat) / seconds, "p50_ms": lat[len(lat) // 2] * 1e3,
             "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3, **extra}
 
 
 def drive(port: int, request: bytes, expect: bytes, server_pid: int, workdir: Path,
-          clients: int = CLIENTS) -> dict[str, float]:
-    """One load-generator process against ``port``; the server's CPU is read around it."""
+          clients: int = CLIENTS) -> dict[str, Any]:
+    """One load-generator process against ``port`` (``server_pid``'s CPU read around the
+    measured window)."""
     path = workdir / "request.bin"
     path.write_bytes(request)
-    cpu0, t0 = tree_cpu(server_pid), time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--request-file",
          str(path), "--clients", str(clients), "--duration", str(DURATION), "--warmup",
-         str(WARMUP), "--expect-body", expect.decode()],
+         str(WARMUP), "--expect-body", expect.decode(), "--server-pid", str(server_pid)],
         capture_output=True, text=True, cwd=ROOT, timeout=120)
-    wall = time.perf_counter() - t0
-    server_cpu = (tree_cpu(server_pid) - cpu0) / wall
     if done.returncode != 0 and not done.stdout:
         raise RuntimeError(f"the load generator failed: {done.stderr[-800:]}")
     report = json.loads(done.stdout)
@@ -139,16 +161,14 @@ def drive(port: int, request: bytes, expect: bytes, server_pid: int, workdir: Pa
         raise RuntimeError(f"the load generator failed: {report['failed']}")
     if report["errors"]:
         raise RuntimeError(f"{report['errors']} bad responses, the first {report['first_error']}")
-    return {"throughput": report["throughput"], "p50_ms": report["p50_ms"],
-            "p99_ms": report["p99_ms"], "client_cpu": report["client_cpu"],
-            "server_cpu": server_cpu}
+    return report
 
 
-def _median(runs: list[dict[str, float]], key: str) -> float:
+def _median(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def _spread(runs: list[dict[str, float]], key: str) -> str:
+def _spread(runs: list[dict[str, Any]], key: str) -> str:
     values = [r[key] for r in runs]
     return f"rounds {min(values):,.0f}-{max(values):,.0f}"
 
@@ -171,22 +191,24 @@ def run(table: Table) -> None:
         server.deploy(onnx, "onnx", "tiny")
         token = server.create_key("bench")
         ml_skip = ensure_mlserver()
-        mlserver = None if ml_skip else MLServerProcess(tmp, "tiny", onnx.read_bytes())
+        mlservers = {} if ml_skip else {
+            label: MLServerProcess(tmp, "tiny", onnx.read_bytes(), parallel_workers=workers)
+            for label, workers in MLSERVER_SETTINGS.items()}
         server.start()
         try:
-            if mlserver is not None:
+            for mlserver in mlservers.values():
                 mlserver.start()
             with Coordinator.open(config, data_dir=tmp / "inproc") as coord:
-                _measure(table, tmp, coord, server, token, rid, wat, onnx, mlserver, ml_skip)
+                _measure(table, tmp, coord, server, token, rid, wat, onnx, mlservers, ml_skip)
         finally:
             server.stop()
-            if mlserver is not None:
+            for mlserver in mlservers.values():
                 mlserver.stop()
 
 
 def _measure(table: Table, tmp: Path, coord: Coordinator, server: CoordinatorServer,
-             token: str, rid: str, wat: Path, onnx: Path, mlserver: MLServerProcess | None,
-             ml_skip: str | None) -> None:
+             token: str, rid: str, wat: Path, onnx: Path,
+             mlservers: dict[str, MLServerProcess], ml_skip: str | None) -> None:
     assert server.proc is not None
     host = f"127.0.0.1:{server.port}"
     auth = [("Authorization", f"Bearer {token}"), ("Content-Type", "application/json")]
@@ -194,7 +216,7 @@ def _measure(table: Table, tmp: Path, coord: Coordinator, server: CoordinatorSer
     model = coord.deploy(onnx.read_bytes(), "onnx", name="tiny")
     feeds = {"x": np.asarray(X, dtype=np.float32)}
     execute_body = json.dumps({"resource_id": rid, "entry": "add", "args": [2, 3]}).encode()
-    workloads: dict[str, dict[str, Callable[[int], dict[str, float]]]] = {
+    workloads: dict[str, dict[str, Callable[[int], dict[str, Any]]]] = {
         "trivial wasm contract": {
             "in-process": partial(closed_loop, coord, ExecutionRequest(
                 own_rid, caller="bench", entry="add", args=(2, 3))),
@@ -208,12 +230,13 @@ def _measure(table: Table, tmp: Path, coord: Coordinator, server: CoordinatorSer
                 "POST", "/v2/models/tiny/infer", host, INFER_BODY, auth), b'"outputs"',
                 server.proc.pid, tmp)},
     }
-    if mlserver is not None and mlserver.proc is not None:
-        workloads["tiny ONNX model"]["MLServer"] = partial(
+    for label, mlserver in mlservers.items():
+        assert mlserver.proc is not None
+        workloads["tiny ONNX model"][label] = partial(
             drive, mlserver.port, build_request(
                 "POST", "/v2/models/tiny/infer", f"127.0.0.1:{mlserver.port}", INFER_BODY,
                 [("Content-Type", "application/json")]), b'"outputs"', mlserver.proc.pid, tmp)
-    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for i in range(ROUNDS):
         for workload, ways in workloads.items():
             order = list(ways) if i % 2 == 0 else list(reversed(ways))
@@ -225,8 +248,8 @@ def _measure(table: Table, tmp: Path, coord: Coordinator, server: CoordinatorSer
         _rows(table, workload, runs, single, list(ways), ml_skip)
 
 
-def _rows(table: Table, workload: str, runs: dict[tuple[str, str], list[dict[str, float]]],
-          single: dict[tuple[str, str], dict[str, float]], ways: list[str],
+def _rows(table: Table, workload: str, runs: dict[tuple[str, str], list[dict[str, Any]]],
+          single: dict[tuple[str, str], dict[str, Any]], ways: list[str],
           ml_skip: str | None) -> None:
     inproc, http = runs[(workload, "in-process")], runs[(workload, "HTTP")]
     for way in ways:
@@ -255,13 +278,15 @@ def _rows(table: Table, workload: str, runs: dict[tuple[str, str], list[dict[str
                       "unloaded latency")
     if workload != "tiny ONNX model":
         return
-    if "MLServer" not in ways:
+    labels = [way for way in ways if way in MLSERVER_SETTINGS]
+    if not labels:
         table.add(SECTION, f"{workload}: ours / MLServer throughput", float("nan"), "x",
                   target="> 1", note=f"skipped: {ml_skip}")
         return
-    ml = runs[(workload, "MLServer")]
-    lead = statistics.median(h["throughput"] / m["throughput"]
-                             for h, m in zip(http, ml, strict=True))
+    # Against MLServer's faster setting in each round: the stronger baseline.
+    best = [max(runs[(workload, label)][i]["throughput"] for label in labels)
+            for i in range(len(http))]
+    lead = statistics.median(h["throughput"] / b for h, b in zip(http, best, strict=True))
     table.add(SECTION, f"{workload}: ours / MLServer throughput", lead, "x", target="> 1",
-              ok=lead > 1, note="median of the per-round ratios; ours with key check, "
-              "quota and the hash-chained audit record of every infer")
+              ok=lead > 1, note="per round against MLServer's faster setting, median; ours "
+              "with key check, quota and the hash-chained audit record of every infer")

@@ -7,9 +7,6 @@ runtime in ``bench/mlserver_runtime``, from a virtual environment of its own
 (``.bench-venv/mlserver``, made on first use with the pinned uv): MLServer's dependencies are
 many and heavy and must never enter the project's locked workspace. When that environment
 cannot be made (no network, say) the MLServer rows are reported as skipped, with the reason.
-
-``tree_cpu`` reads a process tree's CPU seconds from ``/proc`` so the benchmark can report how
-much of the machine each side took (Linux only; NaN elsewhere).
 """
 
 from __future__ import annotations
@@ -73,27 +70,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its live descendants (NaN without /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, todo, seen = 0.0, [pid], set()
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        try:
-            stat = Path(f"/proc/{p}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            if p == pid:  # no /proc, or the process is gone: nothing to report
-                return float("nan")
-    return total
 
 
 class CoordinatorServer:

@@ -7,8 +7,9 @@ request costs the client one ``write`` and one parse: no coroutine, no client li
 the load generator stays well below the server it drives (``httpx`` on asyncio would spend
 more CPU per request than a fast server does). It runs as its own process
 (``python -m bench.loadgen``, JSON report on stdout) so it never shares the server's
-interpreter or the in-process benchmark's; the report includes the client's own CPU time
-so a reader can see how much of a shared machine the client took.
+interpreter or the in-process benchmark's; the report includes the client's own CPU time and
+the server's (its process tree, read from ``/proc``; NaN elsewhere) over the measured window,
+so a reader can see how much of a shared machine each side took.
 
 A response that is not the expected status, or whose body lacks the expected bytes, counts as
 an error (the first one is kept in the report): a benchmark must not count fast failures as
@@ -20,10 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +207,7 @@ class Report:
     p50_ms: float
     p99_ms: float
     client_cpu: float  # the client's CPU seconds per wall second of the window (cores)
+    server_cpu: float  # the same of ``server_pid``'s process tree (NaN: not asked, no /proc)
     first_error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -213,9 +217,10 @@ class Report:
 async def run_load(host: str, port: int, request: bytes, *, clients: int = 32,
                    duration: float = 2.0, warmup: float = 0.5,
                    max_requests: int | None = None, expect_status: int = 200,
-                   expect_body: bytes = b"") -> Report:
+                   expect_body: bytes = b"", server_pid: int | None = None) -> Report:
     """Drive ``clients`` keep-alive connections for ``warmup + duration`` seconds (or until
-    ``max_requests`` were sent, all of them measured); report the measured window."""
+    ``max_requests`` were sent, all of them measured); report the measured window, with the
+    CPU use of ``server_pid`` and its children over it when given."""
     loop = asyncio.get_running_loop()
     begin = time.perf_counter()
     measure_from = begin if max_requests is not None else begin + warmup
@@ -225,14 +230,16 @@ async def run_load(host: str, port: int, request: bytes, *, clients: int = 32,
     done: list[asyncio.Future[None]] = []
     for _ in range(clients):
         future: asyncio.Future[None] = loop.create_future()
-        await loop.create_connection(lambda f=future: Connection(request, stats, f), host, port)
+        await loop.create_connection(partial(Connection, request, stats, future), host, port)
         done.append(future)
     # CPU and wall clock of the measured window: wait out the warm-up first.
     await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+    server0 = tree_cpu(server_pid) if server_pid else float("nan")
     cpu0, wall0 = _cpu(), time.perf_counter()
     await asyncio.gather(*done)
     wall = time.perf_counter() - wall0
     cpu = _cpu() - cpu0
+    server = (tree_cpu(server_pid) - server0) / wall if server_pid else float("nan")
     lat = sorted(stats.latencies)
     seconds = time.perf_counter() - measure_from
     p50 = lat[len(lat) // 2] if lat else float("nan")
@@ -240,8 +247,29 @@ async def run_load(host: str, port: int, request: bytes, *, clients: int = 32,
     return Report(requests=len(lat), errors=stats.errors, seconds=seconds,
                   throughput=len(lat) / seconds if seconds > 0 else float("nan"),
                   p50_ms=p50 * 1e3, p99_ms=p99 * 1e3,
-                  client_cpu=cpu / wall if wall > 0 else float("nan"),
+                  client_cpu=cpu / wall if wall > 0 else float("nan"), server_cpu=server,
                   first_error=stats.first_error)
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants (NaN without /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo, seen = 0.0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            if p == pid:  # no /proc, or the process is gone: nothing to report
+                return float("nan")
+    return total
 
 
 def _cpu() -> float:
@@ -259,13 +287,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--expect-status", type=int, default=200)
     parser.add_argument("--expect-body", default="", help="bytes every response body holds")
+    parser.add_argument("--server-pid", type=int, help="report this process tree's CPU use")
     args = parser.parse_args(argv)
     request = Path(args.request_file).read_bytes()
     try:
         report = asyncio.run(run_load(
             args.host, args.port, request, clients=args.clients, duration=args.duration,
             warmup=args.warmup, expect_status=args.expect_status,
-            expect_body=args.expect_body.encode()))
+            expect_body=args.expect_body.encode(), server_pid=args.server_pid))
     except (OSError, ProtocolError) as exc:
         print(json.dumps({"failed": f"{type(exc).__name__}: {exc}"}))
         return 1
