@@ -196,8 +196,12 @@ def run(table: Table) -> None:
             for label, workers in MLSERVER_SETTINGS.items()}
         server.start()
         try:
-            for mlserver in mlservers.values():
-                mlserver.start()
+            for label, mlserver in list(mlservers.items()):
+                try:
+                    mlserver.start()
+                except RuntimeError as exc:  # report MLServer as skipped, keep our rows
+                    del mlservers[label]
+                    ml_skip = f"{label} did not start: {str(exc).splitlines()[-1][:160]}"
             with Coordinator.open(config, data_dir=tmp / "inproc") as coord:
                 _measure(table, tmp, coord, server, token, rid, wat, onnx, mlservers, ml_skip)
         finally:
