@@ -285,7 +285,7 @@ def _rows(table: Table, workload: str, runs: dict[tuple[str, str], list[dict[str
     labels = [way for way in ways if way in MLSERVER_SETTINGS]
     if not labels:
         table.add(SECTION, f"{workload}: ours / MLServer throughput", float("nan"), "x",
-                  target="> 1", note=f"skipped: {ml_skip}")
+                  target="> 1", note=f"skipped: {ml_skip}".replace("|", "/"))
         return
     # Against MLServer's faster setting in each round: the stronger baseline.
     best = [max(runs[(workload, label)][i]["throughput"] for label in labels)

@@ -119,7 +119,7 @@ def ensure_mlserver() -> str | None:
     if marker.exists() and marker.read_text() == " ".join(pins):
         return None
     if not UV.exists():
-        return f"no pinned uv at {UV.relative_to(ROOT)} (run make setup)"
+        return f"no pinned uv at {UV} (run make setup)"
     python = MLSERVER_VENV / "bin" / "python"
     steps = [] if python.exists() else [
         [str(UV), "venv", "--quiet", "--python", sys.executable, str(MLSERVER_VENV)]]
