@@ -1,12 +1,15 @@
 """`make bench`: run every ``bench/bench_*.py`` module, print one table, write results.md.
 
 Each module's ``run(table)`` adds rows (see ``harness.py``); a module that fails to import or
-raises is reported as a row of the table and the others still run. The table is printed
-grouped by section and written to ``bench/results.md`` with the date, the machine's core
-count and load, and the Python, wasmtime and onnxruntime versions, because absolute numbers
-only mean something next to the machine that produced them (compare ratios across runs).
+raises is reported as a row of the table and the others still run. A module may also define
+``READING``, Markdown that explains how to read its rows; it is written after the tables.
+The table is printed grouped by section and written to ``bench/results.md`` with the date,
+the machine's core count and load, and the Python, wasmtime and onnxruntime versions, because
+absolute numbers only mean something next to the machine that produced them (compare
+ratios across runs).
 
-Usage: ``.venv/bin/python bench/run.py [--only core,parallel]`` from the repository root.
+Usage: ``.venv/bin/python bench/run.py [--only core,parallel]`` from the repository root
+(``--only http``: the network service's rows alone).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def _format(value: float) -> str:
     return f"{value:.3g}" if value else "0"
 
 
-def render(table: Any, elapsed: dict[str, float]) -> str:
+def render(table: Any, elapsed: dict[str, float], readings: tuple[str, ...] = ()) -> str:
     """The rows as Markdown tables, one per section, in the order sections first appear."""
     sections: dict[str, list[Any]] = {}
     for row in table.rows:
@@ -57,6 +60,8 @@ def render(table: Any, elapsed: dict[str, float]) -> str:
             out.append(f"| {r.name} | {_format(r.value)} | {r.unit} | {r.target} | "
                        f"{r.verdict} | {r.note} |")
         out.append("")
+    for text in readings:
+        out += [text.strip(), ""]
     out += ["### time per module", "", "| module | seconds |", "|---|---:|"]
     out += [f"| {name} | {seconds:.1f} |" for name, seconds in elapsed.items()]
     return "\n".join(out) + "\n"
@@ -96,19 +101,23 @@ def main(argv: list[str] | None = None) -> int:
     table = Table()
     started = header()
     elapsed: dict[str, float] = {}
+    readings: list[str] = []
     for name in names:
         if wanted and name not in wanted:
             continue
         print(f"running {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         try:
-            importlib.import_module(f"bench.{name}").run(table)
+            module = importlib.import_module(f"bench.{name}")
+            module.run(table)
+            if isinstance(getattr(module, "READING", None), str):
+                readings.append(module.READING)
         except Exception as exc:
             traceback.print_exc()
             table.add(name.removeprefix("bench_"), f"{name} FAILED", float("nan"), "",
                       ok=False, note=f"{type(exc).__name__}: {exc}"[:300].replace("|", "/"))
         elapsed[name] = time.perf_counter() - t0
-    text = render(table, elapsed)
+    text = render(table, elapsed, tuple(readings))
     print(text)
     Path(args.output).write_text(started + text, encoding="utf-8")
     print(f"written to {args.output}", file=sys.stderr)
