@@ -27,6 +27,7 @@ from coordinator_hookspecs import (
     NotFound,
     SecurityRejected,
 )
+from coordinator_server import strict
 from coordinator_server.app import (
     HTTP_STATUS,
     ApiKey,
@@ -73,6 +74,8 @@ async def deploy(request: Request, state: ServerState, key: ApiKey) -> Response:
     q = request.query_params
     if "type" not in q:
         raise InvalidRequest("deploy needs the query parameter type (wasm, onnx)")
+    kind = strict.resource_type(state.coordinator, q["type"])
+    name = strict.resource_name(q.get("name", ""))
     raw = await read_body(request, state)
     code: bytes | str = raw
     source_format = q.get("format", "binary")
@@ -83,7 +86,7 @@ async def deploy(request: Request, state: ServerState, key: ApiKey) -> Response:
             raise InvalidRequest("format=wat needs a UTF-8 body") from None
     capabilities = [c for c in q.get("capabilities", "").split(",") if c]
     coord = state.coordinator
-    rid = await asyncio.to_thread(coord.deploy, code, q["type"], name=q.get("name", ""),
+    rid = await asyncio.to_thread(coord.deploy, code, kind, name=name,
                                   capabilities=capabilities, owner=key.name,
                                   source_format=source_format)
     return JSONResponse(resource_json(coord.resource(rid)), status_code=201)
@@ -120,17 +123,24 @@ def _request(body: Any, key: ApiKey) -> ExecutionRequest:
         else:  # a model's inputs: name -> array
             payload = body["input"]
     args = body.get("args")
-    if args is not None and not isinstance(args, list):
+    if args is not None and not (isinstance(args, list) and all(
+            type(a) in (int, float) for a in args)):
         raise InvalidRequest("'args' must be a list of numbers")
-    return ExecutionRequest(resource_id=rid, caller=key.name, entry=body.get("entry"),
+    entry = body.get("entry")
+    if entry is not None and not isinstance(entry, str):
+        raise InvalidRequest("'entry' must be a string (an exported function's name)")
+    return ExecutionRequest(resource_id=rid, caller=key.name, entry=entry,
                             input=payload, args=tuple(args) if args is not None else None,
-                            fee_limit=body.get("fee_limit"), timeout=body.get("timeout"))
+                            fee_limit=strict.fee_limit(body.get("fee_limit")),
+                            timeout=strict.timeout(body.get("timeout")))
 
 
 async def execute(request: Request, state: ServerState, key: ApiKey) -> Response:
+    strict.json_media(request)
     call = _request(await json_body(request, state), key)
     coord = state.coordinator
     if request.query_params.get("wait", "true").lower() in ("false", "0", "no"):
+        coord.resource(call.resource_id)  # an unknown resource is 404 now, not later
         handle = coord.submit(call)
         state.handles.add(handle)
         return JSONResponse({"execution_id": handle.execution_id, "status": "queued"},

@@ -20,10 +20,11 @@ import uvicorn
 from loguru import logger
 from starlette.applications import Starlette
 
-from coordinator_server import contract, keys_api, oip, records
+from coordinator_server import contract, fallbacks, keys_api, oip, records
 from coordinator_server.app import ServerState
 from coordinator_server.keys import KeyStore
 from coordinator_server.models import ModelIndex
+from coordinator_server.protocol import guarded_protocol, raise_open_files_limit
 from coordinator_server.settings import SECTION
 
 
@@ -38,7 +39,8 @@ def build_app(state: ServerState, open_coordinator: Callable[[], Any],
         state.keys = KeyStore(coordinator.config.data_dir)
         stack.callback(state.keys.close)
         state.models = ModelIndex(coordinator)
-        state.max_body = coordinator.config.section(SECTION).max_body_bytes
+        state.limits = coordinator.config.section(SECTION)
+        state.max_body = state.limits.max_body_bytes
         state.coordinator = coordinator
         logger.info("coordinator open; serving")
 
@@ -63,7 +65,7 @@ def build_app(state: ServerState, open_coordinator: Callable[[], Any],
     return Starlette(
         routes=[*oip.routes(state), *contract.routes(state), *records.routes(state),
                 *keys_api.routes(state)],
-        lifespan=lifespan)
+        lifespan=lifespan, exception_handlers=fallbacks.HANDLERS)
 
 
 def serve(open_coordinator: Callable[[], Any], *, host: str, port: int, auth: bool,
@@ -79,8 +81,9 @@ def serve(open_coordinator: Callable[[], Any], *, host: str, port: int, auth: bo
     app = build_app(state, open_coordinator, stop)
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=False,
                             log_level="warning", timeout_graceful_shutdown=max(1, grace),
-                            server_header=False)
+                            server_header=False, http=guarded_protocol(lambda: state.limits))
     server = uvicorn.Server(config)
+    raise_open_files_limit()
     if not auth:
         banner = (f"WARNING: --no-auth: every request on {host}:{port} is accepted without a "
                   "key, as caller 'anonymous' with admin scope")
