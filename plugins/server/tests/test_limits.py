@@ -24,7 +24,7 @@ import pytest
 from .conftest import COORDINATOR, Live, cli, free_port
 
 STRICT = {"header_timeout": 1.5, "body_timeout": 1.5, "max_connections": 16,
-          "max_body_bytes": 4096, "keep_alive_timeout": 1}
+          "max_body_bytes": 4096, "max_json_bytes": 2048, "keep_alive_timeout": 1}
 IDLE = 2000
 
 
@@ -45,7 +45,7 @@ class Strict:
 @pytest.fixture(scope="module")
 def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Strict]:
     data_dir = tmp_path_factory.mktemp("strict")
-    made = cli(data_dir, "keys", "create", "slow", "--scope", "execute", "--json")
+    made = cli(data_dir, "keys", "create", "slow", "--scope", "deploy", "--json")
     port = free_port()
     env = {**os.environ, **{f"COORDINATOR_SERVER__{k.upper()}": str(v)
                             for k, v in STRICT.items()}}
@@ -132,8 +132,8 @@ def test_a_slow_body_gets_408_at_the_body_timeout(strict: Strict) -> None:
 
 
 def test_a_chunked_body_over_the_limit_is_refused_while_it_streams(strict: Strict) -> None:
-    head = (f"POST /v1/executions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {strict.token}"
-            "\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+    head = (f"POST /v1/resources?type=wasm HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            f"{strict.token}\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
     chunk = b"400\r\n" + b" " * 1024 + b"\r\n"
     with strict.connect() as sock:
         sock.sendall(head)
@@ -142,6 +142,17 @@ def test_a_chunked_body_over_the_limit_is_refused_while_it_streams(strict: Stric
         status, headers, body = parse(read_reply(sock))
     assert status == 413 and body["kind"] == "invalid_request", body
     assert "max_body_bytes" in body["error"] and headers["connection"] == "close"
+
+
+def test_a_json_body_has_its_own_smaller_limit(strict: Strict) -> None:
+    body = json.dumps({"resource_id": "0" * 64, "input": "A" * 3000}).encode()
+    with httpx.Client(base_url=strict.url, timeout=10) as client:
+        reply = client.post("/v1/executions", content=body, headers={
+            "Authorization": f"Bearer {strict.token}", "Content-Type": "application/json"})
+        assert reply.status_code == 413 and "max_json_bytes" in reply.json()["error"]
+        deploy = client.post("/v1/resources", params={"type": "wasm"}, content=body,
+                             headers={"Authorization": f"Bearer {strict.token}"})
+        assert deploy.status_code == 400 and "magic header" in deploy.json()["error"]
 
 
 def test_a_declared_length_over_the_limit_is_refused_before_the_body(strict: Strict) -> None:

@@ -181,8 +181,9 @@ def route(scope: str | None, state: ServerState, handler: Handler
 
 
 async def json_body(request: Request, state: ServerState) -> Any:
-    """The request's JSON body, bounded by the size limit (``InvalidRequest`` otherwise)."""
-    raw = await read_body(request, state)
+    """The request's JSON body, bounded by ``max_json_bytes`` as well as ``max_body_bytes``
+    (parsed JSON takes several times its size in memory)."""
+    raw = await read_body(request, state, is_json=True)
     return parse_json(raw)
 
 
@@ -208,18 +209,23 @@ def parse_json(raw: bytes) -> Any:
         raise InvalidRequest(f"the body is not valid JSON: {str(exc)[:200]}") from None
 
 
-async def read_body(request: Request, state: ServerState) -> bytes:
+async def read_body(request: Request, state: ServerState, is_json: bool = False) -> bytes:
+    """The whole body, refused (413) as soon as its declared or streamed size passes the
+    limit: ``max_body_bytes``, or for a JSON body the smaller ``max_json_bytes``."""
+    limit, setting = state.max_body, "max_body_bytes"
+    if is_json and state.limits.max_json_bytes < limit:
+        limit, setting = state.limits.max_json_bytes, "max_json_bytes"
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > state.max_body:
-        raise BodyTooLarge(f"the body is {declared} bytes, over the limit of {state.max_body} "
-                           "([server] max_body_bytes)")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the body is {declared[:40]} bytes, over the limit of {limit} "
+                           f"([server] {setting})")
     chunks, size = [], 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
-            if size > state.max_body:
-                raise BodyTooLarge(f"the body is over the limit of {state.max_body} bytes "
-                                   "([server] max_body_bytes)")
+            if size > limit:
+                raise BodyTooLarge(f"the body is over the limit of {limit} bytes "
+                                   f"([server] {setting})")
             chunks.append(chunk)
     except ClientDisconnect:  # gone, or cut off by the body timeout: nobody reads the answer
         raise InvalidRequest("the client disconnected before sending its whole body") from None

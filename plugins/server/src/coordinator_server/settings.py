@@ -5,6 +5,7 @@ Example::
 
     [server]
     max_body_bytes = 67108864    # a larger request body gets 413, also when sent chunked
+    max_json_bytes = 8388608     # the same for a JSON body (an infer, an execute)
     max_header_bytes = 16384     # a larger request line + headers gets 400
     header_timeout = 10.0        # seconds to send a request's line and headers: else 408
     body_timeout = 60.0          # seconds to send a request's whole body: else 408
@@ -42,6 +43,8 @@ class ServerSettings:
 
     #: the largest request body accepted, in bytes (a deploy's bytes, an infer's JSON).
     max_body_bytes: int = _int(64 * 1024 * 1024)
+    #: the largest JSON body (parsed JSON of numbers takes about nine times its size).
+    max_json_bytes: int = _int(8 * 1024 * 1024)
     #: the largest request line plus headers, in bytes.
     max_header_bytes: int = _int(16 * 1024)
     #: from a connection's start (or its previous response) to a request's complete headers.
