@@ -26,13 +26,13 @@ from coordinator_hookspecs import SecurityRejected
 MAX_PATH = 256
 
 
-def detail_of(request: Request, action: str, **extra: Any) -> dict[str, Any]:
-    """What was attempted: the action, the HTTP method and the (truncated) path."""
-    return {"action": action, "method": request.method[:16],
-            "route": request.url.path[:MAX_PATH], **extra}
+def detail_of(method: str, route: str, action: str, **extra: Any) -> dict[str, Any]:
+    """What was attempted: the action, the method and the (truncated) route or path."""
+    return {"action": action, "method": method[:16], "route": route[:MAX_PATH], **extra}
 
 
-def _record(coordinator: Any, caller: str, detail: dict[str, Any], message: str) -> None:
+def record_refusal(coordinator: Any, caller: str, detail: dict[str, Any], message: str) -> None:
+    """Append the record (blocking; any front end, HTTP or not, may call it)."""
     try:
         coordinator.record_security_event(caller, detail,
                                           SecurityRejected(message, source="server"))
@@ -43,6 +43,6 @@ def _record(coordinator: Any, caller: str, detail: dict[str, Any], message: str)
 
 async def record(coordinator: Any, request: Request, caller: str, action: str, message: str,
                  **extra: Any) -> None:
-    """Leave the ``security`` record of a refused request (off the event loop)."""
-    await asyncio.to_thread(_record, coordinator, caller, detail_of(request, action, **extra),
-                            message)
+    """Leave the ``security`` record of a refused HTTP request (off the event loop)."""
+    detail = detail_of(request.method, request.url.path, action, **extra)
+    await asyncio.to_thread(record_refusal, coordinator, caller, detail, message)
