@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, ClassVar
+from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from coordinator_server.settings import ServerSettings
+
+#: the key of the lifespan state under which the application publishes its ServerState.
+STATE_KEY = "coordinator_server"
 
 
 def raw_response(status: int, reason: str, message: str, kind: str) -> bytes:
@@ -54,14 +57,16 @@ async def over_capacity(scope: Any, receive: Any, send: Any) -> None:
 
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with header and body deadlines, a connection cap and JSON
-    answers to malformed HTTP. ``limits`` is read when each connection starts."""
-
-    limits: ClassVar[Any] = None  # a callable returning the current ServerSettings
+    answers to malformed HTTP. The limits are read when each connection starts, from the
+    server state the application's lifespan publishes under :data:`STATE_KEY` (the defaults
+    until then)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        get = type(self).limits
-        self.settings: ServerSettings = get() if callable(get) else ServerSettings()
+        state = self.app_state.get(STATE_KEY)
+        limits = getattr(state, "limits", None)
+        self.settings: ServerSettings = limits if isinstance(limits, ServerSettings) else (
+            ServerSettings())
         self.conn = h11.Connection(h11.SERVER,
                                    max_incomplete_event_size=self.settings.max_header_bytes)
         self.timeout_keep_alive = self.settings.keep_alive_timeout
@@ -142,11 +147,6 @@ class GuardedH11Protocol(H11Protocol):
             self.cycle.disconnected = True  # the application's later answer is dropped
             self.cycle.message_event.set()
         self.transport.close()
-
-
-def guarded_protocol(limits: Any) -> type[GuardedH11Protocol]:
-    """The protocol class for one server, reading its limits through ``limits()``."""
-    return type("GuardedH11Protocol", (GuardedH11Protocol,), {"limits": staticmethod(limits)})
 
 
 def raise_open_files_limit() -> int:

@@ -24,7 +24,7 @@ from coordinator_server import contract, fallbacks, keys_api, oip, records
 from coordinator_server.app import ServerState
 from coordinator_server.keys import KeyStore
 from coordinator_server.models import ModelIndex
-from coordinator_server.protocol import guarded_protocol, raise_open_files_limit
+from coordinator_server.protocol import STATE_KEY, GuardedH11Protocol, raise_open_files_limit
 from coordinator_server.settings import SECTION
 
 
@@ -53,10 +53,10 @@ def build_app(state: ServerState, open_coordinator: Callable[[], Any],
             on_failure()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         task = asyncio.create_task(opening())
         try:
-            yield
+            yield {STATE_KEY: state}  # the HTTP protocol reads the [server] limits from it
         finally:
             state.closing = True
             await task
@@ -81,7 +81,7 @@ def serve(open_coordinator: Callable[[], Any], *, host: str, port: int, auth: bo
     app = build_app(state, open_coordinator, stop)
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=False,
                             log_level="warning", timeout_graceful_shutdown=max(1, grace),
-                            server_header=False, http=guarded_protocol(lambda: state.limits))
+                            server_header=False, http=GuardedH11Protocol)
     server = uvicorn.Server(config)
     raise_open_files_limit()
     if not auth:
