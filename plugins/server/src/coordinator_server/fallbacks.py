@@ -1,13 +1,12 @@
 """JSON answers for what no route handles: an unknown path (404), a method the path does not
 take (405), an HTTP error raised by Starlette itself, and, last, an exception a handler did
-not expect (500, logged with its traceback: a bug). So every answer of the service has the
+not expect (500; uvicorn logs its traceback: a bug). So every answer of the service has the
 ``{"error": ..., "kind": ...}`` shape, never Starlette's plain text."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from loguru import logger
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,8 +26,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def unexpected(request: Request, exc: Exception) -> Response:
-    logger.opt(exception=exc).error("unexpected error answering {} {}", request.method,
-                                    request.url.path[:256])
+    # Starlette raises the exception again after this answer, and uvicorn logs it with its
+    # traceback: logging it here too would print it twice.
     return JSONResponse({"error": f"internal error: {type(exc).__name__}", "kind": "internal"},
                         status_code=500)
 
