@@ -88,7 +88,7 @@ CASES: list[tuple[str, str, dict[str, Any], int, str, str]] = [
     ("GET", f"/v1/resources/{RID}/events?limit=-1", {}, 404, "not_found", "no resource"),
     ("GET", "/v1/audit?start=0", {}, 400, "invalid_request", "start must be an integer"),
     ("POST", "/v1/resources?type=nope", {"content": b"x"}, 400, "invalid_request",
-     "unknown resource type 'nope'"),
+     "no engine can run resource type 'nope'"),
     ("POST", "/v1/resources?type=wasm&format=wat&name=../../x", {"content": b"(module)"}, 400,
      "invalid_request", "the name '../../x' must be"),
     ("POST", "/v1/resources?type=wasm&format=wat", {"content": b"\xff\xfe"}, 400,

@@ -59,6 +59,15 @@ class ExecutionCoordinator:
         if self._closed:
             raise InvalidRequest("the coordinator is closed")
         _check_request(request)
+        workers = self._workers
+        if workers is not None and workers.admit_inline:
+            # Admission cannot block: hand it to a worker process from this thread (each
+            # worker queues it behind its own threads, bounded by its own max_queued).
+            entry = self.ledger.open(request, self.pipeline.deadline(request), Status.RUNNING)
+            future: Future[ExecutionResult] = Future()
+            entry.future = future
+            workers.dispatch(entry)
+            return ExecutionHandle(self, entry.execution_id, future)
         entry = self.ledger.open(request, self.pipeline.deadline(request), Status.QUEUED)
         self.enqueue(entry)
         assert entry.future is not None

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections import OrderedDict
 from multiprocessing.connection import Connection
+from queue import SimpleQueue
 from typing import Any
 
 import attrs
@@ -38,7 +40,7 @@ from loguru import logger
 
 from coordinator_core.engines.processes.spec import WorkerSpec, load_plugins
 from coordinator_core.plugin_host.config import ProcessCount
-from coordinator_core.store.settings import StoreSettings
+from coordinator_core.store import store_settings
 from coordinator_core.workers.channel import Channel, serve
 from coordinator_core.workers.remote_store import WorkerStore
 from coordinator_hookspecs import (
@@ -105,11 +107,8 @@ def open_worker(spec: WorkerSpec, channel: Channel) -> Any:
                 close()
         except Exception:
             pass
-    try:
-        settings = loaded.config.section("store")
-    except KeyError:
-        settings = StoreSettings()
-    store = WorkerStore(spec.data_dir, **attrs.asdict(settings)).attach(channel)
+    settings = attrs.asdict(store_settings(loaded.config))
+    store = WorkerStore(spec.data_dir, **settings).attach(channel, keep=True)
     forwarder.unsent = store.unsent
     coordinator = Coordinator(loaded.config, loaded.host, registry, store)
     coordinator.host.broadcast("coordinator_startup", coordinator=coordinator)
@@ -123,11 +122,12 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     try:
         coordinator = open_worker(spec, channel)
     except Exception as exc:
-        conn.send((FAILED, f"{type(exc).__name__}: {exc}"))
+        channel.send((FAILED, f"{type(exc).__name__}: {exc}"))
         return
-    conn.send((READY, os.getpid()))
+    channel.send((READY, os.getpid()))
     ledger = coordinator.ledger
     early: OrderedDict[str, None] = OrderedDict()  # cancels that overtook their run
+    queue = start_threads(coordinator)
 
     def handle(message: tuple[Any, ...]) -> bool:
         tag = message[0]
@@ -137,7 +137,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
             if early and execution_id in early:
                 del early[execution_id]
                 entry.token.cancel(ErrorKind.CANCELLED)
-            coordinator.enqueue(entry)
+            queue.put(entry)
         elif tag == CANCEL:
             channel.reply(message[1], _cancel(coordinator, message[2], early))
         elif tag == STATUS:
@@ -147,7 +147,33 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         return True
 
     serve(channel, handle)
+    for _ in range(coordinator.config.core.workers):
+        queue.put(None)
     coordinator.close()
+
+
+def start_threads(coordinator: Any) -> SimpleQueue[Any]:
+    """``workers`` threads running queued entries through the pipeline: what
+    ``Coordinator.submit`` does, without a ``Future`` per execution (the result leaves
+    through ``ResultForwarder``). A cancel or deadline of a queued entry is recorded by the
+    coordinator's ``cancel`` / watchdog; the thread that reaches it then skips it."""
+    queue: SimpleQueue[Any] = SimpleQueue()
+    claim, run = coordinator.ledger.claim, coordinator.pipeline.run
+
+    def serve_queue() -> None:
+        while (entry := queue.get()) is not None:
+            if not claim(entry):
+                continue
+            try:
+                run(entry)
+            except BaseException as exc:  # the pipeline records its own failures
+                logger.opt(exception=exc).error("execution {} failed in the worker",
+                                                entry.execution_id)
+
+    for index in range(coordinator.config.core.workers):
+        threading.Thread(target=serve_queue, daemon=True,
+                         name=f"coordinator-worker-thread-{index}").start()
+    return queue
 
 
 def _cancel(coordinator: Any, execution_id: str, early: OrderedDict[str, None]) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 
 from coordinator_hookspecs import CliCommand, InvalidRequest
 from coordinator_server.keys import SCOPES, KeyStore
+from coordinator_server.tls import check_tls
 
 Opener = Callable[[], Any]
 
@@ -82,6 +83,16 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
                         help="accept requests without a key (loopback addresses only)")
     parser.add_argument("--grace", type=int, default=10, metavar="SECONDS",
                         help="on SIGTERM, how long in-flight requests may take (default 10)")
+    parser.add_argument("--tls-cert", metavar="FILE",
+                        help="serve HTTPS with this PEM certificate chain (needs --tls-key)")
+    parser.add_argument("--tls-key", metavar="FILE",
+                        help="the PEM private key of --tls-cert")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="HTTP processes sharing the port, all committing through this "
+                             "one's writer (default 1; quota limits hold per process)")
+    # A child of --workers: the inherited socket, and the pipe it reports readiness on.
+    parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
 
 def is_loopback(host: str) -> bool:
@@ -98,10 +109,30 @@ def _serve(args: argparse.Namespace, open_coordinator: Opener) -> int:
         raise InvalidRequest(f"--no-auth is allowed only on a loopback address, not {args.host}")
     if not 0 <= args.port <= 65535:
         raise InvalidRequest(f"--port {args.port} is not a port number")
+    if not 1 <= args.workers <= 64:
+        raise InvalidRequest(f"--workers must be from 1 to 64, got {args.workers}")
+    tls = check_tls(args.tls_cert, args.tls_key)
     from coordinator_server.serve import serve
 
     return serve(open_coordinator, host=args.host, port=args.port, auth=not args.no_auth,
-                 grace=args.grace)
+                 grace=args.grace, tls=tls, workers=args.workers, fd=args.fd,
+                 child_args=None if args.fd is not None else _child_args(args),
+                 ready_fd=args.ready_fd)
+
+
+def _child_args(args: argparse.Namespace) -> list[str]:
+    """The command line of the other HTTP processes of ``--workers`` (``--fd`` follows)."""
+    out = []
+    if getattr(args, "data_dir", None):
+        out += ["--data-dir", str(args.data_dir)]
+    if getattr(args, "config", None):
+        out += ["--config", str(args.config)]
+    out += ["serve", "--grace", str(args.grace)]
+    if args.no_auth:
+        out.append("--no-auth")
+    if args.tls_cert:
+        out += ["--tls-cert", args.tls_cert, "--tls-key", args.tls_key]
+    return out
 
 
 SERVE = CliCommand(name="serve", help="serve the Open Inference Protocol v2 and the contract API",

@@ -57,7 +57,7 @@ def infer_body(body: Any) -> None:
         raise InvalidRequest("the infer request must be a JSON object with 'inputs'")
     fields(body, INFER_FIELDS, "the infer request")
     if "id" in body and not isinstance(body["id"], str):
-        raise InvalidRequest("'id' must be a string")
+        raise InvalidRequest("'id' must be a string (it is echoed in the response)")
     _parameters(body.get("parameters"), "the infer request")
     for group, known in (("inputs", TENSOR_FIELDS), ("outputs", OUTPUT_FIELDS)):
         items = body.get(group)
@@ -105,13 +105,3 @@ def resource_name(name: str) -> str:
         raise InvalidRequest(f"the name {name[:64]!r} must be 1-128 letters, digits, '.', '_' "
                              "or '-', starting with a letter or digit")
     return name
-
-
-def resource_type(coordinator: Any, kind: str) -> str:
-    """A resource type some installed engine runs (400 otherwise, not an engine error)."""
-    dispatcher = getattr(coordinator, "dispatcher", None)
-    known = sorted({t for b in getattr(dispatcher, "engines", ()) for t in b.resource_types})
-    if known and kind not in known:
-        raise InvalidRequest(f"unknown resource type {kind[:40]!r}; this server runs "
-                             f"{', '.join(known)}")
-    return kind
