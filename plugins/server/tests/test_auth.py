@@ -65,3 +65,50 @@ def test_no_auth_is_refused_off_loopback(tmp_path: object) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "--no-auth is allowed only on a loopback address" in done.stderr
+
+
+def _security_records_after(live: Live, seq: int) -> list[dict]:
+    reply = live.request("GET", "/v1/audit", "root", params={"start": seq + 1, "limit": 1000})
+    assert reply.status_code == 200, reply.text
+    return [r for r in reply.json()["records"] if r["record_kind"] == "security"]
+
+
+def _head(live: Live) -> int:
+    report = live.request("GET", "/v1/audit/verify", "root").json()
+    assert report["ok"], report
+    return int(report["count"])
+
+
+def test_401_and_403_each_leave_a_security_audit_record(live: Live) -> None:
+    secret = "crd_not-a-key-" + "s" * 20
+    before = _head(live)
+    assert live.client.get("/v2/models/clf", headers={
+        "Authorization": f"Bearer {secret}"}).status_code == 401
+    assert live.client.post("/v1/executions").status_code == 401
+    assert live.request("GET", "/v1/audit", "alice").status_code == 403
+    records = _security_records_after(live, before)
+    assert [(r["caller"], r["status"], r["error_kind"], r["detail"]) for r in records] == [
+        ("anonymous", "rejected", "security_rejected",
+         {"action": "authenticate", "method": "GET", "route": "/v2/models/clf",
+          "scope": "execute", "status": 401}),
+        ("anonymous", "rejected", "security_rejected",
+         {"action": "authenticate", "method": "POST", "route": "/v1/executions",
+          "scope": "execute", "status": 401}),
+        ("alice", "rejected", "security_rejected",
+         {"action": "authorize", "method": "GET", "route": "/v1/audit", "scope": "admin",
+          "status": 403}),
+    ]
+    assert "not an active key" in records[0]["message"]
+    assert "needs 'admin'" in records[2]["message"]
+    assert secret not in str(records) and live.tokens["alice"] not in str(records)
+    assert _head(live) == before + 3  # chained, and nothing else was written
+
+
+def test_a_spoofed_caller_leaves_a_security_audit_record(live: Live) -> None:
+    before = _head(live)
+    reply = live.request("POST", "/v1/executions", "alice",
+                         json={"resource_id": "0" * 64, "caller": "treasury"})
+    assert reply.status_code == 403
+    (record,) = _security_records_after(live, before)
+    assert record["caller"] == "alice" and record["detail"]["action"] == "request"
+    assert "may not name another ('treasury')" in record["message"]

@@ -14,14 +14,18 @@ HTTP status. The health routes need no key, so load balancers and probes can use
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.requests import Request
+import attrs
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from coordinator_hookspecs import CoordinatorError, ErrorKind, InvalidRequest, SecurityRejected
+from coordinator_server import refusals
 from coordinator_server.keys import ApiKey, KeyStore
+from coordinator_server.settings import ServerSettings
 
 #: HTTP status of each error kind.
 HTTP_STATUS: dict[ErrorKind, int] = {
@@ -49,6 +53,7 @@ class ServerState:
     def __init__(self, auth: bool = True, max_body: int = MAX_BODY) -> None:
         self.auth = auth
         self.max_body = max_body
+        self.limits = ServerSettings()  # the [server] section, once the coordinator is open
         self.coordinator: Any = None
         self.keys: KeyStore | None = None
         self.models: Any = None
@@ -85,10 +90,21 @@ def error(status: int, message: str, kind: str | None = None) -> JSONResponse:
 class BodyTooLarge(InvalidRequest):
     """A request body over ``[server] max_body_bytes``: answered 413."""
 
+    http_status = 413
+
+
+class UnsupportedMediaType(InvalidRequest):
+    """A body whose ``Content-Type`` the route does not read: answered 415."""
+
+    http_status = 415
+
 
 def failure(exc: CoordinatorError) -> JSONResponse:
-    status = 413 if isinstance(exc, BodyTooLarge) else HTTP_STATUS.get(exc.kind, 500)
-    return error(status, exc.message, exc.kind.value)
+    status = getattr(exc, "http_status", None) or HTTP_STATUS.get(exc.kind, 500)
+    response = error(status, exc.message, exc.kind.value)
+    if isinstance(exc, BodyTooLarge):  # the rest of the body is not worth draining
+        response.headers["Connection"] = "close"
+    return response
 
 
 def _unauthorized(message: str) -> JSONResponse:
@@ -97,72 +113,125 @@ def _unauthorized(message: str) -> JSONResponse:
     return response
 
 
-def authenticate(request: Request, state: ServerState, scope: str) -> ApiKey | JSONResponse:
-    """The request's key, or the 401/403 response to send instead."""
+@attrs.frozen
+class Refusal:
+    """A request refused before its handler: 401 (no valid key) or 403 (missing scope)."""
+
+    status: int
+    message: str
+    caller: str  # the key's name, or "anonymous" when no key was recognised
+
+    def response(self) -> JSONResponse:
+        if self.status == 401:
+            return _unauthorized(self.message)
+        return error(self.status, self.message, ErrorKind.SECURITY_REJECTED.value)
+
+
+def check_key(request: Request, state: ServerState, scope: str) -> ApiKey | Refusal:
+    """The request's key, or why it is refused."""
     if not state.auth:
         return NO_AUTH
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        return _unauthorized("this request needs 'Authorization: Bearer <token>'")
+        return Refusal(401, "this request needs 'Authorization: Bearer <token>'", "anonymous")
     assert state.keys is not None
     key = state.keys.verify(token.strip())
     if key is None:
-        return _unauthorized("the bearer token is not an active key")
+        return Refusal(401, "the bearer token is not an active key", "anonymous")
     if not key.allows(scope):
-        return error(403, f"the key {key.name!r} has scope {key.scope!r}; this needs {scope!r}",
-                     ErrorKind.SECURITY_REJECTED.value)
+        return Refusal(403, f"the key {key.name!r} has scope {key.scope!r}; this needs "
+                       f"{scope!r}", key.name)
     return key
+
+
+def authenticate(request: Request, state: ServerState, scope: str) -> ApiKey | JSONResponse:
+    """The request's key, or the 401/403 response to send instead."""
+    found = check_key(request, state, scope)
+    return found.response() if isinstance(found, Refusal) else found
 
 
 def route(scope: str | None, state: ServerState, handler: Handler
           ) -> Callable[[Request], Awaitable[Response]]:
     """A Starlette endpoint: readiness, then the key (``scope`` None: no key), then
-    ``handler``, with typed errors turned into their status."""
+    ``handler``, with typed errors turned into their status. A refusal by the server
+    itself (401, 403) leaves a ``security`` audit record."""
 
     async def endpoint(request: Request) -> Response:
         if state.coordinator is None or state.keys is None:
             return error(503, "the coordinator is not open yet" if state.failed is None
-                         else f"the coordinator failed to open: {state.failed}")
+                         else f"the coordinator failed to open: {state.failed}",
+                         "unavailable")
         key = NO_AUTH
         if scope is not None:
-            found = authenticate(request, state, scope)
-            if isinstance(found, JSONResponse):
-                return found
+            found = check_key(request, state, scope)
+            if isinstance(found, Refusal):
+                await refusals.record(
+                    state.coordinator, request, found.caller,
+                    "authenticate" if found.status == 401 else "authorize", found.message,
+                    status=found.status, scope=scope)
+                return found.response()
             key = found
         try:
             return await handler(request, state, key)
         except CoordinatorError as exc:
+            if exc.kind is ErrorKind.SECURITY_REJECTED and exc.source == "server":
+                await refusals.record(state.coordinator, request, key.name, "request",
+                                      exc.message, status=403)
             return failure(exc)
 
     return endpoint
 
 
 async def json_body(request: Request, state: ServerState) -> Any:
-    """The request's JSON body, bounded by the size limit (``InvalidRequest`` otherwise)."""
-    return parse_json(await read_body(request, state))
+    """The request's JSON body, bounded by ``max_json_bytes`` as well as ``max_body_bytes``
+    (parsed JSON takes several times its size in memory)."""
+    raw = await read_body(request, state, is_json=True)
+    return parse_json(raw)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:40]} is too large for a 64-bit float")
+    return value
 
 
 def parse_json(raw: bytes) -> Any:
-    """``raw`` as JSON (``InvalidRequest`` otherwise)."""
+    """Strict JSON (RFC 8259): no ``NaN`` or ``Infinity``, no number too large for a float,
+    no nesting deeper than the parser's recursion allows (``InvalidRequest`` otherwise)."""
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise InvalidRequest("the body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, the checks above
+        raise InvalidRequest(f"the body is not valid JSON: {str(exc)[:200]}") from None
 
 
-async def read_body(request: Request, state: ServerState) -> bytes:
+async def read_body(request: Request, state: ServerState, is_json: bool = False) -> bytes:
+    """The whole body, refused (413) as soon as its declared or streamed size passes the
+    limit: ``max_body_bytes``, or for a JSON body the smaller ``max_json_bytes``."""
+    limit, setting = state.max_body, "max_body_bytes"
+    if is_json and state.limits.max_json_bytes < limit:
+        limit, setting = state.limits.max_json_bytes, "max_json_bytes"
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > state.max_body:
-        raise BodyTooLarge(f"the body is {declared} bytes, over the limit of {state.max_body} "
-                           "([server] max_body_bytes)")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the body is {declared[:40]} bytes, over the limit of {limit} "
+                           f"([server] {setting})")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > state.max_body:
-            raise BodyTooLarge(f"the body is over the limit of {state.max_body} bytes "
-                               "([server] max_body_bytes)")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"the body is over the limit of {limit} bytes "
+                                   f"([server] {setting})")
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone, or cut off by the body timeout: nobody reads the answer
+        raise InvalidRequest("the client disconnected before sending its whole body") from None
     return b"".join(chunks)
 
 

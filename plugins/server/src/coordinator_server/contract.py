@@ -29,6 +29,7 @@ from coordinator_hookspecs import (
     NotFound,
     SecurityRejected,
 )
+from coordinator_server import strict
 from coordinator_server.app import (
     HTTP_STATUS,
     ApiKey,
@@ -95,7 +96,8 @@ async def deploy(request: Request, state: ServerState, key: ApiKey) -> Response:
         coord.engine_for(q["type"])
     except EngineError as exc:  # a type no engine runs is the request's mistake, not ours
         raise InvalidRequest(exc.message) from None
-    rid = await asyncio.to_thread(coord.deploy, code, q["type"], name=q.get("name", ""),
+    name = strict.resource_name(q.get("name", ""))
+    rid = await asyncio.to_thread(coord.deploy, code, q["type"], name=name,
                                   capabilities=capabilities, owner=key.name,
                                   source_format=source_format)
     return JSONResponse(resource_json(coord.resource(rid)), status_code=201)
@@ -132,17 +134,24 @@ def _request(body: Any, key: ApiKey) -> ExecutionRequest:
         else:  # a model's inputs: name -> array
             payload = body["input"]
     args = body.get("args")
-    if args is not None and not isinstance(args, list):
+    if args is not None and not (isinstance(args, list) and all(
+            type(a) in (int, float) for a in args)):
         raise InvalidRequest("'args' must be a list of numbers")
-    return ExecutionRequest(resource_id=rid, caller=key.name, entry=body.get("entry"),
+    entry = body.get("entry")
+    if entry is not None and not isinstance(entry, str):
+        raise InvalidRequest("'entry' must be a string (an exported function's name)")
+    return ExecutionRequest(resource_id=rid, caller=key.name, entry=entry,
                             input=payload, args=tuple(args) if args is not None else None,
-                            fee_limit=body.get("fee_limit"), timeout=body.get("timeout"))
+                            fee_limit=strict.fee_limit(body.get("fee_limit")),
+                            timeout=strict.timeout(body.get("timeout")))
 
 
 async def execute(request: Request, state: ServerState, key: ApiKey) -> Response:
+    strict.json_media(request)
     call = _request(await json_body(request, state), key)
     coord = state.coordinator
     if request.query_params.get("wait", "true").lower() in ("false", "0", "no"):
+        coord.resource(call.resource_id)  # an unknown resource is 404 now, not later
         handle = coord.submit(call)
         state.handles.add(handle)
         return JSONResponse({"execution_id": handle.execution_id, "status": "queued"},

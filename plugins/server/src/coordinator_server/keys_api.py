@@ -8,10 +8,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from coordinator_hookspecs import InvalidRequest
+from coordinator_server import strict
 from coordinator_server.app import ApiKey, ServerState, json_body, route
 
 
 async def create(request: Request, state: ServerState, key: ApiKey) -> Response:
+    strict.json_media(request)
     body = await json_body(request, state)
     if not isinstance(body, dict) or not isinstance(body.get("name"), str):
         raise InvalidRequest("the body must be {\"name\": ..., \"scope\": ...}")

@@ -20,9 +20,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from coordinator_hookspecs import ExecutionRequest, InvalidRequest, ResourceInfo
+from coordinator_server import strict
 from coordinator_server.app import (
     HTTP_STATUS,
     ApiKey,
+    BodyTooLarge,
     ServerState,
     check_caller,
     error,
@@ -85,24 +87,18 @@ async def model_ready(request: Request, state: ServerState, key: ApiKey) -> Resp
     return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
-def _number(parameters: dict[str, Any], name: str, kind: type) -> Any:
-    value = parameters.get(name)
-    if value is None:
-        return None
-    if type(value) not in ((int,) if kind is int else (int, float)) or value <= 0:
-        raise InvalidRequest(f"parameters.{name} must be a positive {kind.__name__}")
-    return kind(value)
-
-
 async def infer(request: Request, state: ServerState, key: ApiKey) -> Response:
     name = request.path_params["name"]
     info, version = state.models.get(name, request.path_params.get("version"))
+    strict.json_media(request)
     raw, binary = split_body(await read_body(request, state), request.headers.get(HEADER))
+    if len(raw) > state.limits.max_json_bytes:
+        raise BodyTooLarge(f"the JSON part of the body is {len(raw)} bytes, over the limit of "
+                           f"{state.limits.max_json_bytes} ([server] max_json_bytes)")
     body = parse_json(raw)
-    feeds = decode_inputs(body, binary)
-    if not isinstance(body.get("id", ""), str):
-        raise InvalidRequest("'id' must be a string (it is echoed in the response)")
     check_caller(body, key)
+    strict.infer_body(body)
+    feeds = decode_inputs(body, binary)
     wanted = requested_outputs(body)
     available = [s["name"] for s in info.meta["outputs"]]
     check_outputs(available, wanted)
@@ -112,8 +108,8 @@ async def infer(request: Request, state: ServerState, key: ApiKey) -> Response:
         raise InvalidRequest("'parameters' must be an object")
     result = await state.coordinator.execute_async(ExecutionRequest(
         resource_id=info.id, caller=key.name, input=feeds,
-        fee_limit=_number(parameters, "fee_limit", int),
-        timeout=_number(parameters, "timeout", float)))
+        fee_limit=strict.fee_limit(parameters.get("fee_limit"), "parameters.fee_limit"),
+        timeout=strict.timeout(parameters.get("timeout"), "parameters.timeout")))
     if result.error is not None:
         return error(HTTP_STATUS.get(result.error.kind, 500), result.error.message,
                      result.error.kind.value)

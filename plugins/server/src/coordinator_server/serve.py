@@ -21,11 +21,12 @@ import uvicorn
 from loguru import logger
 from starlette.applications import Starlette
 
-from coordinator_server import contract, keys_api, oip, records
+from coordinator_server import contract, fallbacks, keys_api, oip, records
 from coordinator_server.app import ServerState
 from coordinator_server.keys import KeyStore
 from coordinator_server.models import ModelIndex
 from coordinator_server.processes import Children, bind, report_ready
+from coordinator_server.protocol import STATE_KEY, GuardedH11Protocol, raise_open_files_limit
 from coordinator_server.settings import SECTION
 from coordinator_server.tls import TlsFiles
 
@@ -50,7 +51,8 @@ def build_app(state: ServerState, open_coordinator: Callable[[], Any],
         state.keys = KeyStore(coordinator.config.data_dir)
         stack.callback(state.keys.close)
         state.models = ModelIndex(coordinator)
-        state.max_body = coordinator.config.section(SECTION).max_body_bytes
+        state.limits = coordinator.config.section(SECTION)
+        state.max_body = state.limits.max_body_bytes
         state.coordinator = coordinator
         report_ready(ready_fd)
         logger.info("coordinator open; serving")
@@ -64,7 +66,7 @@ def build_app(state: ServerState, open_coordinator: Callable[[], Any],
             on_failure()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         if front is not None:
             try:
                 await front.start()
@@ -72,11 +74,11 @@ def build_app(state: ServerState, open_coordinator: Callable[[], Any],
                 state.failed = str(exc)
                 logger.error("{}", exc)
                 on_failure()
-                yield
+                yield {STATE_KEY: state}
                 return
         task = asyncio.create_task(opening())
         try:
-            yield
+            yield {STATE_KEY: state}  # the HTTP protocol reads the [server] limits from it
         finally:
             state.closing = True
             if front is not None:
@@ -87,7 +89,7 @@ def build_app(state: ServerState, open_coordinator: Callable[[], Any],
     return Starlette(
         routes=[*oip.routes(state), *contract.routes(state), *records.routes(state),
                 *keys_api.routes(state)],
-        lifespan=lifespan)
+        lifespan=lifespan, exception_handlers=fallbacks.HANDLERS)
 
 
 class _Server(uvicorn.Server):
@@ -138,10 +140,11 @@ def serve(open_coordinator: Callable[[], Any], *, host: str, port: int, auth: bo
     app = build_app(state, open_coordinator, stop, front, children, ready_fd)
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=False,
                             log_level="warning", timeout_graceful_shutdown=max(1, grace),
-                            server_header=False,
+                            server_header=False, http=GuardedH11Protocol,
                             ssl_certfile=tls.cert if tls is not None else None,
                             ssl_keyfile=tls.key if tls is not None else None)
     server = _Server(config, front.begin_stop if front is not None else None)
+    raise_open_files_limit()
     grpc_note = f", gRPC {host}:{grpc_port}" if grpc_port is not None else ""
     if not auth and child_args is not None:
         banner = (f"WARNING: --no-auth: every request on {host}:{port}{grpc_note} is accepted "

@@ -94,6 +94,9 @@ def to_array(data: Any, shape: list[int], dtype: str, where: str) -> np.ndarray:
         natural = np.asarray(data)
     except (ValueError, TypeError) as exc:
         raise InvalidRequest(f"{where}: 'data' is not a rectangular array ({exc})") from None
+    if natural.ndim > 1 and list(natural.shape) != shape:
+        raise InvalidRequest(f"{where}: nested 'data' of shape {list(natural.shape)} is not "
+                             f"the declared shape {shape}")
     kind = natural.dtype.kind
     target = np.dtype(object) if dtype == "string" else np.dtype(dtype)
     if natural.size:
