@@ -29,7 +29,7 @@ from coordinator_hookspecs import (
     InvalidRequest,
     SecurityRejected,
 )
-from coordinator_server import oip
+from coordinator_server import oip, strict
 from coordinator_server.app import NO_AUTH, BodyTooLarge, ServerState
 from coordinator_server.grpc import convert
 from coordinator_server.grpc import inference_pb2 as pb
@@ -212,7 +212,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         feeds = convert.decode_inputs(request)
         wanted = [o.name for o in request.outputs] or None
         check_outputs([s["name"] for s in info.meta["outputs"]], wanted)
-        timeout = oip._number(parameters, "timeout", float)
+        timeout = strict.timeout(parameters.get("timeout"), "parameters.timeout")
         remaining = context.time_remaining()
         if remaining is not None:
             if remaining <= 0:
@@ -221,7 +221,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             timeout = min(default if timeout is None else timeout, remaining)
         result = await state.coordinator.execute_async(ExecutionRequest(
             resource_id=info.id, caller=key.name, input=feeds,
-            fee_limit=oip._number(parameters, "fee_limit", int), timeout=timeout))
+            fee_limit=strict.fee_limit(parameters.get("fee_limit"), "parameters.fee_limit"),
+            timeout=timeout))
         if result.error is not None:
             await abort(context, STATUS_OF.get(result.error.kind, grpc.StatusCode.INTERNAL),
                         result.error.message, result.error.kind.value, result.execution_id)
