@@ -146,6 +146,52 @@ def _pipe_round_trip(table: Table) -> None:
               p50 * 1e6, "us", note=f"p99 {p99 * 1e6:.0f} us; a thread wake-up on each side")
 
 
+def _proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cost_model(table: Table, coord: Coordinator, rid: str, data: Any) -> None:
+    """CPU per execution of the trivial contract in each part, with one worker process, and
+    what they predict for a machine with more cores (docs/scaling.md explains the model)."""
+    store: Any = coord.store
+    spent = [0.0, 0]
+    finish_many = store.finish_many
+
+    def timed(items: Any, processors: Any) -> Any:  # measurement only: the writer's own cost
+        start = time.thread_time()
+        try:
+            return finish_many(items, processors)
+        finally:
+            spent[0] += time.thread_time() - start
+            spent[1] += len(items)
+
+    store.finish_many = timed
+    pids = [p["pid"] for p in coord.metrics()["workers"]["processes"]]
+    front0, workers0 = time.process_time(), sum(_proc_cpu(p) for p in pids)
+    count = 0
+    try:
+        for _ in range(3):
+            _batch(coord, rid, data, None)
+            count += BATCH
+    finally:
+        store.finish_many = finish_many
+    front = (time.process_time() - front0) / count * 1e6
+    worker = (sum(_proc_cpu(p) for p in pids) - workers0) / count * 1e6
+    writer = spent[0] / max(spent[1], 1) * 1e6
+    table.add(SECTION, "trivial contract, CPU per execution: coordinator process", front, "us",
+              note="admission, writer, results, sinks, and this benchmark's producer loop")
+    table.add(SECTION, "trivial contract, CPU per execution: worker process", worker, "us",
+              note="the pipeline and the engine")
+    table.add(SECTION, "trivial contract, CPU per execution: the writer's commit", writer, "us",
+              note=f"finish_many alone; saturates at {1e6 / writer:,.0f} exec/s")
+    for cores in (2, 16):
+        model = min(cores * 1e6 / (front + worker), 1e6 / front) if front > 0 else float("nan")
+        table.add(SECTION, f"model: {cores} cores, one coordinator process, trivial contract",
+                  model, "exec/s",
+                  note="min(cores / (coordinator + worker CPU), 1 / coordinator CPU)")
+
+
 def run(table: Table) -> None:
     _pipe_round_trip(table)
     with tempfile.TemporaryDirectory() as tmp:
@@ -174,6 +220,8 @@ def run(table: Table) -> None:
                         if workload == "trivial contract":
                             writer.setdefault(name, []).append(share)
             _report(table, coords, workloads, rates, latencies, writer)
+            rid, data = resources["1 process"]["trivial contract"]
+            _cost_model(table, coords["1 process"], rid, data)
         finally:
             for coord in coords.values():
                 coord.close()
