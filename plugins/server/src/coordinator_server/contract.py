@@ -100,6 +100,7 @@ async def deploy(request: Request, state: ServerState, key: ApiKey) -> Response:
     rid = await asyncio.to_thread(coord.deploy, code, q["type"], name=name,
                                   capabilities=capabilities, owner=key.name,
                                   source_format=source_format)
+    state.models.forget()  # the next look-up by name sees this deploy
     return JSONResponse(resource_json(coord.resource(rid)), status_code=201)
 
 

@@ -6,7 +6,8 @@ name is still reachable by its id (one version). Only resources whose engine rec
 input/output signature at deploy (``meta["inputs"]``, ``meta["outputs"]``) are models.
 
 The coordinator lists resources but has no look-up by name, so the list is read from the
-store and kept for ``ttl`` seconds: a deploy made by another process is seen within that.
+store and kept for ``ttl`` seconds: a deploy through this process is seen at once
+(``forget``), one made by another process within ``ttl``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ class ModelIndex:
             for versions in by_name.values():
                 versions.sort(key=lambda i: (i.deployed_at, i.id))
             self._by_name, self._by_id, self._read_at = by_name, by_id, now
+
+    def forget(self) -> None:
+        """Re-read the list at the next look-up (this process deployed something): without
+        it, a look-up right after a deploy could fall inside the forced re-read's pause."""
+        with self._lock:
+            self._read_at = -self._ttl
 
     def versions(self, name: str) -> list[ResourceInfo]:
         """Every version of ``name``, oldest first (``NotFound`` if there is none)."""
