@@ -15,8 +15,6 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
 from coordinator_core.coordination.resources import ResourceCoordinator
 from coordinator_core.engines.dispatcher import Dispatcher
 from coordinator_core.execution.handles import ExecutionHandle, ExecutionStatus
@@ -24,6 +22,7 @@ from coordinator_core.execution.ledger import Entry, Ledger
 from coordinator_core.execution.locks import shared_locks
 from coordinator_core.execution.pipeline import Pipeline
 from coordinator_core.execution.watchdog import Watchdog
+from coordinator_core.log import logger
 from coordinator_core.plugin_host.bootstrap import Loaded, bootstrap, check_required
 from coordinator_core.plugin_host.builtins import BUILTIN_PLUGINS
 from coordinator_core.plugin_host.config import Config, load_config
