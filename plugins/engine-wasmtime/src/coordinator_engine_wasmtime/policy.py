@@ -8,11 +8,13 @@ cannot make the engine compile something unbounded).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coordinator_engine_wasmtime.settings import WasmtimeSettings
-from coordinator_engine_wasmtime.wasmbin import ModuleShape
 from coordinator_hookspecs import EngineError, HostFunctionRecord, InvalidRequest, SecurityRejected
+
+if TYPE_CHECKING:  # the plugin imports this module when it loads; shapes come with a deploy
+    from coordinator_engine_wasmtime.wasmbin import ModuleShape
 
 SOURCE = "wasmtime-deploy"
 #: Always granted: a contract without input and output cannot do anything useful.

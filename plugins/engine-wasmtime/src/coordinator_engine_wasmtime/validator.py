@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from coordinator_engine_wasmtime.policy import check_imports, check_limits
-from coordinator_engine_wasmtime.wasmbin import read_module
 from coordinator_hookspecs import DeployRequest, ValidatorBase, Verdict
 
 if TYPE_CHECKING:  # the plugin registers the validator before wasmtime is imported
@@ -28,6 +27,8 @@ class DeployValidator(ValidatorBase):
         self.engine = engine
 
     def validate_deploy(self, deploy: DeployRequest) -> Verdict | None:
+        from coordinator_engine_wasmtime.wasmbin import read_module  # not when the plugin loads
+
         code = deploy.code
         shape = read_module(code)
         check_limits(shape, len(code), self.engine.settings)
