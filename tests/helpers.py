@@ -71,7 +71,7 @@ class FdReady:
         os.write(self.fd, b"r")
 
 
-def start_killable_child(target: Any, *args: Any) -> tuple[Any, Any]:
+def start_killable_child(target: Any, *args: Any, daemon: bool = True) -> tuple[Any, Any]:
     """Start ``target(*args, ready)`` in a child forked by multiprocessing's fork server.
 
     The fork server is a single-threaded process, so its children never inherit a lock held
@@ -84,6 +84,7 @@ def start_killable_child(target: Any, *args: Any) -> tuple[Any, Any]:
     ctx.set_forkserver_preload(
         ["coordinator_core.coordination.coordinator", "coordinator_engine_wasmtime"])
     ready = ctx.Event()
-    process = ctx.Process(target=target, args=(*args, ready), daemon=True)
+    # daemon=False for a child that starts processes of its own (worker processes)
+    process = ctx.Process(target=target, args=(*args, ready), daemon=daemon)
     process.start()
     return process, ready

@@ -26,18 +26,15 @@ from coordinator_hookspecs import (
 )
 
 if TYPE_CHECKING:
-    from coordinator_core.coordination.coordinator import (
-        Coordinator,
-        ExecutionHandle,
-        ExecutionStatus,
-    )
+    from coordinator_core.coordination.coordinator import Coordinator
+    from coordinator_core.execution.handles import ExecutionHandle, ExecutionStatus
     from coordinator_core.plugin_host.config import Config, load_config
 
 #: Public name -> module that defines it, imported when the name is first read.
 _LAZY = {
     "Coordinator": "coordinator_core.coordination.coordinator",
-    "ExecutionHandle": "coordinator_core.coordination.coordinator",
-    "ExecutionStatus": "coordinator_core.coordination.coordinator",
+    "ExecutionHandle": "coordinator_core.execution.handles",
+    "ExecutionStatus": "coordinator_core.execution.handles",
     "Config": "coordinator_core.plugin_host.config",
     "load_config": "coordinator_core.plugin_host.config",
 }

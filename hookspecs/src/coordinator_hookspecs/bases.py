@@ -114,6 +114,13 @@ class QuotaPolicyBase:
     def release(self, lease: Any, fee_used: int) -> None:
         """Give back what ``acquire`` took. Default: nothing was taken."""
 
+    def may_wait(self) -> bool:
+        """Whether ``acquire`` can block until quota frees up (with its configuration as
+        loaded). A coordinator with worker processes admits a submitted execution on the
+        caller's thread when no policy may wait, and on a queue thread otherwise, so
+        ``submit`` never blocks. Default: it may (the safe answer)."""
+        return True
+
     def snapshot(self, caller: str | None = None) -> Mapping[str, Any]:
         """Limits and usage for ``metrics()["quota"]`` and ``coordinator quota status``
         (``caller``: one caller's view, when the policy keeps per-caller counts).

@@ -6,19 +6,18 @@ pipeline and opens the store; afterwards no hook is called until ``close``.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from coordinator_core.coordination.executions import ExecutionCoordinator
 from coordinator_core.coordination.resources import ResourceCoordinator
 from coordinator_core.engines.dispatcher import Dispatcher
-from coordinator_core.execution.handles import ExecutionHandle, ExecutionStatus
-from coordinator_core.execution.ledger import Entry, Ledger
+from coordinator_core.execution.ledger import Ledger
 from coordinator_core.execution.locks import shared_locks
 from coordinator_core.execution.pipeline import Pipeline
 from coordinator_core.execution.watchdog import Watchdog
@@ -37,12 +36,7 @@ from coordinator_core.store import MEMORY, open_store
 from coordinator_core.store.base import BoundProcessor, Store
 from coordinator_hookspecs import (
     ErrorKind,
-    ExecutionRequest,
-    ExecutionResult,
     InvalidRequest,
-    NotFound,
-    QuotaExceeded,
-    Status,
 )
 
 #: Seconds ``close`` waits for executions it cancelled to end.
@@ -51,7 +45,7 @@ CLOSE_GRACE = 5.0
 CLOSE_SINKS = 5.0
 
 
-class Coordinator(ResourceCoordinator):
+class Coordinator(ExecutionCoordinator, ResourceCoordinator):
     """The execution coordinator. Use :meth:`open`; close it (or use ``with``).
 
     Deploy and resource methods come from :class:`ResourceCoordinator`."""
@@ -89,6 +83,10 @@ class Coordinator(ResourceCoordinator):
         they are shared by every coordinator of the directory in this process)."""
         self.metrics_sinks = MetricsSinks([(r.name, r.sink) for r in registry.metrics_sinks])
         self.audit_sinks = AuditSinks([(r.name, r.sink) for r in registry.audit_sinks])
+        #: the effect processors, bound (worker processes' commits run through them here)
+        self.pipeline_processors = tuple(
+            BoundProcessor.of(r.name, r.processor, r.kinds) for r in registry.effect_processors
+        )
         self.pipeline = Pipeline(
             settings=settings,
             store=store,
@@ -96,10 +94,7 @@ class Coordinator(ResourceCoordinator):
             dispatcher=self.dispatcher,
             security=self.security,
             quota=self.quota,
-            processors=[
-                BoundProcessor.of(r.name, r.processor, r.kinds)
-                for r in registry.effect_processors
-            ],
+            processors=self.pipeline_processors,
             metrics=self.metrics_sinks,
             audit=self.audit_sinks,
             state_locks=state_locks,
@@ -110,6 +105,7 @@ class Coordinator(ResourceCoordinator):
             (r.sink for r in registry.metrics_sinks if r.name == COLLECTOR_NAME), None
         )
         self._pool: ThreadPoolExecutor | None = None
+        self._workers: Any = None  # WorkerProcesses, with [coordinator] processes
         self._queue_lock = threading.Lock()
         self._queued = 0  # submitted, not yet taken by a worker (see max_queued)
         self._watchdog = Watchdog(self.ledger, self._finish_unstarted)
@@ -154,6 +150,7 @@ class Coordinator(ResourceCoordinator):
             raise
         try:
             coordinator._start_process_pool()
+            coordinator._start_workers()
             host.broadcast("coordinator_startup", coordinator=coordinator)
         except BaseException:
             coordinator.close()
@@ -174,6 +171,24 @@ class Coordinator(ResourceCoordinator):
         names = install_process_pool(self, settings)
         logger.info("engines {} run in {} worker processes", ", ".join(names), settings.processes)
 
+    def _start_workers(self) -> None:
+        """``[coordinator] processes = N``: run the pipeline in N worker processes
+        (``workers/pool.py``)."""
+        count = self.config.core.processes
+        if not count:
+            return
+        if str(self.config.data_dir) == MEMORY:
+            raise InvalidRequest("[coordinator] processes needs an on-disk data directory "
+                                 "(worker processes share it), not the in-memory store")
+        if self.config.section("dispatch").executor == "processes":
+            raise InvalidRequest("[coordinator] processes and [dispatch] executor = "
+                                 "\"processes\" exclude each other: worker processes hold "
+                                 "their engines already")
+        from coordinator_core.workers.pool import WorkerProcesses
+
+        self._workers = WorkerProcesses(self, count)
+        logger.info("the pipeline runs in {} worker processes", count)
+
     def close(self) -> None:
         """Finish queued work, stop threads, tell plugins, close engines and the store."""
         if self._closed:
@@ -181,6 +196,8 @@ class Coordinator(ResourceCoordinator):
         self._closed = True
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        if self._workers is not None:
+            self._workers.close(CLOSE_GRACE)
         self._drain(CLOSE_GRACE)
         self._watchdog.stop()
         self.host.broadcast("coordinator_shutdown", coordinator=self)
@@ -216,122 +233,16 @@ class Coordinator(ResourceCoordinator):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- executions ------------------------------------------------------------------------
-    def execute(self, request: ExecutionRequest) -> ExecutionResult:
-        """Run one execution on the calling thread and return its result."""
-        _check_request(request)
-        pipeline = self.pipeline
-        entry = self.ledger.open(request, pipeline.deadline(request), Status.RUNNING)
-        return pipeline.run(entry)
-
-    def submit(self, request: ExecutionRequest) -> ExecutionHandle:
-        """Queue one execution on the worker pool; return its handle at once."""
-        if self._closed:
-            raise InvalidRequest("the coordinator is closed")
-        _check_request(request)
-        entry = self.ledger.open(request, self.pipeline.deadline(request), Status.QUEUED)
-        entry.future = Future()
-        limit = self.config.core.max_queued
-        with self._queue_lock:
-            full = self._queued >= limit
-            if not full:
-                self._queued += 1
-        if full:  # back-pressure: refused now, recorded, the handle already holds the result
-            if not self.ledger.claim(entry):  # its deadline passed already: the watchdog ends it
-                return ExecutionHandle(self, entry.execution_id, entry.future)
-            self.pipeline.run(entry, refused=QuotaExceeded(
-                f"the coordinator's queue is full: {limit} submitted executions wait for a "
-                "worker ([coordinator] max_queued)", source="coordinator"))
-            return ExecutionHandle(self, entry.execution_id, entry.future)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                self.config.core.workers, thread_name_prefix="coordinator-worker"
-            )
-        self._pool.submit(self._run_queued, entry)
-        return ExecutionHandle(self, entry.execution_id, entry.future)
-
-    async def execute_async(self, request: ExecutionRequest) -> ExecutionResult:
-        """``execute`` for asyncio callers: runs on the worker pool, awaits the result.
-        Cancelling the awaiting task cancels the execution."""
-        handle = self.submit(request)
-        try:
-            return await asyncio.wrap_future(handle.future)
-        except asyncio.CancelledError:
-            self.cancel(handle.execution_id)
-            raise
-
-    def _run_queued(self, entry: Entry) -> None:
-        with self._queue_lock:
-            self._queued -= 1
-        if not self.ledger.claim(entry):
-            return
-        try:
-            self.pipeline.run(entry)
-        except BaseException as exc:  # never leave a handle waiting forever
-            future = entry.future
-            if future is not None and not future.done():
-                future.set_exception(exc)
-            raise
-
-    def status(self, execution_id: str) -> ExecutionStatus:
-        """Status of an execution: live (queued, running) or final (ledger, then the log)."""
-        entry = self.ledger.get(execution_id)
-        if entry is not None and entry.result is None:
-            return ExecutionStatus(
-                execution_id, entry.status, entry.request.resource_id, entry.request.caller
-            )
-        outcome = self.ledger.outcome(execution_id)
-        if outcome is not None:
-            return ExecutionStatus(execution_id, *outcome)
-        record = self.store.execution(execution_id)
-        if record is None:
-            raise NotFound(f"no execution with id {execution_id!r}")
-        return ExecutionStatus(
-            execution_id,
-            Status(record.status),
-            record.resource_id,
-            record.caller,
-            record.error_kind,
-            record.message,
-            record.fee_used,
-            record.duration,
-            source="log",
-        )
-
-    def cancel(self, execution_id: str) -> bool:
-        """Cancel a queued or running execution; False if it already finished."""
-        entry = self.ledger.get(execution_id)
-        if entry is None:
-            if self.ledger.outcome(execution_id) or self.store.execution(execution_id):
-                return False
-            raise NotFound(f"no execution with id {execution_id!r}")
-        if entry.status.final:
-            return False
-        cancelled = entry.token.cancel(ErrorKind.CANCELLED)
-        self._finish_unstarted(entry)
-        return cancelled
-
-    def _finish_unstarted(self, entry: Entry) -> None:
-        """A queued execution whose token was cancelled (by ``cancel`` or its deadline) is
-        finished now on this thread, not when a worker gets to it."""
-        if self.ledger.claim_unstarted(entry):
-            self.pipeline.run(entry)  # sees the cancelled token: records and closes it
-
     def metrics(self) -> dict[str, Any]:
         """A structured snapshot: counts, latencies, throughput, engines, quota, fee."""
         snapshot: dict[str, Any] = self._collector.snapshot() if self._collector else {}
         snapshot["engines"] = self.dispatcher.utilisation()
         snapshot["quota"] = self.quota.snapshot()
         snapshot["active"] = len(self.ledger.active)
+        if self._workers is not None:
+            snapshot["workers"] = self._workers.snapshot()
         return snapshot
 
     def plugins(self) -> list[dict[str, Any]]:
         """What loaded, from where, and what failed."""
         return self.host.describe()
-
-
-def _check_request(request: Any) -> None:
-    """Calling with something that is no request is a programming error, raised at once
-    (every malformed *field* of a request ends as an ``invalid_request`` result instead)."""
-    if not isinstance(request, ExecutionRequest):
-        raise InvalidRequest(f"expected an ExecutionRequest, got {type(request).__name__}")

@@ -9,6 +9,7 @@ run by a worker or finished by ``cancel``, never both.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import os
 import threading
@@ -49,13 +50,23 @@ class Ledger:
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
         self.active: dict[str, Entry] = {}
+        #: (deadline, order, execution id) of every entry opened, earliest first: the
+        #: watchdog looks only at its front (ids, not entries: a finished execution's result
+        #: is not kept alive until its deadline)
+        self.deadlines: list[tuple[float, int, str]] = []
+        self._order = itertools.count()
         self.finished: OrderedDict[str, Outcome] = OrderedDict()
 
-    def open(self, request: ExecutionRequest, deadline: float, status: Status) -> Entry:
-        """Register a new execution (``running`` for inline calls, ``queued`` for submit)."""
+    def open(self, request: ExecutionRequest, deadline: float, status: Status,
+             execution_id: str | None = None) -> Entry:
+        """Register a new execution (``running`` for inline calls, ``queued`` for submit);
+        a worker process opens the one its coordinator numbered under that ``execution_id``."""
         entry = Entry(
-            f"{self._prefix}{next(self._counter):08d}", request, CancelToken(deadline), status
+            execution_id or f"{self._prefix}{next(self._counter):08d}", request,
+            CancelToken(deadline), status
         )
+        # heappush is one C call under the GIL: safe beside the watchdog's heappop
+        heapq.heappush(self.deadlines, (deadline, next(self._order), entry.execution_id))
         self.active[entry.execution_id] = entry
         return entry
 

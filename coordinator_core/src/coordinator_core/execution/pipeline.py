@@ -105,6 +105,28 @@ class Pipeline:
         self._emit_audit = audit.emit_all
         self._report = metrics.record
 
+    def admit(self, entry: Entry) -> tuple[ResourceInfo, Held]:
+        """The stages a coordinator with worker processes runs itself before handing an
+        execution to a worker: validation, the resource, and quota (one quota state for all
+        workers keeps limits exact). Raises what ``run`` would record; ``run(entry,
+        refused=error)`` then records it. The caller releases what it returns as held."""
+        request = entry.request
+        self._validate(request, False)
+        resource = self.resource(request.resource_id)
+        held: Held = []
+        if self._check_quota:
+            try:
+                self._acquire(request, resource, entry.token, held)
+            except BaseException:
+                self._release(held, 0)
+                raise
+        return resource, held
+
+    def release(self, held: Held, fee_used: int) -> None:
+        """Give back quota ``admit`` took, with the fee the execution used."""
+        if held:
+            self._release(held, fee_used)
+
     def run(self, entry: Entry, *, tree: Tree | None = None,
             refused: CoordinatorError | None = None) -> ExecutionResult:
         """Run one execution to its end; never raises for an execution failure.

@@ -2,14 +2,16 @@
 
 Engines that can poll (wasm's epoch callback) check the deadline themselves; engines that
 cannot (onnxruntime's ``RunOptions.terminate``) rely on a cancellation callback. Rather than
-arm a timer per execution (a cost on every call), one thread scans the ledger's active
-entries every few milliseconds and cancels the tokens whose deadline has passed with reason
-``timeout``, which fires the engines' callbacks. A queued execution whose deadline passed is
+arm a timer per execution (a cost on every call), one thread looks every few milliseconds
+at the front of the ledger's deadline heap and cancels the tokens whose deadline has passed
+with reason ``timeout``, which fires the engines' callbacks; thousands of executions in
+flight cost it nothing until their deadlines come. A queued execution whose deadline passed is
 finished at once (``finish_queued``), not when a worker frees up.
 """
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from collections.abc import Callable
@@ -40,18 +42,20 @@ class Watchdog:
             self._thread.join(timeout=1.0)
 
     def _run(self) -> None:
-        ledger, clock = self._ledger, time.monotonic
+        ledger, clock, heappop = self._ledger, time.monotonic, heapq.heappop
+        deadlines, active = ledger.deadlines, ledger.active
         while not self._stop.is_set():
-            entries = ledger.running()
             now = clock()
-            for entry in entries:
+            while deadlines and deadlines[0][0] <= now:
+                entry = active.get(heappop(deadlines)[2])
+                if entry is None or entry.token.reason is not None or entry.status.final:
+                    continue  # finished or cancelled already
                 token = entry.token
-                if token.reason is None and now >= token.deadline:
-                    try:
-                        token.cancel(ErrorKind.TIMEOUT)
-                        if entry.status is Status.QUEUED:
-                            self._finish_queued(entry)
-                    except Exception as exc:  # the watchdog must outlive any one execution
-                        logger.opt(exception=exc).error(
-                            "watchdog: timing out {} failed", entry.execution_id)
-            self._stop.wait(self._period if entries else self._idle_period)
+                try:
+                    token.cancel(ErrorKind.TIMEOUT)
+                    if entry.status is Status.QUEUED:
+                        self._finish_queued(entry)
+                except Exception as exc:  # the watchdog must outlive any one execution
+                    logger.opt(exception=exc).error(
+                        "watchdog: timing out {} failed", entry.execution_id)
+            self._stop.wait(self._period if ledger.active else self._idle_period)

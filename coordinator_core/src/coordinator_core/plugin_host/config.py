@@ -69,6 +69,26 @@ def _depth(_i: object, attribute: attrs.Attribute[Any], value: int) -> None:
         raise ValueError(f"{attribute.name} must be between 0 and {MAX_DEPTH}, got {value!r}")
 
 
+def _routing(_i: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in ("affinity", "load"):
+        raise ValueError(f"{attribute.name} must be \"affinity\" or \"load\", got {value!r}")
+
+
+class ProcessCount(int):
+    """``[coordinator] processes``: a count of worker processes, written as a number or
+    ``"auto"`` (one per core this process may run on)."""
+
+    @classmethod
+    def parse(cls, value: Any, _type: Any = None) -> ProcessCount:
+        if value == "auto":
+            return cls(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                       else os.cpu_count() or 1)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 256:
+            raise ValueError(f"processes must be \"auto\" or a number from 0 to 256, "
+                             f"got {value!r}")
+        return cls(value)
+
+
 @attrs.frozen
 class CoreSettings:
     """The ``[coordinator]`` section: SPEC.md's configuration fields plus the core's own."""
@@ -88,8 +108,16 @@ class CoreSettings:
     default_timeout: float = attrs.field(default=5.0, validator=positive)
     #: Fee limit of a request that names none (SPEC: DefaultExecutionFeeLimit).
     default_fee_limit: int = attrs.field(default=10_000_000, validator=positive)
-    #: Worker threads behind submit() and execute_async().
+    #: Worker threads behind submit() and execute_async() (in each worker process, when
+    #: ``processes`` is set).
     workers: int = attrs.field(default=2, validator=positive)
+    #: Worker processes running the whole pipeline (docs/scaling.md): 0 runs it in this
+    #: process; ``"auto"`` starts one per core. Needs an on-disk data directory.
+    processes: ProcessCount = attrs.field(default=ProcessCount(0))
+    #: How executions of a stateful resource pick a worker process: ``affinity`` (always the
+    #: one its id hashes to: its state cache stays warm, its lock uncontended) or ``load``
+    #: (the least loaded, like stateless work; the state lock still serialises them).
+    process_routing: str = attrs.field(default="affinity", validator=_routing)
     #: Executions submit() lets wait for a worker; beyond it a new one is refused at once
     #: (``quota_exceeded``, recorded like any refusal) instead of growing the queue unbounded.
     max_queued: int = attrs.field(default=10_000, validator=positive)
@@ -127,6 +155,8 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook(Path, lambda value, _t: Path(value))
     converter.register_unstructure_hook(Path, str)
     converter.register_structure_hook(bool, _structure_bool)
+    converter.register_structure_hook(ProcessCount, ProcessCount.parse)
+    converter.register_unstructure_hook(ProcessCount, int)
     converter.register_structure_hook_func(
         lambda t: getattr(t, "__origin__", None) is frozenset,
         lambda v, _t: frozenset(_strings(v)),

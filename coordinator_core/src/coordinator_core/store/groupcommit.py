@@ -90,6 +90,33 @@ class GroupCommitter:
             raise job.error
         return job.result
 
+    def submit_all(self, jobs: list[Job]) -> None:
+        """Commit ``jobs`` in the next group(s), in order, and return when all of them are
+        committed; each job gets its own result or error, none is raised (the coordinator's
+        writer commits what a worker process sent in one read this way)."""
+        if not jobs:
+            return
+        with self._lock:
+            leader = not self._busy
+            self._busy = True
+            waiting = jobs[self._max_batch:] if leader else jobs
+            for job in waiting:
+                job._waiter = waiter = threading.Lock()
+                waiter.acquire()
+            self._queue.extend(waiting)
+        if leader:
+            self._lead_quietly(jobs[:self._max_batch])
+        for job in waiting:
+            job._waiter.acquire()
+            if job._promoted:
+                self._lead_quietly(None)
+
+    def _lead_quietly(self, batch: list[Job] | None) -> None:
+        try:
+            self._lead(batch)
+        except Exception:  # every job of the group has its error already
+            pass
+
     def try_alone(self) -> bool:
         """Become the leader at once, without a ``Job``, if no commit is in progress (the
         uncontended case): the caller then runs its transaction on the writer itself and

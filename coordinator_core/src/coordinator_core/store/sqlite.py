@@ -27,14 +27,7 @@ from coordinator_core.store.chain import (
     effect_digest,
     record_of_row,
 )
-from coordinator_core.store.effects import (
-    Prepared,
-    Router,
-    discarded,
-    failed_records,
-    finish_processors,
-    prepare_all,
-)
+from coordinator_core.store.effects import Router
 from coordinator_core.store.files import BlobFiles, check_id, check_new_resource
 from coordinator_core.store.groupcommit import GroupCommitter, Job
 from coordinator_core.store.readers import ReadConnections
@@ -48,13 +41,13 @@ from coordinator_core.store.schema import (
     resource_of,
     resource_row,
 )
+from coordinator_core.store.sqlite_finish import PendingFinish, unapplied
 from coordinator_core.store.sqlite_writer import StateLog, Writer
 from coordinator_core.store.statecache import Stamps, StateCache
 from coordinator_hookspecs import (
     AccessPolicy,
     AuditRecord,
     Effect,
-    ErrorInfo,
     InvalidRequest,
     NotFound,
     ResourceInfo,
@@ -207,67 +200,62 @@ class SqliteStore:
     # -- audit and commit ----------------------------------------------------------------
     def finish(self, record: AuditRecord, effects: Sequence[Effect],
                processors: Sequence[BoundProcessor],
-               children: Sequence[AuditRecord] = ()) -> Finished:
+               children: Sequence[AuditRecord] = (),
+               written: StateLog | None = None) -> Finished:
+        """``Store.finish``; ``written`` receives the state writes committed (for a worker's
+        state cache)."""
         digest = effect_digest(effects) if effects and record.effect_digest is None else None
-        apply = bool(effects) and record.status == "succeeded"
-        prepared: list[Prepared] = []
-        log: StateLog = {}
-
-        if not apply:
-            kept = children if record.status == "succeeded" else \
-                discarded(children, record, None)
-            return Finished(self._append_records(
-                (*((c, None) for c in kept), (record, digest))), None)
+        if not (effects and record.status == "succeeded"):
+            return Finished(self._append_records(unapplied(record, children, digest)), None)
         if not children:
             routed = self._router.route(effects, processors)
             if type(routed) is list and len(routed) == 1 and routed[0][0].txn_only:
-                finished = self._finish_flat(record, digest, routed[0][0], effects)
+                finished = self._finish_flat(record, digest, routed[0][0], effects, written)
                 if finished is not None:
                     return finished
-
-        def run(w: Writer) -> tuple[SealedRecords, ErrorInfo | None]:
-            w.savepoint()
-            w.state_log = log
-            try:
-                routed = self._router.route(effects, processors)
-                done = (Prepared([], routed) if isinstance(routed, ErrorInfo)
-                        else prepare_all(record.execution_id or "", routed, w.txn))
-                prepared.append(done)
-                if done.error is None:
-                    rows = [w.insert(c) for c in children] if children else []
-                    rows.append(w.insert(record, digest))
-                    return SealedRecords(rows), None
-                w.undo()
-                log.clear()  # rolled back: nothing of it is committed state
-                rollback, final = failed_records(record, done.error, done.processors,
-                                                 len(effects))
-                lost = discarded(children, record, done.error)
-                return SealedRecords([*(w.insert(c) for c in lost), w.insert(rollback, digest),
-                                      w.insert(final, digest)]), done.error
-            except BaseException:
-                w.undo()
-                log.clear()
-                raise
-            finally:
-                w.state_log = None
-                w.release()
-
+        pending = PendingFinish(self, record, effects, processors, children, digest)
         try:
-            records, error = self._write(run)
-        except BaseException:  # nothing of it was committed; its stamps already changed
-            if prepared:
-                finish_processors(record, prepared[0].processors, committed=False)
+            pending.job.result = self._write(pending.job.run)
+        except BaseException:
+            pending.abandon()
             raise
-        for resource_id, (previous, stamp, writes) in log.items():
-            self._state_cache.committed(resource_id, previous, stamp, writes)
-        if prepared:
-            done = prepared[0]
-            for failure in finish_processors(record, done.processors, done.error is None):
-                self._append_quietly(failure)
-        return Finished(records, error)
+        return pending.outcome(written)
+
+    def finish_many(self, items: Sequence[tuple[AuditRecord, Sequence[Effect],
+                                                Sequence[AuditRecord]]],
+                    processors: Sequence[BoundProcessor]) -> list[tuple[Any, StateLog]]:
+        """``finish`` of several executions as one group (what a worker process sent in one
+        read): each item's (``Finished`` or the exception it raised, state written)."""
+        if self._closed:
+            raise InvalidRequest("the store is closed")
+        jobs: list[Job] = []
+        pendings: list[Any] = []
+        for record, effects, children in items:
+            digest = effect_digest(effects) if effects and record.effect_digest is None else None
+            if effects and record.status == "succeeded":
+                pending: Any = PendingFinish(self, record, effects, processors, children, digest)
+                jobs.append(pending.job)
+            else:
+                pending = Job(records=unapplied(record, children, digest))
+                jobs.append(pending)
+            pendings.append(pending)
+        self._committer.submit_all(jobs)
+        out: list[tuple[Any, StateLog]] = []
+        for pending in pendings:
+            written: StateLog = {}
+            try:
+                if type(pending) is Job:
+                    if pending.error is not None:
+                        raise pending.error
+                    out.append((Finished(pending.result, None), written))
+                else:
+                    out.append((pending.outcome(written), written))
+            except Exception as exc:
+                out.append((exc, written))
+        return out
 
     def _finish_flat(self, record: AuditRecord, digest: str | None, bound: BoundProcessor,
-                     effects: Sequence[Effect]) -> Finished | None:
+                     effects: Sequence[Effect], written: StateLog | None) -> Finished | None:
         """``finish`` of the usual execution on a short path: no nested executions, all its
         effects for one ``txn_only`` processor (the built-in state processor), no commit in
         progress. None when it cannot be taken, or was vetoed or refused with nothing
@@ -287,6 +275,8 @@ class SqliteStore:
             return None
         for resource_id, (previous, stamp, writes) in log.items():
             self._state_cache.committed(resource_id, previous, stamp, writes)
+        if written is not None:
+            written.update(log)
         return Finished(SealedRecords([row]), None)
 
     def _append_quietly(self, record: AuditRecord) -> None:

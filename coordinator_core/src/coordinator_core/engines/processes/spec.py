@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 
 from coordinator_core.engines.processes.state import state_source
-from coordinator_core.plugin_host.bootstrap import bootstrap
+from coordinator_core.plugin_host.bootstrap import Loaded, bootstrap
 from coordinator_core.plugin_host.config import Config, CoreSettings, RecordOverride
 from coordinator_core.plugin_host.host import PluginHost
 from coordinator_hookspecs import EngineBase, EngineError, InvalidRequest, method_or_default
@@ -82,11 +82,11 @@ def spec_from(coordinator: Any, engines: tuple[str, ...]) -> WorkerSpec:
     )
 
 
-def load_engines(spec: WorkerSpec) -> dict[str, Any]:
-    """In a worker: load the plugins, build the registry, return the requested engines by
-    name with host functions bound. Other engines the registry built are closed at once."""
+def load_plugins(spec: WorkerSpec, core: CoreSettings | None = None) -> Loaded:
+    """In a worker: the parent's config (with ``core`` instead of its core settings when
+    given) and plugins, loaded the way ``Coordinator.open`` loaded them."""
     config = Config(
-        core=spec.core,
+        core=core or spec.core,
         data_dir=Path(spec.data_dir),
         records=dict(spec.records),
         raw_sections=dict(spec.raw_sections),
@@ -97,13 +97,19 @@ def load_engines(spec: WorkerSpec) -> dict[str, Any]:
         for kind, value in spec.inline
     ]
     # The parent warned about undeclared config sections already.
-    registry = bootstrap(
+    return bootstrap(
         config,
         builtins=spec.builtins,
         entry_points=spec.entry_points,
         inline=inline,
         warn_unknown=False,
-    ).registry
+    )
+
+
+def load_engines(spec: WorkerSpec) -> dict[str, Any]:
+    """In a worker: load the plugins, build the registry, return the requested engines by
+    name with host functions bound. Other engines the registry built are closed at once."""
+    registry = load_plugins(spec).registry
     engines: dict[str, Any] = {}
     for record in registry.engines:
         if record.name in spec.engines:

@@ -131,6 +131,11 @@ class ConcurrencyPolicy:
         self.wait_seconds = 0.0
         self.peak = 0
 
+    def may_wait(self) -> bool:
+        limits = (self._default, *self._limits.values())
+        return (bool(self.overall) or any(limit.limit for limit in limits)) and any(
+            limit.wait for limit in limits)
+
     def _fits(self, caller: str, limit: int) -> bool:
         return (limit == 0 or self._running.get(caller, 0) < limit) and (
             self.overall == 0 or self._total < self.overall)

@@ -111,6 +111,9 @@ class FeeBudgetPolicy:
         self.admitted = self.rejected = 0
         self.charged = 0
 
+    def may_wait(self) -> bool:
+        return False  # it only refuses (see the module docstring)
+
     def acquire(self, request: ExecutionRequest, resource: ResourceInfo,
                 deadline: float) -> Lease | None:
         caller = request.caller

@@ -23,6 +23,7 @@ from coordinator_hookspecs import (
     QuotaPolicyBase,
     QuotaPolicyRecord,
     ResourceInfo,
+    method_or_default,
     optional,
 )
 
@@ -58,6 +59,9 @@ class QuotaManager:
              _takes_token(r.policy.acquire))
             for r in records
         )
+        #: Whether any policy's ``acquire`` can block (``QuotaPolicyBase.may_wait``).
+        self.may_wait = any(
+            method_or_default(r.policy, "may_wait", QuotaPolicyBase)() for r in records)
         #: Every policy's ``snapshot`` (None: it has none of its own), in policy order.
         self.snapshots: tuple[tuple[str, PolicySnapshot | None], ...] = tuple(
             (r.name, _snapshot_of(r)) for r in records

@@ -125,6 +125,10 @@ class TokenBucketPolicy:
         self.admitted = self.rejected = self.waited = 0
         self.wait_seconds = 0.0
 
+    def may_wait(self) -> bool:
+        return any(limit is not None and limit.wait
+                   for limit in (self._default, *self._limits.values()))
+
     def acquire(self, request: ExecutionRequest, resource: ResourceInfo, deadline: float,
                 token: CancelToken | None = None) -> None:
         caller = request.caller

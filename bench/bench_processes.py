@@ -1,0 +1,181 @@
+"""Throughput with cores: the pipeline in-process vs in 1, 2 and ``auto`` worker processes.
+
+Coordinators stay open side by side on durable SQLite stores — ``[coordinator] processes``
+= 0 (the in-process pipeline, ``workers`` threads), 1, 2 and ``auto`` — and each workload
+runs on each of them in interleaved rounds (median kept), so machine noise hits all alike.
+One producer thread keeps many executions in flight (``submit`` a batch, then wait for it),
+the way a service's request handlers do. Workloads: the trivial wasm contract (echo), the
+counter contract (a state write per execution, serialised per resource) and the tiny ONNX
+model.
+
+Reported: throughput per configuration; the ratios 2 vs 1 worker process (target >= 1.6x
+for the trivial contract) and 1 worker process vs in-process (target >= 1.0x); p50/p99
+latency from ``submit`` to the result; the writer's mean group size and its CPU share (the
+coordinator's reader threads, which commit for the workers); audit on/off with 2 worker
+processes (target >= 80%). docs/scaling.md builds its model of a larger machine on these.
+
+Alone: ``.venv/bin/python bench/run.py --only processes``.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.harness import Table, percentiles
+from coordinator_core import Coordinator, ExecutionRequest
+
+SECTION = "worker processes"
+ROUNDS = 5
+BATCH = 2_000
+THREADS = 4  # worker threads: in-process, and in each worker process
+AUTO = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+CONFIGS: tuple[tuple[str, int, bool], ...] = (
+    ("in-process", 0, True), ("1 process", 1, True), ("2 processes", 2, True),
+    *((("auto", AUTO, True),) if AUTO not in (1, 2) else ()),
+    ("2 processes, audit off", 2, False),
+)
+ROOT = Path(__file__).resolve().parent.parent
+ECHO_WAT = """
+(module
+  (import "env" "input_len" (func $input_len (result i32)))
+  (import "env" "input_read" (func $input_read (param i32)))
+  (import "env" "output_write" (func $output_write (param i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "main")
+    (local $n i32)
+    (local.set $n (call $input_len))
+    (call $input_read (i32.const 0))
+    (call $output_write (i32.const 0) (local.get $n))))
+"""
+
+
+def _open(tmp: Path, name: str, processes: int, audit: bool) -> Coordinator:
+    return Coordinator.open(data_dir=tmp / name.replace(" ", "-").replace(",", ""), overrides={
+        "coordinator": {"processes": processes, "workers": THREADS,
+                        "enable_audit_tracking": audit}})
+
+
+def _deploy(coord: Coordinator) -> dict[str, tuple[str, Any]]:
+    from bench.bench_onnx import tiny_model
+
+    echo = coord.deploy(ECHO_WAT, "wasm", source_format="wat")
+    counter = coord.deploy((ROOT / "examples" / "counter.wat").read_text(), "wasm",
+                           source_format="wat", capabilities=["storage"])
+    model = coord.deploy(tiny_model(), "onnx", name="tiny")
+    import numpy as np
+
+    x = {"x": np.ones((1, 4), dtype=np.float32)}
+    return {"trivial contract": (echo, b"x"), "counter contract": (counter, b""),
+            "tiny ONNX model": (model, x)}
+
+
+def _batch(coord: Coordinator, rid: str, data: Any, latencies: list[float] | None) -> float:
+    """Executions per second of one batch kept in flight by one producer."""
+    clock = time.perf_counter
+    done_at: list[float] = []
+    start = clock()
+    submitted = []
+    for _ in range(BATCH):
+        handle = coord.submit(ExecutionRequest(resource_id=rid, input=data))
+        submitted.append((clock(), handle))
+        handle.future.add_done_callback(lambda _f: done_at.append(clock()))
+    results = [h.result(timeout=120) for _, h in submitted]
+    elapsed = clock() - start
+    bad = [r for r in results if not r.ok]
+    if bad:
+        raise RuntimeError(f"{len(bad)} executions failed: {bad[0].error}")
+    if latencies is not None:
+        ends = sorted(done_at)
+        latencies.extend(end - t for (t, _), end in zip(submitted, ends, strict=False))
+    return BATCH / elapsed
+
+
+def _reader_cpu(coord: Coordinator) -> float:
+    """CPU seconds of the coordinator's threads that commit for its worker processes."""
+    total = 0.0
+    for thread in threading.enumerate():
+        if thread.name.endswith("-reader") and thread.native_id is not None:
+            try:
+                stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def run(table: Table) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        coords = {name: _open(Path(tmp), name, n, audit) for name, n, audit in CONFIGS}
+        try:
+            resources = {name: _deploy(coord) for name, coord in coords.items()}
+            workloads = list(next(iter(resources.values())))
+            rates: dict[tuple[str, str], list[float]] = {}
+            latencies: dict[tuple[str, str], list[float]] = {}
+            writer: dict[str, list[float]] = {}
+            for name, coord in coords.items():  # warm every worker's caches
+                for rid, data in resources[name].values():
+                    _batch(coord, rid, data, None)
+            for _ in range(ROUNDS):
+                for workload in workloads:
+                    for name, coord in coords.items():
+                        rid, data = resources[name][workload]
+                        cpu0, t0 = _reader_cpu(coord), time.perf_counter()
+                        rate = _batch(coord, rid, data,
+                                      latencies.setdefault((workload, name), []))
+                        share = (_reader_cpu(coord) - cpu0) / (time.perf_counter() - t0)
+                        rates.setdefault((workload, name), []).append(rate)
+                        if workload == "trivial contract":
+                            writer.setdefault(name, []).append(share)
+            _report(table, coords, workloads, rates, latencies, writer)
+        finally:
+            for coord in coords.values():
+                coord.close()
+
+
+def _report(table: Table, coords: dict[str, Coordinator], workloads: list[str],
+            rates: dict[tuple[str, str], list[float]],
+            latencies: dict[tuple[str, str], list[float]],
+            writer: dict[str, list[float]]) -> None:
+    median = {key: statistics.median(values) for key, values in rates.items()}
+    for workload in workloads:
+        for name, _, audit in CONFIGS:
+            if not audit and workload != "trivial contract":
+                continue
+            p50, p99 = percentiles(latencies[(workload, name)])
+            table.add(SECTION, f"{workload}: {name}", median[(workload, name)], "exec/s",
+                      note=f"p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms from submit, "
+                           f"{BATCH} in flight")
+        two = median[(workload, "2 processes")] / median[(workload, "1 process")]
+        one = median[(workload, "1 process")] / median[(workload, "in-process")]
+        trivial = workload == "trivial contract"
+        table.add(SECTION, f"{workload}: 2 processes / 1 process", two, "x",
+                  target=">= 1.6x" if trivial else "", ok=two >= 1.6 if trivial else None)
+        table.add(SECTION, f"{workload}: 1 process / in-process", one, "x",
+                  target=">= 1.0x" if trivial else "", ok=one >= 1.0 if trivial else None)
+    audit = (median[("trivial contract", "2 processes")]
+             / median[("trivial contract", "2 processes, audit off")])
+    table.add(SECTION, "trivial contract, 2 processes: audit on / off", audit, "x",
+              target=">= 0.8x", ok=audit >= 0.8)
+    for name, processes, _ in CONFIGS:
+        if not processes:
+            continue
+        groups, jobs = coords[name].store.commit_stats  # type: ignore[attr-defined]
+        table.add(SECTION, f"writer, {name}: mean group size", jobs / max(groups, 1),
+                  "jobs/txn", note="every workload and round together")
+        table.add(SECTION, f"writer, {name}: CPU share (trivial contract)",
+                  statistics.median(writer[name]) * 100, "% of a core",
+                  note="the coordinator's reader threads: receive, commit, answer")
+
+
+if __name__ == "__main__":
+    table = Table()
+    run(table)
+    for row in table.rows:
+        print(f"{row.name:<60} {row.value:>10.2f} {row.unit:<12} {row.verdict} {row.note}")

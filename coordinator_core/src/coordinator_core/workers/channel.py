@@ -1,0 +1,145 @@
+"""One duplex pipe between the coordinator and a worker process, shared by many threads.
+
+Messages are tuples whose first item is a tag, pickled here with the fastest protocol
+(``Connection.send`` builds a ``ForkingPickler`` per message, a measurable share of a short
+execution's cost). Any thread may ``send``; a send lock
+keeps two messages from interleaving. ``call`` sends a request carrying a fresh call id and
+blocks until the peer's ``reply`` to that id arrives: the pipe's one reader thread (the
+owner's ``serve`` loop) hands replies to their waiters with ``deliver``, so many calls are in
+flight at once and a slow one never holds up the others. A waiter is a plain lock the caller
+sleeps on (the cheapest wake-up CPython has), not a ``Future``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pickle import HIGHEST_PROTOCOL, dumps, loads
+from typing import Any
+
+from coordinator_hookspecs import ERROR_OF_KIND, CoordinatorError, ErrorKind, InternalError
+
+#: The tag of a reply: ``("reply", call_id, ok, value)``; of several replies in one message
+#: (``("replies", [(call_id, ok, value), ...])``), as the coordinator's writer answers a group.
+REPLY = "reply"
+REPLIES = "replies"
+
+
+class ChannelClosed(InternalError):
+    """The peer process went away while a call waited for its reply."""
+
+
+class Channel:
+    """Send from any thread; ``call`` and wait for the reply the reader delivers."""
+
+    def __init__(self, conn: Connection, peer: str) -> None:
+        self.conn = conn
+        self.peer = peer
+        send_bytes = conn.send_bytes
+        self._send = lambda message: send_bytes(dumps(message, HIGHEST_PROTOCOL))
+        self._send_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, list[Any]] = {}
+        self.closed = False
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self._send_lock:
+            self._send(message)
+
+    def recv(self) -> Any:
+        """One message (only the pipe's reader thread calls this)."""
+        return loads(self.conn.recv_bytes())
+
+    def call(self, tag: str, *args: Any) -> Any:
+        """Send ``(tag, call_id, *args)``; return the peer's answer or raise its error."""
+        call_id = next(self._ids)
+        waiter = threading.Lock()
+        waiter.acquire()
+        slot: list[Any] = [waiter, False, None]
+        self._waiting[call_id] = slot
+        if self.closed:
+            self._waiting.pop(call_id, None)
+            raise ChannelClosed(f"{self.peer} is gone")
+        try:
+            self.send((tag, call_id, *args))
+        except BaseException:
+            self._waiting.pop(call_id, None)
+            raise
+        waiter.acquire()
+        if slot[1]:
+            return slot[2]
+        error: BaseException = slot[2]
+        raise error
+
+    def reply(self, call_id: int, value: Any = None, error: BaseException | None = None) -> None:
+        """Answer the peer's call ``call_id`` (from the thread that did the work)."""
+        if error is None:
+            self.send((REPLY, call_id, True, value))
+        else:
+            self.send((REPLY, call_id, False, portable(error)))
+
+    def deliver(self, message: tuple[Any, ...]) -> None:
+        """The reader got ``("reply", call_id, ok, value)``: wake the caller waiting on it."""
+        slot = self._waiting.pop(message[1], None)
+        if slot is not None:
+            slot[1], slot[2] = message[2], message[3]
+            slot[0].release()
+
+    def reply_all(self, replies: list[tuple[int, bool, Any]]) -> None:
+        """Answer several calls in one message: ``(call_id, ok, value or error)`` each."""
+        self.send((REPLIES, [(call_id, ok, value if ok else portable(value))
+                             for call_id, ok, value in replies]))
+
+    def fail_all(self, why: str) -> None:
+        """The pipe closed: every call still waiting raises ``ChannelClosed``."""
+        self.closed = True
+        while self._waiting:
+            _, slot = self._waiting.popitem()
+            slot[1], slot[2] = False, ChannelClosed(why)
+            slot[0].release()
+
+    def close(self) -> None:
+        self.closed = True
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+
+def portable(error: BaseException) -> BaseException:
+    """An exception safe to pickle across the pipe: a ``CoordinatorError`` rebuilt from its
+    kind, message and source (subclasses of plugins may not unpickle on the other side), any
+    other exception as an ``InternalError`` naming it."""
+    if isinstance(error, CoordinatorError):
+        cls = ERROR_OF_KIND.get(error.kind, InternalError)
+        return cls(error.message, source=error.source, fee_used=error.fee_used)
+    return InternalError(f"{type(error).__name__}: {error}")
+
+
+def serve(channel: Channel, handle: Callable[[tuple[Any, ...]], bool]) -> str:
+    """The reader loop of ``channel``: replies go to their waiters, every other message to
+    ``handle`` (which returns False to stop). Returns why it ended."""
+    recv = channel.recv
+    deliver = channel.deliver
+    while True:
+        try:
+            message = recv()
+        except (EOFError, OSError) as exc:
+            why = f"{channel.peer} closed its pipe ({type(exc).__name__})"
+            break
+        tag = message[0]
+        if tag == REPLY:
+            deliver(message)
+        elif tag == REPLIES:
+            for call_id, ok, value in message[1]:
+                deliver((REPLY, call_id, ok, value))
+        elif not handle(message):
+            why = "stopped"
+            break
+    channel.fail_all(f"{channel.peer}: {why}")
+    return why
+
+
+__all__ = ["REPLIES", "REPLY", "Channel", "ChannelClosed", "ErrorKind", "portable", "serve"]

@@ -1,0 +1,403 @@
+"""Worker processes running the whole pipeline, and the coordinator's side of them.
+
+With ``[coordinator] processes = N`` the coordinator starts N worker processes
+(``worker.py``), each holding its engines, caches and threads, and keeps for itself what
+must be one for all of them:
+
+- **admission**: validation, the resource lookup and quota run here (``Pipeline.admit``),
+  against one quota state, so rate, concurrency and fee-budget limits hold exactly however
+  many workers there are; a refusal is recorded here as it would be in-process;
+- **the writer**: the one SQLite writer connection. A worker's commit (effects plus the final
+  audit record) arrives as a ``finish`` call; this process's store commits it, groups it with
+  what other workers finished at the same time (``store/groupcommit.py``), assigns the
+  sequence number and links the chain, then answers. No SQLite write lock is ever contended
+  between processes on the execution path;
+- **the sinks**: audit sinks get each committed record here, metrics sinks each result.
+
+Routing: an execution of a resource holding a state capability goes to the worker its id
+hashes to, so its state cache and lock stay warm in one process (the file lock of
+``execution/locks.py`` still serialises it across processes, e.g. when a nested call from
+another worker reaches it); anything else goes to the worker with the fewest executions in
+flight. A worker that dies fails its in-flight executions with ``engine_error`` (recorded,
+nothing applied: their commit never reached the writer) and is replaced.
+
+One reader thread per worker serves its pipe: commits, appends, results and replies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import threading
+import time
+from typing import Any
+
+import attrs
+
+from coordinator_core.engines.processes.spec import WorkerSpec, spec_from
+from coordinator_core.execution.ledger import Entry
+from coordinator_core.log import logger
+from coordinator_core.store.effects import discarded
+from coordinator_core.workers.channel import REPLY, Channel, ChannelClosed
+from coordinator_core.workers.remote_store import APPEND, FINISH, rows_of
+from coordinator_core.workers.worker import (
+    CANCEL,
+    DONE,
+    FAILED,
+    READY,
+    RESULT,
+    RUN,
+    STATUS,
+    STOP,
+    worker_main,
+)
+from coordinator_hookspecs import (
+    CoordinatorError,
+    EngineError,
+    ErrorInfo,
+    ErrorKind,
+    ExecutionReport,
+    ExecutionResult,
+    InvalidRequest,
+    Status,
+)
+
+#: Seconds a worker process may take to load its plugins and report ready.
+START_TIMEOUT = 120.0
+#: Most messages of one worker handled as one batch (one group commit, one reply message).
+MAX_READ = 256
+#: Seconds ``close`` waits for a worker to exit after ``stop`` before killing it.
+STOP_TIMEOUT = 10.0
+
+
+class _Process:
+    """One worker process and its pipe; ``inflight`` counts executions handed to it."""
+
+    def __init__(self, index: int, ctx: Any, spec: WorkerSpec) -> None:
+        self.index = index
+        conn, child = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(target=worker_main, args=(spec, child),
+                                   name=f"coordinator-worker-{index}", daemon=True)
+        self.process.start()
+        child.close()  # only the child holds its end: a dead worker shows up as EOF here
+        self.channel = Channel(conn, f"worker process {index} (pid {self.process.pid})")
+        self.pid = self.process.pid
+        self.inflight = 0
+        self.reader: threading.Thread | None = None
+
+    def await_ready(self, timeout: float) -> None:
+        conn = self.channel.conn
+        if not conn.poll(timeout):
+            self.process.kill()
+            raise EngineError(f"worker process {self.pid} did not start within {timeout} s")
+        try:
+            message = self.channel.recv()
+        except (EOFError, OSError):
+            message = (FAILED, f"exited with code {self.process.join(5) or self.process.exitcode}")
+        if message[0] != READY:
+            self.process.kill()
+            raise EngineError(f"worker process {self.pid} failed to start: {message[1]}")
+
+
+class WorkerProcesses:
+    """The coordinator's worker processes; see the module docstring."""
+
+    def __init__(self, coordinator: Any, count: int) -> None:
+        if count < 1:
+            raise InvalidRequest(f"processes must be at least 1 here, got {count}")
+        self.coordinator = coordinator
+        self._store = coordinator.store
+        self._pipeline = coordinator.pipeline
+        self._ledger = coordinator.ledger
+        self._processors = coordinator.pipeline_processors
+        self._audit = coordinator.audit_sinks
+        self._audit_on = (coordinator.config.core.enable_audit_events
+                          and bool(coordinator.audit_sinks))
+        self._metrics = coordinator.metrics_sinks.record
+        core = coordinator.config.core
+        self._state_capabilities = frozenset(core.state_capabilities)
+        self._affinity = core.process_routing == "affinity"
+        #: no quota policy can block admission: ``submit`` dispatches on the caller's thread
+        self.admit_inline = not (core.enable_quota_management and coordinator.quota.may_wait)
+        self._spec = spec_from(coordinator, ())
+        self._ctx = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()
+        #: execution id -> (entry, its worker, quota held for it)
+        self._inflight: dict[str, tuple[Entry, _Process, Any]] = {}
+        self._closing = False
+        self.restarts = 0
+        procs = [_Process(i, self._ctx, self._spec) for i in range(count)]
+        try:
+            for proc in procs:
+                proc.await_ready(START_TIMEOUT)
+        except BaseException:
+            for proc in procs:
+                proc.process.kill()
+            raise
+        self._procs = procs
+        for proc in procs:
+            self._start_reader(proc)
+
+    # -- handing executions out ------------------------------------------------------------
+    def dispatch(self, entry: Entry) -> None:
+        """Admit ``entry`` here, then hand it to a worker; its result completes the entry's
+        future when the worker reports it. A refusal is recorded and completed here."""
+        pipeline = self._pipeline
+        try:
+            resource, held = pipeline.admit(entry)
+        except CoordinatorError as exc:
+            pipeline.run(entry, refused=exc)
+            return
+        if entry.token.reason is not None:  # cancelled or timed out while admitted
+            pipeline.release(held, 0)
+            pipeline.run(entry)
+            return
+        if not self._affinity or self._state_capabilities.isdisjoint(resource.capabilities):
+            proc = min(self._procs, key=_load)
+        else:
+            proc = self._procs[_home(resource.id, len(self._procs))]
+        request = entry.request
+        with self._lock:
+            self._inflight[entry.execution_id] = (entry, proc, held)
+            proc.inflight += 1
+        try:
+            proc.channel.send((RUN, entry.execution_id, request, entry.token.deadline))
+        except Exception as exc:
+            self._forget(entry.execution_id)
+            pipeline.release(held, 0)
+            pipeline.run(entry, refused=EngineError(
+                f"could not hand the execution to {proc.channel.peer}: {exc}"))
+
+    def cancel(self, entry: Entry) -> bool:
+        """Cancel a dispatched execution in its worker; False if it already ended."""
+        found = self._inflight.get(entry.execution_id)
+        if found is None:  # not handed out yet: dispatch sees the token and records it
+            return entry.token.cancel(ErrorKind.CANCELLED)
+        try:
+            return bool(found[1].channel.call(CANCEL, entry.execution_id))
+        except ChannelClosed:
+            return False
+
+    def status(self, entry: Entry) -> Status:
+        """``queued`` or ``running``, as the worker holding the execution sees it."""
+        found = self._inflight.get(entry.execution_id)
+        if found is None:
+            return entry.status
+        try:
+            status = found[1].channel.call(STATUS, entry.execution_id)
+        except ChannelClosed:
+            return entry.status
+        return status if status is not None else entry.status
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "processes": [{"index": p.index, "pid": p.pid, "inflight": p.inflight,
+                           "alive": p.process.is_alive()} for p in self._procs],
+            "restarts": self.restarts,
+        }
+
+    # -- the reader of each worker's pipe --------------------------------------------------
+    def _start_reader(self, proc: _Process) -> None:
+        proc.reader = threading.Thread(target=self._serve, args=(proc,), daemon=True,
+                                       name=f"coordinator-worker-{proc.index}-reader")
+        proc.reader.start()
+
+    def _serve(self, proc: _Process) -> None:
+        """Read ``proc``'s pipe until it closes. Everything one read finds waiting is handled
+        together: the commits as one group (``SqliteStore.finish_many``), answered in one
+        message, then the results."""
+        channel = proc.channel
+        recv, poll = channel.recv, channel.conn.poll
+        try:
+            while True:
+                messages = [recv()]
+                while len(messages) < MAX_READ and poll():
+                    messages.append(recv())
+                self._handle(channel, messages)
+        except (EOFError, OSError) as exc:
+            why = f"{channel.peer} closed its pipe ({type(exc).__name__})"
+        channel.fail_all(why)
+        self._lost(proc, why)
+
+    def _handle(self, channel: Channel, messages: list[tuple[Any, ...]]) -> None:
+        store, audit_on = self._store, self._audit_on
+        commits: list[tuple[Any, ...]] = []  # (record, effects, children)
+        answers: list[Any] = []  # per commit: a call id to reply to, or the DONE message
+        results: list[tuple[Any, ...]] = []
+        replies: list[tuple[int, bool, Any]] = []
+        committed: list[Any] = []
+        for message in messages:
+            tag = message[0]
+            if tag == DONE:
+                commits.append((message[1], (), message[2]))
+                answers.append(message)
+            elif tag == FINISH:
+                commits.append(message[2:])
+                answers.append(message[1])
+            elif tag == RESULT:
+                results.append(message[1:])
+            elif tag == APPEND:
+                try:
+                    appended = tuple(store.append(record) for record in message[2])
+                    replies.append((message[1], True, ("records", appended)))
+                    committed.extend(appended)
+                except Exception as exc:
+                    replies.append((message[1], False, exc))
+            elif tag == REPLY:
+                channel.deliver(message)
+        if commits:
+            try:
+                outcomes = store.finish_many(commits, self._processors)
+            except Exception as exc:  # the store is closed: every commit fails alike
+                outcomes = [(exc, {}) for _ in commits]
+            for answer, item, (finished, written) in zip(answers, commits, outcomes,
+                                                          strict=True):
+                if type(answer) is int:  # a worker waits for this commit
+                    if isinstance(finished, BaseException):
+                        replies.append((answer, False, finished))
+                        continue
+                    replies.append((answer, True,
+                                    (rows_of(finished.records), finished.error, written)))
+                elif isinstance(finished, BaseException):
+                    committed.extend(self._failed_commit(item[0], item[2], finished))
+                    if answer[3] is not None:
+                        results.append((_failed(answer[3], finished), answer[4], answer[5]))
+                    continue
+                elif answer[3] is not None:
+                    results.append(answer[3:])
+                if audit_on:
+                    committed.extend(finished.records)
+        if replies:
+            channel.reply_all(replies)
+        for result, resource_type, stages in results:
+            self._complete(result, resource_type, stages)
+        if committed and self._audit_on:
+            self._audit.emit_all(committed)
+
+    def _failed_commit(self, record: Any, children: Any, exc: BaseException) -> list[Any]:
+        """A kept record could not be committed: one more try, as failed, so the log still
+        has the execution (what the in-process pipeline's commit does too)."""
+        logger.opt(exception=exc).error("commit of {} failed", record.execution_id)
+        error = ErrorInfo(ErrorKind.INTERNAL, f"commit failed: {type(exc).__name__}: {exc}")
+        failed = attrs.evolve(record, status=Status.FAILED.value,
+                              error_kind=ErrorKind.INTERNAL.value, message=error.message,
+                              effect_digest=None)
+        written = []
+        for each in (*discarded(children, failed, error), failed):
+            try:
+                written.append(self._store.append(each))
+            except Exception as again:
+                logger.error("the final record of {} could not be written either: {}",
+                             each.execution_id, again)
+        return written
+
+    def _complete(self, result: ExecutionResult, resource_type: str | None,
+                  stages: tuple[tuple[str, float], ...]) -> None:
+        found = self._forget(result.execution_id)
+        if found is not None:
+            entry, _, held = found
+            self._pipeline.release(held, result.fee_used)
+            self._ledger.close(entry, result)
+        self._metrics(ExecutionReport(result, resource_type, stages))
+
+    def _forget(self, execution_id: str) -> tuple[Entry, _Process, Any] | None:
+        with self._lock:
+            found = self._inflight.pop(execution_id, None)
+            if found is not None:
+                found[1].inflight -= 1
+        return found
+
+    def _lost(self, proc: _Process, why: str) -> None:
+        """``proc``'s pipe closed. Everything it sent was handled first (one reader, in
+        order), so an execution still in flight either has its final record (committed, its
+        result lost with the process) or never reached the writer: it fails here."""
+        proc.process.join(1.0)
+        code = proc.process.exitcode
+        with self._lock:
+            mine = [eid for eid, (_, p, _) in self._inflight.items() if p is proc]
+        if not self._closing or mine:
+            logger.error("worker process {} (pid {}) exited ({}; exit code {}) with {} "
+                         "execution(s) in flight", proc.index, proc.pid, why, code, len(mine))
+        for execution_id in mine:
+            found = self._forget(execution_id)
+            if found is None:
+                continue
+            entry, _, held = found
+            self._pipeline.release(held, 0)
+            record = self._store.execution(execution_id)
+            if record is not None:
+                self._ledger.close(entry, _result_of(record))
+                continue
+            self._pipeline.run(entry, refused=EngineError(
+                f"worker process {proc.pid} exited (exit code {code}) while running this "
+                "execution; nothing of it was applied", source="coordinator"))
+        if self._closing:
+            return
+        try:
+            replacement = _Process(proc.index, self._ctx, self._spec)
+            replacement.await_ready(START_TIMEOUT)
+        except Exception as exc:
+            logger.error("worker process {} could not be replaced: {}", proc.index, exc)
+            return
+        self._procs[proc.index] = replacement
+        self.restarts += 1
+        self._start_reader(replacement)
+        logger.warning("worker process {} replaced (pid {})", proc.index, replacement.pid)
+
+    # -- closing ---------------------------------------------------------------------------
+    def close(self, grace: float) -> None:
+        """Wait up to ``grace`` seconds for executions in flight, then stop every worker."""
+        deadline = time.monotonic() + grace
+        while self._inflight and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if self._inflight:
+            logger.warning("closing: cancelling {} execution(s) still in worker processes",
+                           len(self._inflight))
+            for entry, proc, _ in list(self._inflight.values()):
+                try:
+                    proc.channel.call(CANCEL, entry.execution_id)
+                except CoordinatorError:
+                    pass
+            end = time.monotonic() + grace
+            while self._inflight and time.monotonic() < end:
+                time.sleep(0.005)
+        self._closing = True
+        for proc in self._procs:
+            try:
+                proc.channel.send((STOP,))
+            except Exception:
+                pass
+        for proc in self._procs:
+            proc.process.join(STOP_TIMEOUT)
+            if proc.process.is_alive():
+                proc.process.kill()
+                proc.process.join(1.0)
+            if proc.reader is not None:
+                proc.reader.join(STOP_TIMEOUT)
+            proc.channel.close()
+
+
+def _failed(result: ExecutionResult, exc: BaseException) -> ExecutionResult:
+    error = ErrorInfo(ErrorKind.INTERNAL, f"commit failed: {type(exc).__name__}: {exc}")
+    return attrs.evolve(result, status=Status.FAILED, output=None, effects=(), error=error)
+
+
+def _load(proc: _Process) -> int:
+    return proc.inflight
+
+
+def _home(resource_id: str, count: int) -> int:
+    return int.from_bytes(hashlib.sha256(resource_id.encode()).digest()[:8], "big") % count
+
+
+def _result_of(record: Any) -> ExecutionResult:
+    """The result of an execution whose worker died after its commit: what the record says
+    (its output was lost with the process)."""
+    error = None
+    if record.error_kind:
+        error = ErrorInfo(ErrorKind(record.error_kind), record.message or "",
+                          (record.detail or {}).get("source"))
+    return ExecutionResult(record.execution_id, Status(record.status), record.resource_id or "",
+                           record.caller or "", None, record.fee_used, (), error,
+                           (record.detail or {}).get("engine"), record.duration,
+                           record.parent_id)

@@ -1,0 +1,96 @@
+"""The store of a worker process: reads its own, writes through the coordinator's writer.
+
+A worker reads resources, code and committed state from the data directory itself (SQLite
+in WAL mode lets any number of processes read while one writes; the shared stamps file keeps
+its state cache honest, see ``store/statecache.py``). Everything it would write — an
+execution's effects with its final audit record, a lone audit record — goes to the
+coordinator process as one message, where the one writer connection commits it in a group
+with what the other workers finished, assigns the sequence numbers and links the chain.
+An execution with effects waits for that commit (``finish`` is a call): its state lock
+is held until its writes are durable, and a veto must reach its pipeline. An execution
+without effects does not wait: its record is kept for the thread's next report, and
+``ResultForwarder`` sends both in one message; the coordinator commits the record before it
+releases the result, so a result is still never seen before its record is durable.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from coordinator_core.store.base import BoundProcessor, Finished
+from coordinator_core.store.chain import SealedRecords
+from coordinator_core.store.sqlite import SqliteStore
+from coordinator_core.workers.channel import Channel
+from coordinator_hookspecs import (
+    AccessPolicy,
+    AuditRecord,
+    Effect,
+    InvalidRequest,
+    ResourceInfo,
+)
+
+#: Message tags of the worker's writes (answered with a ``reply``).
+FINISH = "finish"
+APPEND = "append"
+
+
+class WorkerStore(SqliteStore):
+    """``SqliteStore`` whose writes are calls to the coordinator process over ``channel``.
+
+    Its own writer connection is opened (and the schema checked) but never written with: the
+    worker takes no SQLite write lock, so workers never contend for it."""
+
+    channel: Channel
+    #: per thread: the record ``finish`` kept for the report that follows it
+    unsent: threading.local
+
+    def attach(self, channel: Channel) -> WorkerStore:
+        self.channel = channel
+        self.unsent = threading.local()
+        return self
+
+    def finish(self, record: AuditRecord, effects: Sequence[Effect],
+               processors: Sequence[BoundProcessor], children: Sequence[AuditRecord] = (),
+               written: Any = None) -> Finished:
+        """Commit in the coordinator process (with its effect processors, the same plugins
+        this worker loaded); update this process's state cache with what was written. Without
+        effects, kept for the report instead (see the module docstring)."""
+        if not effects:
+            self.unsent.item = (record, tuple(children))
+            return _KEPT
+        rows, error, log = self.channel.call(FINISH, record, tuple(effects), tuple(children))
+        for resource_id, (previous, stamp, writes) in log.items():
+            self._state_cache.committed(resource_id, previous, stamp, writes)
+        return Finished(records_of(rows), error)
+
+    def append(self, record: AuditRecord) -> AuditRecord:
+        rows = self.channel.call(APPEND, (record,))
+        return records_of(rows)[0]
+
+    def _append_records(self, pairs: tuple[tuple[AuditRecord, str | None], ...]) -> Any:
+        return records_of(self.channel.call(APPEND, tuple(record for record, _ in pairs)))
+
+    def put_resource(self, info: ResourceInfo, code: bytes) -> tuple[ResourceInfo, bool]:
+        raise InvalidRequest("a worker process does not deploy: deploy through the coordinator")
+
+    def set_policy(self, resource_id: str, policy: AccessPolicy) -> ResourceInfo:
+        raise InvalidRequest("a worker process does not change policies: use the coordinator")
+
+
+#: What ``finish`` returns for a record it kept: no records (the worker has no audit sinks).
+_KEPT = Finished(())
+
+
+def rows_of(records: Sequence[AuditRecord]) -> Any:
+    """What crosses the pipe for committed records: the sealed rows when the store kept them
+    (plain lists, cheap to pickle), else the records."""
+    if type(records) is SealedRecords:
+        return ("rows", records._rows)
+    return ("records", tuple(records))
+
+
+def records_of(payload: Any) -> Sequence[AuditRecord]:
+    kind, items = payload
+    return SealedRecords(items) if kind == "rows" else items
