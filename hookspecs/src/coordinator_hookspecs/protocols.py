@@ -74,7 +74,8 @@ class QuotaPolicy(Protocol):
     ``CancelToken``, so a wait can end as soon as the execution is cancelled (register a
     wake-up with ``token.on_cancel``; raise ``ERROR_OF_KIND[token.reason]``);
     ``snapshot(caller=None) -> dict`` (limits and usage, for ``metrics()`` and ``coordinator
-    quota status``; a ``caller`` parameter gets one caller's view). Defaults in
+    quota status``; a ``caller`` parameter gets one caller's view); ``may_wait() -> bool``
+    (whether ``acquire`` can block, so worker processes know where to admit). Defaults in
     ``QuotaPolicyBase``.
     """
 
