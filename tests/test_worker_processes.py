@@ -24,7 +24,7 @@ import pytest
 
 from coordinator_core import Coordinator, ExecutionRequest
 from coordinator_hookspecs import InvalidRequest, Status
-from tests.helpers import COUNTER_WAT, ECHO_WAT
+from tests.helpers import COUNTER_WAT, ECHO_WAT, run_cli
 from tests.test_hybrid import BUILTINS, Bank
 
 SPIN = '(module (func (export "main") (loop $l (br $l))))'
@@ -203,3 +203,34 @@ def test_processes_need_a_data_directory_and_exclude_the_engine_pool(tmp_path: P
             "coordinator": {"processes": 1}, "dispatch": {"executor": "processes"}})
     with pytest.raises(InvalidRequest, match="processes must be"):
         Coordinator.open(data_dir=tmp_path, overrides={"coordinator": {"processes": "many"}})
+
+
+def test_other_processes_commit_through_the_writer_socket(tmp_path: Path) -> None:
+    """``writer = "serve"`` / ``"connect"``: a CLI beside a running coordinator executes and
+    deploys through its writer; one chain holds both processes' records, no update lost."""
+    connect = {"COORDINATOR_WRITER": "connect"}
+    echo = tmp_path.parent / f"{tmp_path.name}-echo.wat"
+    echo.write_text(ECHO_WAT)
+    done = run_cli("deploy", str(echo), "--type", "wasm", data_dir=tmp_path, env=connect)
+    assert done.returncode != 0 and "no coordinator serves the writer" in done.stderr
+    overrides = {"coordinator": {"writer": "serve", "processes": 1}}
+    with Coordinator.open(data_dir=tmp_path, overrides=overrides) as served:
+        assert (tmp_path / "writer.sock").stat().st_mode & 0o077 == 0
+        assert (tmp_path / "writer.key").stat().st_mode & 0o077 == 0
+        counter = served.deploy(COUNTER_WAT, "wasm", source_format="wat",
+                                capabilities=["storage"])
+        handles = [served.submit(ExecutionRequest(resource_id=counter)) for _ in range(200)]
+        clis = [run_cli("exec", counter, "--json", data_dir=tmp_path, env=connect)
+                for _ in range(3)]
+        assert all(h.result(timeout=60).ok for h in handles)
+        for cli in clis:
+            assert cli.returncode == 0, cli.stderr
+        deployed = run_cli("deploy", str(echo), "--type", "wasm", "--json",
+                           data_dir=tmp_path, env=connect)
+        assert deployed.returncode == 0, deployed.stderr
+        assert len(served.resources()) == 2
+        value = served.state(counter, b"count")
+        assert value is not None and int.from_bytes(value, "little") == 203
+        report = served.store.verify()
+        assert report.ok and report.count == 2 + 203
+    assert not (tmp_path / "writer.sock").exists()

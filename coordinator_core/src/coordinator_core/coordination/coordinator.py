@@ -32,7 +32,7 @@ from coordinator_core.services.metrics.builtin import COLLECTOR_NAME
 from coordinator_core.services.metrics.sinks import MetricsSinks
 from coordinator_core.services.quota.manager import QuotaManager
 from coordinator_core.services.security.integrator import SecurityIntegrator
-from coordinator_core.store import MEMORY, open_store
+from coordinator_core.store import MEMORY, open_store, store_settings
 from coordinator_core.store.base import BoundProcessor, Store
 from coordinator_hookspecs import (
     ErrorKind,
@@ -106,6 +106,7 @@ class Coordinator(ExecutionCoordinator, ResourceCoordinator):
         )
         self._pool: ThreadPoolExecutor | None = None
         self._workers: Any = None  # WorkerProcesses, with [coordinator] processes
+        self._writer_listener: Any = None  # WriterListener, with [coordinator] writer = serve
         self._queue_lock = threading.Lock()
         self._queued = 0  # submitted, not yet taken by a worker (see max_queued)
         self._watchdog = Watchdog(self.ledger, self._finish_unstarted)
@@ -138,7 +139,7 @@ class Coordinator(ExecutionCoordinator, ResourceCoordinator):
         config, host, registry = loaded.config, loaded.host, loaded.registry
         try:
             check_required(host, config.core.required_plugins)
-            store = open_store(config)
+            store = _open_store(config)
         except BaseException:
             loaded.discard()
             raise
@@ -151,6 +152,7 @@ class Coordinator(ExecutionCoordinator, ResourceCoordinator):
         try:
             coordinator._start_process_pool()
             coordinator._start_workers()
+            coordinator._serve_writer()
             host.broadcast("coordinator_startup", coordinator=coordinator)
         except BaseException:
             coordinator.close()
@@ -189,6 +191,17 @@ class Coordinator(ExecutionCoordinator, ResourceCoordinator):
         self._workers = WorkerProcesses(self, count)
         logger.info("the pipeline runs in {} worker processes", count)
 
+    def _serve_writer(self) -> None:
+        """``[coordinator] writer = "serve"``: commit for other processes too
+        (``workers/writer.py``)."""
+        if self.config.core.writer != "serve":
+            return
+        from coordinator_core.workers.writer import CommitService, WriterListener
+
+        self._writer_listener = WriterListener(Path(self.config.data_dir), CommitService(
+            self.store, self.pipeline_processors, self.audit_sinks,
+            self.config.core.enable_audit_events and bool(self.audit_sinks)))
+
     def close(self) -> None:
         """Finish queued work, stop threads, tell plugins, close engines and the store."""
         if self._closed:
@@ -198,6 +211,8 @@ class Coordinator(ExecutionCoordinator, ResourceCoordinator):
             self._pool.shutdown(wait=True)
         if self._workers is not None:
             self._workers.close(CLOSE_GRACE)
+        if self._writer_listener is not None:
+            self._writer_listener.close()
         self._drain(CLOSE_GRACE)
         self._watchdog.stop()
         self.host.broadcast("coordinator_shutdown", coordinator=self)
@@ -246,3 +261,17 @@ class Coordinator(ExecutionCoordinator, ResourceCoordinator):
     def plugins(self) -> list[dict[str, Any]]:
         """What loaded, from where, and what failed."""
         return self.host.describe()
+
+
+def _open_store(config: Config) -> Store:
+    """The store of ``config``: its own, or one writing through the writer socket of the
+    coordinator serving the data directory (``[coordinator] writer = "connect"``)."""
+    writer = config.core.writer
+    if writer != "own" and str(config.data_dir) == MEMORY:
+        raise InvalidRequest(f"[coordinator] writer = {writer!r} needs an on-disk data "
+                             "directory, not the in-memory store")
+    if writer == "connect":
+        from coordinator_core.workers.remote_store import connected_store
+
+        return connected_store(config.data_dir, store_settings(config))
+    return open_store(config)

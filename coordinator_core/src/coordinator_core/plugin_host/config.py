@@ -74,6 +74,12 @@ def _routing(_i: object, attribute: attrs.Attribute[Any], value: str) -> None:
         raise ValueError(f"{attribute.name} must be \"affinity\" or \"load\", got {value!r}")
 
 
+def _writer_mode(_i: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in ("own", "serve", "connect"):
+        raise ValueError(f"{attribute.name} must be \"own\", \"serve\" or \"connect\", "
+                         f"got {value!r}")
+
+
 class ProcessCount(int):
     """``[coordinator] processes``: a count of worker processes, written as a number or
     ``"auto"`` (one per core this process may run on)."""
@@ -118,6 +124,11 @@ class CoreSettings:
     #: one its id hashes to: its state cache stays warm, its lock uncontended) or ``load``
     #: (the least loaded, like stateless work; the state lock still serialises them).
     process_routing: str = attrs.field(default="affinity", validator=_routing)
+    #: Who writes the data directory's SQLite database: ``own`` (this coordinator, taking
+    #: SQLite's write lock as needed), ``serve`` (this one, also committing for other
+    #: processes over ``<data dir>/writer.sock``), ``connect`` (the coordinator that serves
+    #: it: no write lock is ever contended). docs/scaling.md.
+    writer: str = attrs.field(default="own", validator=_writer_mode)
     #: Executions submit() lets wait for a worker; beyond it a new one is refused at once
     #: (``quota_exceeded``, recorded like any refusal) instead of growing the queue unbounded.
     max_queued: int = attrs.field(default=10_000, validator=positive)

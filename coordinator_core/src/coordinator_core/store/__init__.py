@@ -52,12 +52,18 @@ class StoreSettings:
         attrs.validators.ge(0.0), attrs.validators.le(0.1)))
 
 
+def store_settings(config: Any) -> StoreSettings:
+    """The ``[store]`` section of ``config`` (its defaults if that plugin was disabled)."""
+    try:
+        settings: StoreSettings = config.section("store")
+    except KeyError:
+        settings = StoreSettings()
+    return settings
+
+
 def open_store(config: Any) -> Store:
     """The store for ``config`` (anything with ``data_dir`` and ``section(name)``)."""
-    try:
-        settings = config.section("store")
-    except KeyError:  # the [store] section's plugin was disabled: defaults
-        settings = StoreSettings()
+    settings = store_settings(config)
     if str(config.data_dir) == MEMORY:
         return MemoryStore(keep_logs=settings.keep_logs)
     return SqliteStore(config.data_dir, **attrs.asdict(settings))
@@ -75,4 +81,5 @@ __all__ = [
     "StoreTxn",
     "VerifyReport",
     "open_store",
+    "store_settings",
 ]

@@ -142,4 +142,24 @@ def serve(channel: Channel, handle: Callable[[tuple[Any, ...]], bool]) -> str:
     return why
 
 
-__all__ = ["REPLIES", "REPLY", "Channel", "ChannelClosed", "ErrorKind", "portable", "serve"]
+def serve_batches(channel: Channel,
+                  handle: Callable[[Channel, list[tuple[Any, ...]]], None],
+                  most: int = 256) -> str:
+    """The reader loop of a writer's side of ``channel``: everything one read finds waiting
+    (up to ``most`` messages) goes to ``handle`` together, so it can be committed as one
+    group and answered in one message. Returns why it ended."""
+    recv, poll = channel.recv, channel.conn.poll
+    try:
+        while True:
+            messages = [recv()]
+            while len(messages) < most and poll():
+                messages.append(recv())
+            handle(channel, messages)
+    except (EOFError, OSError) as exc:
+        why = f"{channel.peer} closed its pipe ({type(exc).__name__})"
+    channel.fail_all(why)
+    return why
+
+
+__all__ = ["REPLIES", "REPLY", "Channel", "ChannelClosed", "ErrorKind", "portable", "serve",
+           "serve_batches"]

@@ -21,7 +21,8 @@ another worker reaches it); anything else goes to the worker with the fewest exe
 flight. A worker that dies fails its in-flight executions with ``engine_error`` (recorded,
 nothing applied: their commit never reached the writer) and is replaced.
 
-One reader thread per worker serves its pipe: commits, appends, results and replies.
+One reader thread per worker serves its pipe: commits, appends, results and replies
+(``writer.py`` commits).
 """
 
 from __future__ import annotations
@@ -32,17 +33,12 @@ import threading
 import time
 from typing import Any
 
-import attrs
-
 from coordinator_core.engines.processes.spec import WorkerSpec, spec_from
 from coordinator_core.execution.ledger import Entry
 from coordinator_core.log import logger
-from coordinator_core.store.effects import discarded
-from coordinator_core.workers.channel import REPLY, Channel, ChannelClosed
-from coordinator_core.workers.remote_store import APPEND, FINISH, rows_of
+from coordinator_core.workers.channel import Channel, ChannelClosed, serve_batches
 from coordinator_core.workers.worker import (
     CANCEL,
-    DONE,
     FAILED,
     READY,
     RESULT,
@@ -51,6 +47,7 @@ from coordinator_core.workers.worker import (
     STOP,
     worker_main,
 )
+from coordinator_core.workers.writer import CommitService
 from coordinator_hookspecs import (
     CoordinatorError,
     EngineError,
@@ -109,10 +106,9 @@ class WorkerProcesses:
         self._store = coordinator.store
         self._pipeline = coordinator.pipeline
         self._ledger = coordinator.ledger
-        self._processors = coordinator.pipeline_processors
-        self._audit = coordinator.audit_sinks
-        self._audit_on = (coordinator.config.core.enable_audit_events
-                          and bool(coordinator.audit_sinks))
+        self._commits = CommitService(
+            coordinator.store, coordinator.pipeline_processors, coordinator.audit_sinks,
+            coordinator.config.core.enable_audit_events and bool(coordinator.audit_sinks))
         self._metrics = coordinator.metrics_sinks.record
         core = coordinator.config.core
         self._state_capabilities = frozenset(core.state_capabilities)
@@ -203,93 +199,19 @@ class WorkerProcesses:
         proc.reader.start()
 
     def _serve(self, proc: _Process) -> None:
-        """Read ``proc``'s pipe until it closes. Everything one read finds waiting is handled
-        together: the commits as one group (``SqliteStore.finish_many``), answered in one
-        message, then the results."""
-        channel = proc.channel
-        recv, poll = channel.recv, channel.conn.poll
-        try:
-            while True:
-                messages = [recv()]
-                while len(messages) < MAX_READ and poll():
-                    messages.append(recv())
-                self._handle(channel, messages)
-        except (EOFError, OSError) as exc:
-            why = f"{channel.peer} closed its pipe ({type(exc).__name__})"
-        channel.fail_all(why)
+        """Read ``proc``'s pipe until it closes: what one read finds waiting is committed as
+        one group and answered in one message (``CommitService``), then the results of the
+        executions it finished complete their entries."""
+        commit, complete = self._commits.handle, self._complete
+
+        def handle(channel: Channel, messages: list[tuple[Any, ...]]) -> None:
+            results: list[tuple[Any, ...]] = [m[1:] for m in messages if m[0] == RESULT]
+            commit(channel, messages, results)
+            for result, resource_type, stages in results:
+                complete(result, resource_type, stages)
+
+        why = serve_batches(proc.channel, handle, MAX_READ)
         self._lost(proc, why)
-
-    def _handle(self, channel: Channel, messages: list[tuple[Any, ...]]) -> None:
-        store, audit_on = self._store, self._audit_on
-        commits: list[tuple[Any, ...]] = []  # (record, effects, children)
-        answers: list[Any] = []  # per commit: a call id to reply to, or the DONE message
-        results: list[tuple[Any, ...]] = []
-        replies: list[tuple[int, bool, Any]] = []
-        committed: list[Any] = []
-        for message in messages:
-            tag = message[0]
-            if tag == DONE:
-                commits.append((message[1], (), message[2]))
-                answers.append(message)
-            elif tag == FINISH:
-                commits.append(message[2:])
-                answers.append(message[1])
-            elif tag == RESULT:
-                results.append(message[1:])
-            elif tag == APPEND:
-                try:
-                    appended = tuple(store.append(record) for record in message[2])
-                    replies.append((message[1], True, ("records", appended)))
-                    committed.extend(appended)
-                except Exception as exc:
-                    replies.append((message[1], False, exc))
-            elif tag == REPLY:
-                channel.deliver(message)
-        if commits:
-            try:
-                outcomes = store.finish_many(commits, self._processors)
-            except Exception as exc:  # the store is closed: every commit fails alike
-                outcomes = [(exc, {}) for _ in commits]
-            for answer, item, (finished, written) in zip(answers, commits, outcomes,
-                                                          strict=True):
-                if type(answer) is int:  # a worker waits for this commit
-                    if isinstance(finished, BaseException):
-                        replies.append((answer, False, finished))
-                        continue
-                    replies.append((answer, True,
-                                    (rows_of(finished.records), finished.error, written)))
-                elif isinstance(finished, BaseException):
-                    committed.extend(self._failed_commit(item[0], item[2], finished))
-                    if answer[3] is not None:
-                        results.append((_failed(answer[3], finished), answer[4], answer[5]))
-                    continue
-                elif answer[3] is not None:
-                    results.append(answer[3:])
-                if audit_on:
-                    committed.extend(finished.records)
-        if replies:
-            channel.reply_all(replies)
-        for result, resource_type, stages in results:
-            self._complete(result, resource_type, stages)
-        if committed and self._audit_on:
-            self._audit.emit_all(committed)
-
-    def _failed_commit(self, record: Any, children: Any, exc: BaseException) -> list[Any]:
-        """A kept record could not be committed: one more try, as failed, so the log still
-        has the execution (what the in-process pipeline's commit does too)."""
-        logger.opt(exception=exc).error("commit of {} failed", record.execution_id)
-        error = ErrorInfo(ErrorKind.INTERNAL, f"commit failed: {type(exc).__name__}: {exc}")
-        failed = attrs.evolve(record, status=Status.FAILED.value,
-                              error_kind=ErrorKind.INTERNAL.value, message=error.message,
-                              effect_digest=None)
-        written = []
-        for each in (*discarded(children, failed, error), failed):
-            try:
-                written.append(self._store.append(each))
-            except Exception as again:
-                logger.error("the final record of {} could not be written either: {}",
-                             each.execution_id, again)
-        return written
 
     def _complete(self, result: ExecutionResult, resource_type: str | None,
                   stages: tuple[tuple[str, float], ...]) -> None:
@@ -375,11 +297,6 @@ class WorkerProcesses:
             if proc.reader is not None:
                 proc.reader.join(STOP_TIMEOUT)
             proc.channel.close()
-
-
-def _failed(result: ExecutionResult, exc: BaseException) -> ExecutionResult:
-    error = ErrorInfo(ErrorKind.INTERNAL, f"commit failed: {type(exc).__name__}: {exc}")
-    return attrs.evolve(result, status=Status.FAILED, output=None, effects=(), error=error)
 
 
 def _load(proc: _Process) -> int:

@@ -17,23 +17,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+import attrs
 
 from coordinator_core.store.base import BoundProcessor, Finished
 from coordinator_core.store.chain import SealedRecords
 from coordinator_core.store.sqlite import SqliteStore
-from coordinator_core.workers.channel import Channel
-from coordinator_hookspecs import (
-    AccessPolicy,
-    AuditRecord,
-    Effect,
-    InvalidRequest,
-    ResourceInfo,
-)
+from coordinator_core.workers.channel import Channel, serve
+from coordinator_hookspecs import AccessPolicy, AuditRecord, Effect, ResourceInfo
 
-#: Message tags of the worker's writes (answered with a ``reply``).
+#: Message tags of the writes (calls, answered with a ``reply``).
 FINISH = "finish"
 APPEND = "append"
+PUT_RESOURCE = "put_resource"
+SET_POLICY = "set_policy"
 
 
 class WorkerStore(SqliteStore):
@@ -46,9 +45,13 @@ class WorkerStore(SqliteStore):
     #: per thread: the record ``finish`` kept for the report that follows it
     unsent: threading.local
 
-    def attach(self, channel: Channel) -> WorkerStore:
+    def attach(self, channel: Channel, *, keep: bool) -> WorkerStore:
+        """Write through ``channel``. ``keep``: hold effect-free records for the report
+        (worker processes, whose coordinator completes the result); otherwise every commit
+        is a call (a process using the writer socket completes its own results)."""
         self.channel = channel
         self.unsent = threading.local()
+        self._keep = keep
         return self
 
     def finish(self, record: AuditRecord, effects: Sequence[Effect],
@@ -57,7 +60,7 @@ class WorkerStore(SqliteStore):
         """Commit in the coordinator process (with its effect processors, the same plugins
         this worker loaded); update this process's state cache with what was written. Without
         effects, kept for the report instead (see the module docstring)."""
-        if not effects:
+        if not effects and self._keep:
             self.unsent.item = (record, tuple(children))
             return _KEPT
         rows, error, log = self.channel.call(FINISH, record, tuple(effects), tuple(children))
@@ -73,10 +76,28 @@ class WorkerStore(SqliteStore):
         return records_of(self.channel.call(APPEND, tuple(record for record, _ in pairs)))
 
     def put_resource(self, info: ResourceInfo, code: bytes) -> tuple[ResourceInfo, bool]:
-        raise InvalidRequest("a worker process does not deploy: deploy through the coordinator")
+        stored: tuple[ResourceInfo, bool] = self.channel.call(PUT_RESOURCE, info, code)
+        return stored
 
     def set_policy(self, resource_id: str, policy: AccessPolicy) -> ResourceInfo:
-        raise InvalidRequest("a worker process does not change policies: use the coordinator")
+        info: ResourceInfo = self.channel.call(SET_POLICY, resource_id, policy)
+        return info
+
+    def close(self) -> None:
+        super().close()
+        self.channel.close()
+
+
+def connected_store(data_dir: Any, settings: Any) -> WorkerStore:
+    """``[coordinator] writer = "connect"``: a store writing through the writer socket of
+    the coordinator serving ``data_dir`` (``writer.py``), with a thread reading its answers."""
+    from coordinator_core.workers.writer import connect
+
+    channel = connect(Path(data_dir))
+    store = WorkerStore(data_dir, **attrs.asdict(settings)).attach(channel, keep=False)
+    threading.Thread(target=serve, args=(channel, lambda _message: True), daemon=True,
+                     name="coordinator-writer-answers").start()
+    return store
 
 
 #: What ``finish`` returns for a record it kept: no records (the worker has no audit sinks).

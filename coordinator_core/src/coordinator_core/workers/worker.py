@@ -40,7 +40,7 @@ import attrs
 from coordinator_core.engines.processes.spec import WorkerSpec, load_plugins
 from coordinator_core.log import logger
 from coordinator_core.plugin_host.config import ProcessCount
-from coordinator_core.store.settings import StoreSettings
+from coordinator_core.store import store_settings
 from coordinator_core.workers.channel import Channel, serve
 from coordinator_core.workers.remote_store import WorkerStore
 from coordinator_hookspecs import (
@@ -107,11 +107,8 @@ def open_worker(spec: WorkerSpec, channel: Channel) -> Any:
                 close()
         except Exception:
             pass
-    try:
-        settings = loaded.config.section("store")
-    except KeyError:
-        settings = StoreSettings()
-    store = WorkerStore(spec.data_dir, **attrs.asdict(settings)).attach(channel)
+    settings = attrs.asdict(store_settings(loaded.config))
+    store = WorkerStore(spec.data_dir, **settings).attach(channel, keep=True)
     forwarder.unsent = store.unsent
     coordinator = Coordinator(loaded.config, loaded.host, registry, store)
     coordinator.host.broadcast("coordinator_startup", coordinator=coordinator)

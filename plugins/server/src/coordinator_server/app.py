@@ -137,7 +137,11 @@ def route(scope: str | None, state: ServerState, handler: Handler
 
 async def json_body(request: Request, state: ServerState) -> Any:
     """The request's JSON body, bounded by the size limit (``InvalidRequest`` otherwise)."""
-    raw = await read_body(request, state)
+    return parse_json(await read_body(request, state))
+
+
+def parse_json(raw: bytes) -> Any:
+    """``raw`` as JSON (``InvalidRequest`` otherwise)."""
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

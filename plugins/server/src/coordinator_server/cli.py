@@ -17,6 +17,7 @@ from typing import Any
 
 from coordinator_hookspecs import CliCommand, InvalidRequest
 from coordinator_server.keys import SCOPES, KeyStore
+from coordinator_server.tls import check_tls
 
 Opener = Callable[[], Any]
 
@@ -82,6 +83,10 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
                         help="accept requests without a key (loopback addresses only)")
     parser.add_argument("--grace", type=int, default=10, metavar="SECONDS",
                         help="on SIGTERM, how long in-flight requests may take (default 10)")
+    parser.add_argument("--tls-cert", metavar="FILE",
+                        help="serve HTTPS with this PEM certificate chain (needs --tls-key)")
+    parser.add_argument("--tls-key", metavar="FILE",
+                        help="the PEM private key of --tls-cert")
 
 
 def is_loopback(host: str) -> bool:
@@ -98,10 +103,11 @@ def _serve(args: argparse.Namespace, open_coordinator: Opener) -> int:
         raise InvalidRequest(f"--no-auth is allowed only on a loopback address, not {args.host}")
     if not 0 <= args.port <= 65535:
         raise InvalidRequest(f"--port {args.port} is not a port number")
+    tls = check_tls(args.tls_cert, args.tls_key)
     from coordinator_server.serve import serve
 
     return serve(open_coordinator, host=args.host, port=args.port, auth=not args.no_auth,
-                 grace=args.grace)
+                 grace=args.grace, tls=tls)
 
 
 SERVE = CliCommand(name="serve", help="serve the Open Inference Protocol v2 and the contract API",

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -21,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from coordinator_hookspecs import (
+    EngineError,
     ExecutionRequest,
     ExecutionResult,
     InvalidRequest,
@@ -37,6 +39,7 @@ from coordinator_server.app import (
     route,
 )
 from coordinator_server.encoding import resource_json, result_json, status_json
+from coordinator_server.forms import deploy_form, is_multipart
 
 KEEP = 10_000
 MAX_WAIT = 60.0
@@ -70,10 +73,15 @@ def _wait_seconds(request: Request) -> float:
 
 
 async def deploy(request: Request, state: ServerState, key: ApiKey) -> Response:
-    q = request.query_params
+    q: Mapping[str, str] = request.query_params
+    raw: bytes | None = None
+    if is_multipart(request):
+        q, raw = await deploy_form(request, state)
     if "type" not in q:
-        raise InvalidRequest("deploy needs the query parameter type (wasm, onnx)")
-    raw = await read_body(request, state)
+        raise InvalidRequest("deploy needs the query parameter type (wasm, onnx)"
+                             if raw is None else "deploy needs the form field type (wasm, onnx)")
+    if raw is None:
+        raw = await read_body(request, state)
     code: bytes | str = raw
     source_format = q.get("format", "binary")
     if source_format == "wat":
@@ -83,6 +91,10 @@ async def deploy(request: Request, state: ServerState, key: ApiKey) -> Response:
             raise InvalidRequest("format=wat needs a UTF-8 body") from None
     capabilities = [c for c in q.get("capabilities", "").split(",") if c]
     coord = state.coordinator
+    try:
+        coord.engine_for(q["type"])
+    except EngineError as exc:  # a type no engine runs is the request's mistake, not ours
+        raise InvalidRequest(exc.message) from None
     rid = await asyncio.to_thread(coord.deploy, code, q["type"], name=q.get("name", ""),
                                   capabilities=capabilities, owner=key.name,
                                   source_format=source_format)

@@ -1,5 +1,8 @@
 """Open Inference Protocol v2 over REST (``/v2``): health, server and model metadata, infer.
 
+Infer takes JSON tensors or, with the binary tensor data extension (``binary.py``), tensors
+as raw bytes after the JSON, and answers each output in JSON or binary as the request asks.
+
 Each infer is one execution through the whole pipeline (security, quota, fee, audit), run on
 the coordinator's worker pool with the key's name as caller. ``parameters`` may carry
 ``timeout`` (seconds) and ``fee_limit`` for that execution.
@@ -10,6 +13,7 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -21,9 +25,12 @@ from coordinator_server.app import (
     ServerState,
     check_caller,
     error,
-    json_body,
+    parse_json,
+    read_body,
     route,
 )
+from coordinator_server.binary import HEADER, binary_outputs, binary_tensor, split_body
+from coordinator_server.binary import response as binary_response
 from coordinator_server.tensors import (
     check_outputs,
     datatype,
@@ -33,7 +40,7 @@ from coordinator_server.tensors import (
     requested_outputs,
 )
 
-EXTENSIONS: list[str] = []
+EXTENSIONS: list[str] = ["binary_tensor_data"]
 
 
 def _version() -> str:
@@ -88,11 +95,16 @@ def _number(parameters: dict[str, Any], name: str, kind: type) -> Any:
 async def infer(request: Request, state: ServerState, key: ApiKey) -> Response:
     name = request.path_params["name"]
     info, version = state.models.get(name, request.path_params.get("version"))
-    body = await json_body(request, state)
-    feeds = decode_inputs(body)
+    raw, binary = split_body(await read_body(request, state), request.headers.get(HEADER))
+    body = parse_json(raw)
+    feeds = decode_inputs(body, binary)
+    if not isinstance(body.get("id", ""), str):
+        raise InvalidRequest("'id' must be a string (it is echoed in the response)")
     check_caller(body, key)
     wanted = requested_outputs(body)
-    check_outputs([s["name"] for s in info.meta["outputs"]], wanted)
+    available = [s["name"] for s in info.meta["outputs"]]
+    check_outputs(available, wanted)
+    in_binary = binary_outputs(body, available)
     parameters = body.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise InvalidRequest("'parameters' must be an object")
@@ -103,14 +115,24 @@ async def infer(request: Request, state: ServerState, key: ApiKey) -> Response:
     if result.error is not None:
         return error(HTTP_STATUS.get(result.error.kind, 500), result.error.message,
                      result.error.kind.value)
-    response: dict[str, Any] = {
-        "model_name": name, "model_version": version,
-        "outputs": encode_outputs(result.output, wanted),
+    names = list(result.output) if wanted is None else wanted
+    check_outputs(list(result.output), names)
+    outputs, blobs = [], []
+    for out in names:
+        array = np.asarray(result.output[out])
+        if out in in_binary:
+            tensor, data = binary_tensor(out, datatype(str(array.dtype)), array)
+            outputs.append(tensor)
+            blobs.append(data)
+        else:
+            outputs += encode_outputs({out: array}, None)
+    header: dict[str, Any] = {
+        "model_name": name, "model_version": version, "outputs": outputs,
         "parameters": {"execution_id": result.execution_id, "fee_used": result.fee_used},
     }
     if "id" in body:
-        response["id"] = body["id"]
-    return JSONResponse(response)
+        header["id"] = body["id"]
+    return binary_response(header, blobs)
 
 
 async def live(request: Request) -> Response:

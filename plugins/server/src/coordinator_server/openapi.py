@@ -12,6 +12,23 @@ from typing import Any
 _ERROR = {"description": "an error: {\"error\": message, \"kind\": error kind}",
           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _JSON = {"content": {"application/json": {"schema": {"type": "object"}}}}
+_BINARY_HEADER = {"name": "Inference-Header-Content-Length", "in": "header",
+                  "schema": {"type": "integer", "minimum": 0},
+                  "description": "the JSON's size in bytes; binary tensor data follows it"}
+
+
+_DEPLOY_FORM = {
+    "type": "object", "required": ["code", "type"], "additionalProperties": False,
+    "properties": {
+        "code": {"type": "string", "format": "binary", "description": "the resource's bytes "
+                 "(a file part)"},
+        "type": {"type": "string", "description": "wasm or onnx"},
+        "name": {"type": "string", "description": "a readable name"},
+        "capabilities": {"type": "string", "description": "comma-separated"},
+        "format": {"type": "string", "enum": ["binary", "wat"], "description": "binary "
+                   "(default) or wat"},
+    },
+}
 
 
 def _op(summary: str, scope: str | None, *, params: list[dict[str, Any]] | None = None,
@@ -42,20 +59,25 @@ def _query(name: str, kind: str, text: str) -> dict[str, Any]:
 def document(version: str) -> dict[str, Any]:
     model, mv = [_path("name")], [_path("name"), _path("version")]
     execution = [_path("execution_id")]
-    infer = {"required": True, **_JSON}
+    infer = {"required": True, "content": {
+        **_JSON["content"],
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
     paths: dict[str, Any] = {
         "/v2/health/live": {"get": _op("the server is up", None)},
         "/v2/health/ready": {"get": _op("the coordinator is open, engines healthy", None)},
         "/v2": {"get": _op("server metadata", "execute")},
         "/v1/resources": {
-            "post": _op("deploy the raw body as a resource owned by the key", "deploy", ok="201",
-                        params=[_query("type", "string", "wasm or onnx"),
-                                _query("name", "string", "a readable name"),
-                                _query("capabilities", "string", "comma-separated"),
-                                _query("format", "string", "binary (default) or wat")],
+            "post": _op("deploy a resource owned by the key: the raw body with query "
+                        "parameters, or a multipart form with the same fields and a code file",
+                        "deploy", ok="201",
+                        params=[_query("type", "string", "wasm or onnx (raw body)"),
+                                _query("name", "string", "a readable name (raw body)"),
+                                _query("capabilities", "string", "comma-separated (raw body)"),
+                                _query("format", "string", "binary (default) or wat (raw body)")],
                         body={"required": True, "content": {
                             "application/octet-stream": {"schema": {"type": "string",
-                                                                    "format": "binary"}}}}),
+                                                                    "format": "binary"}},
+                            "multipart/form-data": {"schema": _DEPLOY_FORM}}}),
             "get": _op("list resources", "execute")},
         "/v1/resources/{rid}": {"get": _op("show a resource", "execute",
                                            params=[_path("rid")])},
@@ -89,8 +111,10 @@ def document(version: str) -> dict[str, Any]:
                          ("/v2/models/{name}/versions/{version}", mv)):
         paths[base] = {"get": _op("model metadata", "execute", params=params)}
         paths[base + "/ready"] = {"get": _op("model readiness", "execute", params=params)}
-        paths[base + "/infer"] = {"post": _op("infer (JSON tensors)", "execute", params=params,
-                                              body=infer)}
+        paths[base + "/infer"] = {"post": _op(
+            "infer: JSON tensors, or binary tensor data after the JSON "
+            "(Inference-Header-Content-Length)", "execute", params=[*params, _BINARY_HEADER],
+            body=infer)}
     return {
         "openapi": "3.1.0",
         "info": {"title": "coordinator", "version": version},

@@ -25,6 +25,7 @@ from coordinator_server.app import ServerState
 from coordinator_server.keys import KeyStore
 from coordinator_server.models import ModelIndex
 from coordinator_server.settings import SECTION
+from coordinator_server.tls import TlsFiles
 
 
 def build_app(state: ServerState, open_coordinator: Callable[[], Any],
@@ -67,8 +68,9 @@ def build_app(state: ServerState, open_coordinator: Callable[[], Any],
 
 
 def serve(open_coordinator: Callable[[], Any], *, host: str, port: int, auth: bool,
-          grace: int) -> int:
-    """Run until SIGTERM or Ctrl-C; 0 on a clean stop, 1 if the coordinator failed to open."""
+          grace: int, tls: TlsFiles | None = None) -> int:
+    """Run until SIGTERM or Ctrl-C; 0 on a clean stop, 1 if the coordinator failed to open.
+    With ``tls`` (files already checked) the port speaks HTTPS only."""
     state = ServerState(auth=auth)
     server: uvicorn.Server | None = None
 
@@ -79,14 +81,17 @@ def serve(open_coordinator: Callable[[], Any], *, host: str, port: int, auth: bo
     app = build_app(state, open_coordinator, stop)
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=False,
                             log_level="warning", timeout_graceful_shutdown=max(1, grace),
-                            server_header=False)
+                            server_header=False,
+                            ssl_certfile=tls.cert if tls is not None else None,
+                            ssl_keyfile=tls.key if tls is not None else None)
     server = uvicorn.Server(config)
     if not auth:
         banner = (f"WARNING: --no-auth: every request on {host}:{port} is accepted without a "
                   "key, as caller 'anonymous' with admin scope")
         print("!" * len(banner), banner, "!" * len(banner), sep="\n", file=sys.stderr,
               flush=True)
-    print(f"coordinator serve: http://{host}:{port} (auth {'on' if auth else 'OFF'})",
+    scheme = "https" if tls is not None else "http"
+    print(f"coordinator serve: {scheme}://{host}:{port} (auth {'on' if auth else 'OFF'})",
           file=sys.stderr, flush=True)
     # uvicorn handles SIGTERM and SIGINT while it runs, then raises the signal again for the
     # handler that was there before: these make that a clean return instead of a kill.

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from coordinator_hookspecs import InvalidRequest
+from coordinator_server.binary import BinaryData, binary_size
 
 #: OIP datatype -> numpy dtype name (the names the ONNX engine's signature uses).
 DTYPE_OF: dict[str, str] = {
@@ -50,8 +51,10 @@ def _shape(value: Any, where: str) -> list[int]:
     return value
 
 
-def decode_inputs(body: Any) -> dict[str, np.ndarray]:
-    """The engine input (name -> array) of an infer request body."""
+def decode_inputs(body: Any, binary: BinaryData | None = None) -> dict[str, np.ndarray]:
+    """The engine input (name -> array) of an infer request body; ``binary`` holds the bytes
+    after the JSON for inputs with ``binary_data_size`` (the binary tensor data extension),
+    and must be used up exactly."""
     if not isinstance(body, Mapping):
         raise InvalidRequest("the infer request must be a JSON object with 'inputs'")
     inputs = body.get("inputs")
@@ -72,12 +75,16 @@ def decode_inputs(body: Any) -> dict[str, np.ndarray]:
             raise InvalidRequest(f"{where}: unknown datatype {str(kind)[:40]!r}; OIP datatypes "
                                  f"are {', '.join(DTYPE_OF)}")
         shape = _shape(tensor.get("shape"), where)
+        size = binary_size(tensor, where)
+        if size is not None:
+            feeds[name] = (binary or BinaryData(b"")).take(size, shape, DTYPE_OF[kind], where)
+            continue
         data = tensor.get("data")
         if not isinstance(data, list | int | float | bool | str):
             raise InvalidRequest(f"{where}: 'data' must be a list of values")
-        if "parameters" in tensor and (tensor["parameters"] or {}).get("binary_data_size"):
-            raise InvalidRequest(f"{where}: the binary tensor data extension is not supported")
         feeds[name] = to_array(data, shape, DTYPE_OF[kind], where)
+    if binary is not None:
+        binary.finish()
     return feeds
 
 
