@@ -29,6 +29,7 @@ test: lint typecheck pytest
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/python scripts/gen_hooks_doc.py --check
+	$(BIN)/python scripts/gen_grpc.py --check
 
 typecheck: setup
 	$(BIN)/mypy hookspecs/src coordinator_core/src $(wildcard plugins/*/src)

@@ -35,11 +35,17 @@ ROUNDS = 5
 BATCH = 2_000
 THREADS = 4  # worker threads: in-process, and in each worker process
 AUTO = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-CONFIGS: tuple[tuple[str, int, bool], ...] = (
-    ("in-process", 0, True), ("1 process", 1, True), ("2 processes", 2, True),
-    *((("auto", AUTO, True),) if AUTO not in (1, 2) else ()),
-    ("2 processes, audit off", 2, False),
+#: (name, processes, audit tracking, process_routing)
+CONFIGS: tuple[tuple[str, int, bool, str], ...] = (
+    ("in-process", 0, True, "affinity"), ("1 process", 1, True, "affinity"),
+    ("2 processes", 2, True, "affinity"),
+    *((("auto", AUTO, True, "affinity"),) if AUTO not in (1, 2) else ()),
+    ("2 processes, audit off", 2, False, "affinity"),
+    ("2 processes, load routing", 2, True, "load"),
 )
+#: configurations that run only some workloads
+ONLY = {"2 processes, audit off": "trivial contract",
+        "2 processes, load routing": "counter contract"}
 ROOT = Path(__file__).resolve().parent.parent
 ECHO_WAT = """
 (module
@@ -55,10 +61,10 @@ ECHO_WAT = """
 """
 
 
-def _open(tmp: Path, name: str, processes: int, audit: bool) -> Coordinator:
+def _open(tmp: Path, name: str, processes: int, audit: bool, routing: str) -> Coordinator:
     return Coordinator.open(data_dir=tmp / name.replace(" ", "-").replace(",", ""), overrides={
         "coordinator": {"processes": processes, "workers": THREADS,
-                        "enable_audit_tracking": audit}})
+                        "enable_audit_tracking": audit, "process_routing": routing}})
 
 
 def _deploy(coord: Coordinator) -> dict[str, tuple[str, Any]]:
@@ -110,9 +116,41 @@ def _reader_cpu(coord: Coordinator) -> float:
     return total
 
 
+def _echo(conn: Any) -> None:
+    while (message := conn.recv_bytes()) != b"stop":
+        conn.send_bytes(message)
+
+
+def _pipe_round_trip(table: Table) -> None:
+    """The transport's own cost: one execution's message each way over a pipe, with the
+    coordinator's pickling (``workers/channel.py``), to a process that echoes it."""
+    import multiprocessing
+
+    from coordinator_core.workers.channel import dumps
+    from coordinator_hookspecs import ExecutionRequest as Request
+
+    parent, child = multiprocessing.get_context("spawn").Pipe()
+    proc = multiprocessing.get_context("spawn").Process(target=_echo, args=(child,))
+    proc.start()
+    message = ("run", "ex-0123456789-00000001", Request(resource_id="a" * 64, input=b"x"), 1.0)
+    samples = []
+    for _ in range(3000):
+        start = time.perf_counter()
+        parent.send_bytes(dumps(message))
+        parent.recv_bytes()
+        samples.append(time.perf_counter() - start)
+    parent.send_bytes(b"stop")
+    proc.join(10)
+    p50, p99 = percentiles(samples[200:])
+    table.add(SECTION, "pipe round trip of one execution's message (pickle, send, echo)",
+              p50 * 1e6, "us", note=f"p99 {p99 * 1e6:.0f} us; a thread wake-up on each side")
+
+
 def run(table: Table) -> None:
+    _pipe_round_trip(table)
     with tempfile.TemporaryDirectory() as tmp:
-        coords = {name: _open(Path(tmp), name, n, audit) for name, n, audit in CONFIGS}
+        coords = {name: _open(Path(tmp), name, n, audit, routing)
+                  for name, n, audit, routing in CONFIGS}
         try:
             resources = {name: _deploy(coord) for name, coord in coords.items()}
             workloads = list(next(iter(resources.values())))
@@ -125,6 +163,8 @@ def run(table: Table) -> None:
             for _ in range(ROUNDS):
                 for workload in workloads:
                     for name, coord in coords.items():
+                        if ONLY.get(name, workload) != workload:
+                            continue
                         rid, data = resources[name][workload]
                         cpu0, t0 = _reader_cpu(coord), time.perf_counter()
                         rate = _batch(coord, rid, data,
@@ -145,8 +185,8 @@ def _report(table: Table, coords: dict[str, Coordinator], workloads: list[str],
             writer: dict[str, list[float]]) -> None:
     median = {key: statistics.median(values) for key, values in rates.items()}
     for workload in workloads:
-        for name, _, audit in CONFIGS:
-            if not audit and workload != "trivial contract":
+        for name, *_ in CONFIGS:
+            if ONLY.get(name, workload) != workload:
                 continue
             p50, p99 = percentiles(latencies[(workload, name)])
             table.add(SECTION, f"{workload}: {name}", median[(workload, name)], "exec/s",
@@ -163,7 +203,11 @@ def _report(table: Table, coords: dict[str, Coordinator], workloads: list[str],
              / median[("trivial contract", "2 processes, audit off")])
     table.add(SECTION, "trivial contract, 2 processes: audit on / off", audit, "x",
               target=">= 0.8x", ok=audit >= 0.8)
-    for name, processes, _ in CONFIGS:
+    counter = median[("counter contract", "2 processes")] / median[
+        ("counter contract", "2 processes, load routing")]
+    table.add(SECTION, "counter contract, 2 processes: affinity / load routing", counter, "x",
+              note="why stateful resources are routed by affinity (docs/scaling.md)")
+    for name, processes, *_ in CONFIGS:
         if not processes:
             continue
         groups, jobs = coords[name].store.commit_stats  # type: ignore[attr-defined]

@@ -161,3 +161,18 @@ def test_real_threads_wait_fairly_and_hold_the_rate() -> None:
     # Eight tokens at 40/s after an empty bucket take at least 7/40 s between first and last.
     assert starts[-1] - starts[0] >= 7 / rate - 0.01
     assert policy.snapshot()["callers"]["alice"]["waiting"] == 0
+
+
+def test_may_wait_follows_the_configured_modes() -> None:
+    from coordinator_core.services.quota.concurrency import ConcurrencyConfig, ConcurrencyPolicy
+    from coordinator_core.services.quota.fee import FeeBudgetPolicy, FeeConfig
+
+    assert not TokenBucketPolicy(RateConfig()).may_wait()  # unlimited
+    assert not TokenBucketPolicy(RateConfig(rate=5)).may_wait()  # reject is the default
+    assert TokenBucketPolicy(RateConfig(rate=5, mode="wait")).may_wait()
+    assert TokenBucketPolicy(RateConfig(
+        callers={"batch": RateOverride(rate=1, mode="wait")})).may_wait()
+    assert not ConcurrencyPolicy(ConcurrencyConfig()).may_wait()  # unlimited
+    assert ConcurrencyPolicy(ConcurrencyConfig(limit=2)).may_wait()  # wait is the default
+    assert not ConcurrencyPolicy(ConcurrencyConfig(overall=4, mode="reject")).may_wait()
+    assert not FeeBudgetPolicy(FeeConfig(budget=100)).may_wait()

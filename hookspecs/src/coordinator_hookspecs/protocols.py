@@ -75,7 +75,8 @@ class QuotaPolicy(Protocol):
     wake-up with ``token.on_cancel``; raise ``ERROR_OF_KIND[token.reason]``);
     ``snapshot(caller=None) -> dict`` (limits and usage, for ``metrics()`` and ``coordinator
     quota status``; a ``caller`` parameter gets one caller's view); ``may_wait() -> bool``
-    (whether ``acquire`` can block, so worker processes know where to admit). Defaults in
+    (whether ``acquire`` can block with this configuration: a coordinator with worker
+    processes then admits submitted executions off the caller's thread). Defaults in
     ``QuotaPolicyBase``.
     """
 

@@ -186,6 +186,11 @@ class CoordinatorView(Protocol):
         process sharing the data directory appends to it; sequence numbers have no gaps)."""
         ...
 
+    def serve_writer(self) -> None:
+        """Commit for other processes on the data directory too (``[coordinator] writer``):
+        processes opened with ``writer = "connect"`` then write through this one."""
+        ...
+
     def record_security_event(
         self,
         caller: str,

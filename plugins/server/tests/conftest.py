@@ -1,5 +1,6 @@
-"""One live ``coordinator serve`` for the test session, as a subprocess on a free loopback
-port, over a data directory holding a tiny ONNX model (two versions) and keys of each scope.
+"""One live ``coordinator serve`` for the test session, as a subprocess on free loopback
+ports (HTTP, and gRPC through ``--grpc-port``), over a data directory holding a tiny ONNX
+model (two versions) and keys of each scope.
 
 Everything the server sees is made through the real CLI (``deploy``, ``keys create``), so the
 tests exercise the same path an operator does.
@@ -61,11 +62,13 @@ def free_port() -> int:
 
 
 class Live:
-    """The running server: its URL, data directory, models and tokens by key name."""
+    """The running server: its URL, data directory, models and tokens by key name, and
+    ``grpc_target`` (``host:port`` of its gRPC port)."""
 
     def __init__(self, url: str, data_dir: Path, models: list[bytes],
-                 tokens: dict[str, str]) -> None:
+                 tokens: dict[str, str], grpc_target: str = "") -> None:
         self.url, self.data_dir, self.models, self.tokens = url, data_dir, models, tokens
+        self.grpc_target = grpc_target
         self.client = httpx.Client(base_url=url, timeout=30)
 
     def request(self, method: str, path: str, key: str | None = None,
@@ -89,11 +92,16 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         made = cli(data_dir, "keys", "create", name, "--scope", scope, "--json")
         tokens[name] = json.loads(made.stdout)["token"]
     port = free_port()
+    grpc_port = free_port()
+    while grpc_port == port:
+        grpc_port = free_port()
     log = (data_dir.parent / "serve.log").open("w+")
     env = {**os.environ, "COORDINATOR_SERVER__MAX_BODY_BYTES": str(MAX_BODY)}
     proc = subprocess.Popen([COORDINATOR, "--data-dir", str(data_dir), "serve", "--port",
-                             str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
-    server = Live(f"http://127.0.0.1:{port}", data_dir, models, tokens)
+                             str(port), "--grpc-port", str(grpc_port)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    server = Live(f"http://127.0.0.1:{port}", data_dir, models, tokens,
+                  grpc_target=f"127.0.0.1:{grpc_port}")
     deadline = time.monotonic() + 60
     while True:
         try:

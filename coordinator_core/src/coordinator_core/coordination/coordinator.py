@@ -192,10 +192,18 @@ class Coordinator(ExecutionCoordinator, ResourceCoordinator):
         logger.info("the pipeline runs in {} worker processes", count)
 
     def _serve_writer(self) -> None:
-        """``[coordinator] writer = "serve"``: commit for other processes too
-        (``workers/writer.py``)."""
-        if self.config.core.writer != "serve":
+        if self.config.core.writer == "serve":
+            self.serve_writer()
+
+    def serve_writer(self) -> None:
+        """Commit for other processes on this data directory too, from now until ``close``
+        (what ``[coordinator] writer = "serve"`` does at open; ``workers/writer.py``): a
+        process opened with ``writer = "connect"`` then writes through this one."""
+        if self._writer_listener is not None:
             return
+        if self.config.core.writer == "connect" or str(self.config.data_dir) == MEMORY:
+            raise InvalidRequest("only a coordinator that writes its own on-disk data "
+                                 "directory can serve its writer")
         from coordinator_core.workers.writer import CommitService, WriterListener
 
         self._writer_listener = WriterListener(Path(self.config.data_dir), CommitService(

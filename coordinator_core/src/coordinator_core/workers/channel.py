@@ -1,8 +1,10 @@
 """One duplex pipe between the coordinator and a worker process, shared by many threads.
 
-Messages are tuples whose first item is a tag, pickled here with the fastest protocol
-(``Connection.send`` builds a ``ForkingPickler`` per message, a measurable share of a short
-execution's cost). Any thread may ``send``; a send lock
+Messages are tuples whose first item is a tag, pickled here with the highest protocol and
+a dispatch table that writes the contract's records (requests, results, audit records) as
+their field tuples: ``Connection.send`` builds a ``ForkingPickler`` per message, and attrs'
+default pickling builds a dict per object, both a measurable share of a short execution's
+cost. Any thread may ``send``; a send lock
 keeps two messages from interleaving. ``call`` sends a request carrying a fresh call id and
 blocks until the peer's ``reply`` to that id arrives: the pipe's one reader thread (the
 owner's ``serve`` loop) hands replies to their waiters with ``deliver``, so many calls are in
@@ -12,14 +14,50 @@ sleeps on (the cheapest wake-up CPython has), not a ``Future``.
 
 from __future__ import annotations
 
+import io
 import itertools
+import operator
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from pickle import HIGHEST_PROTOCOL, dumps, loads
+from pickle import HIGHEST_PROTOCOL, Pickler, loads
 from typing import Any
 
-from coordinator_hookspecs import ERROR_OF_KIND, CoordinatorError, ErrorKind, InternalError
+import attrs
+
+from coordinator_core.log import logger
+from coordinator_hookspecs import (
+    ERROR_OF_KIND,
+    AccessPolicy,
+    AuditRecord,
+    CoordinatorError,
+    Effect,
+    ErrorInfo,
+    ErrorKind,
+    ExecutionRequest,
+    ExecutionResult,
+    InternalError,
+    ResourceInfo,
+)
+
+
+def _by_fields(cls: type) -> Any:
+    """Pickle ``cls`` (an attrs class without validators) as ``cls(*fields)``."""
+    fields = operator.attrgetter(*(a.name for a in attrs.fields(cls)))
+    return lambda obj: (cls, fields(obj))
+
+
+_TABLE: dict[type, Any] = {
+    cls: _by_fields(cls) for cls in (ExecutionRequest, ExecutionResult, AuditRecord, ErrorInfo,
+                                     Effect, ResourceInfo, AccessPolicy)}
+
+
+def dumps(message: Any) -> bytes:
+    buffer = io.BytesIO()
+    pickler = Pickler(buffer, HIGHEST_PROTOCOL)
+    pickler.dispatch_table = _TABLE
+    pickler.dump(message)
+    return buffer.getvalue()
 
 #: The tag of a reply: ``("reply", call_id, ok, value)``; of several replies in one message
 #: (``("replies", [(call_id, ok, value), ...])``), as the coordinator's writer answers a group.
@@ -38,7 +76,7 @@ class Channel:
         self.conn = conn
         self.peer = peer
         send_bytes = conn.send_bytes
-        self._send = lambda message: send_bytes(dumps(message, HIGHEST_PROTOCOL))
+        self._send = lambda message: send_bytes(dumps(message))
         self._send_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._waiting: dict[int, list[Any]] = {}
@@ -82,7 +120,8 @@ class Channel:
 
     def deliver(self, message: tuple[Any, ...]) -> None:
         """The reader got ``("reply", call_id, ok, value)``: wake the caller waiting on it."""
-        slot = self._waiting.pop(message[1], None)
+        call_id = message[1]
+        slot = self._waiting.pop(call_id, None) if type(call_id) is int else None
         if slot is not None:
             slot[1], slot[2] = message[2], message[3]
             slot[0].release()
@@ -135,9 +174,13 @@ def serve(channel: Channel, handle: Callable[[tuple[Any, ...]], bool]) -> str:
         elif tag == REPLIES:
             for call_id, ok, value in message[1]:
                 deliver((REPLY, call_id, ok, value))
-        elif not handle(message):
-            why = "stopped"
-            break
+        else:
+            try:
+                if not handle(message):
+                    why = "stopped"
+                    break
+            except Exception as exc:  # a bug handling one message must not end the pipe
+                logger.opt(exception=exc).error("{}: a {!r} message failed", channel.peer, tag)
     channel.fail_all(f"{channel.peer}: {why}")
     return why
 
@@ -154,7 +197,11 @@ def serve_batches(channel: Channel,
             messages = [recv()]
             while len(messages) < most and poll():
                 messages.append(recv())
-            handle(channel, messages)
+            try:
+                handle(channel, messages)
+            except Exception as exc:  # logged; the pipe and the other senders go on
+                logger.opt(exception=exc).error("{}: handling {} message(s) failed",
+                                                channel.peer, len(messages))
     except (EOFError, OSError) as exc:
         why = f"{channel.peer} closed its pipe ({type(exc).__name__})"
     channel.fail_all(why)

@@ -217,10 +217,11 @@ class WorkerProcesses:
                   stages: tuple[tuple[str, float], ...]) -> None:
         found = self._forget(result.execution_id)
         if found is not None:
-            entry, _, held = found
-            self._pipeline.release(held, result.fee_used)
-            self._ledger.close(entry, result)
+            self._pipeline.release(found[2], result.fee_used)
+        # Metrics first: a caller reading metrics() after its result sees it counted.
         self._metrics(ExecutionReport(result, resource_type, stages))
+        if found is not None:
+            self._ledger.close(found[0], result)
 
     def _forget(self, execution_id: str) -> tuple[Entry, _Process, Any] | None:
         with self._lock:

@@ -44,6 +44,8 @@ from coordinator_hookspecs import (
     Status,
 )
 
+#: The calls other than ``finish`` the writer answers.
+_CALLS = frozenset({APPEND, PUT_RESOURCE, SET_POLICY})
 SOCKET = "writer.sock"
 KEY = "writer.key"
 
@@ -78,8 +80,9 @@ class CommitService:
                 answers.append(message[1])
             elif tag == REPLY:
                 channel.deliver(message)
-            else:
-                replies.append(self._other(message, committed))
+            elif tag in _CALLS:
+                replies.append(self._call(message, committed))
+            # anything else (a worker's result) is for the caller of handle
         if commits:
             try:
                 outcomes = store.finish_many(commits, self._processors)
@@ -107,7 +110,7 @@ class CommitService:
         if committed and audit_on:
             self._emit(committed)
 
-    def _other(self, message: tuple[Any, ...], committed: list[Any]) -> tuple[int, bool, Any]:
+    def _call(self, message: tuple[Any, ...], committed: list[Any]) -> tuple[int, bool, Any]:
         tag, call_id = message[0], message[1]
         store = self._store
         try:
@@ -117,9 +120,7 @@ class CommitService:
                 return call_id, True, ("records", appended)
             if tag == PUT_RESOURCE:
                 return call_id, True, store.put_resource(message[2], message[3])
-            if tag == SET_POLICY:
-                return call_id, True, store.set_policy(message[2], message[3])
-            raise InvalidRequest(f"the writer does not understand a {tag!r} message")
+            return call_id, True, store.set_policy(message[2], message[3])
         except Exception as exc:
             return call_id, False, exc
 

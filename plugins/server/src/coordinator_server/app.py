@@ -55,10 +55,13 @@ class ServerState:
         self.handles: Any = None
         self.failed: str | None = None
         self.closing = False
+        self.grace = 10  # seconds in-flight requests may take at shutdown
+        #: with ``--workers``: whether the other HTTP processes have opened too
+        self.others_ready: Callable[[], bool] = lambda: True
 
     @property
     def ready(self) -> bool:
-        if self.coordinator is None or self.closing:
+        if self.coordinator is None or self.closing or not self.others_ready():
             return False
         dispatcher = getattr(self.coordinator, "dispatcher", None)
         return all(_healthy(bound.engine) for bound in getattr(dispatcher, "engines", ()))

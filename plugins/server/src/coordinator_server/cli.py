@@ -79,6 +79,8 @@ KEYS = CliCommand(name="keys", help="API keys of the network service (create, li
 def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--grpc-port", type=int, default=None, metavar="PORT",
+                        help="also serve the Open Inference Protocol over gRPC on this port")
     parser.add_argument("--no-auth", action="store_true",
                         help="accept requests without a key (loopback addresses only)")
     parser.add_argument("--grace", type=int, default=10, metavar="SECONDS",
@@ -87,6 +89,12 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
                         help="serve HTTPS with this PEM certificate chain (needs --tls-key)")
     parser.add_argument("--tls-key", metavar="FILE",
                         help="the PEM private key of --tls-cert")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="HTTP processes sharing the port, all committing through this "
+                             "one's writer (default 1; quota limits hold per process)")
+    # A child of --workers: the inherited socket, and the pipe it reports readiness on.
+    parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
 
 def is_loopback(host: str) -> bool:
@@ -103,11 +111,36 @@ def _serve(args: argparse.Namespace, open_coordinator: Opener) -> int:
         raise InvalidRequest(f"--no-auth is allowed only on a loopback address, not {args.host}")
     if not 0 <= args.port <= 65535:
         raise InvalidRequest(f"--port {args.port} is not a port number")
+    if not 1 <= args.workers <= 64:
+        raise InvalidRequest(f"--workers must be from 1 to 64, got {args.workers}")
+    grpc_port = getattr(args, "grpc_port", None)
+    if grpc_port is not None and not 0 < grpc_port <= 65535:
+        raise InvalidRequest(f"--grpc-port {grpc_port} is not a port number")
+    if grpc_port is not None and grpc_port == args.port:
+        raise InvalidRequest(f"--grpc-port {grpc_port} is the HTTP --port too")
     tls = check_tls(args.tls_cert, args.tls_key)
     from coordinator_server.serve import serve
 
     return serve(open_coordinator, host=args.host, port=args.port, auth=not args.no_auth,
-                 grace=args.grace, tls=tls)
+                 grace=args.grace, tls=tls, grpc_port=grpc_port, workers=args.workers,
+                 fd=args.fd, child_args=None if args.fd is not None else _child_args(args),
+                 ready_fd=args.ready_fd)
+
+
+def _child_args(args: argparse.Namespace) -> list[str]:
+    """The command line of the other HTTP processes of ``--workers`` (``--fd`` follows;
+    gRPC is served by the first process only)."""
+    out = []
+    if getattr(args, "data_dir", None):
+        out += ["--data-dir", str(args.data_dir)]
+    if getattr(args, "config", None):
+        out += ["--config", str(args.config)]
+    out += ["serve", "--grace", str(args.grace)]
+    if args.no_auth:
+        out.append("--no-auth")
+    if args.tls_cert:
+        out += ["--tls-cert", args.tls_cert, "--tls-key", args.tls_key]
+    return out
 
 
 SERVE = CliCommand(name="serve", help="serve the Open Inference Protocol v2 and the contract API",
