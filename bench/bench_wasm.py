@@ -38,6 +38,7 @@ from bench.harness import Table, interleaved, paired_ratio, percentiles, time_ca
 from coordinator_core import Coordinator, ExecutionRequest
 from coordinator_core.store.schema import INSERT_AUDIT, connect, initialise
 from coordinator_engine_wasmtime.engine import WasmtimeEngine
+from coordinator_engine_wasmtime.lazy import LazyWasmtimeEngine
 from coordinator_engine_wasmtime.settings import WasmtimeSettings
 from coordinator_hookspecs import (
     CancelToken,
@@ -136,7 +137,7 @@ def bench_pipeline(table: Table, tmp: Path) -> None:
         memory_request = ExecutionRequest(caller="bench", resource_id=in_memory.deploy(
             COUNTER, "wasm", name="counter", capabilities=["storage"], source_format="wat"))
         wasm = coord.engine_for("wasm").canonical_code(COUNTER, "wat")
-        engine: WasmtimeEngine = coord.engine_for("wasm")
+        engine: LazyWasmtimeEngine = coord.engine_for("wasm")  # built by the deploy above
         resource = coord.resource(rid)
         request = ExecutionRequest(resource_id=rid, caller="bench")
         state: dict[bytes, bytes] = {}

@@ -224,7 +224,7 @@ def test_a_pool_the_process_cannot_map_is_a_config_error() -> None:
     import sys
 
     probe = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (200 << 30, 200 << 30));"
-             "from coordinator_engine_wasmtime.engine import check_address_space as c;"
+             "from coordinator_engine_wasmtime.budget import check_address_space as c;"
              "c(0); c(8)\n"
              "try:\n    c(256)\nexcept Exception as e:\n    print(type(e).__name__, e)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

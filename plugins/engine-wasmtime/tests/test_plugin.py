@@ -10,7 +10,9 @@ import pluggy
 import pytest
 
 from coordinator_engine_wasmtime import plugin
-from coordinator_engine_wasmtime.engine import STACK_MARGIN, WasmtimeEngine, thread_stack_bytes
+from coordinator_engine_wasmtime.budget import STACK_MARGIN, thread_stack_bytes
+from coordinator_engine_wasmtime.engine import WasmtimeEngine
+from coordinator_engine_wasmtime.lazy import LazyWasmtimeEngine
 from coordinator_engine_wasmtime.settings import WasmtimeSettings
 from coordinator_hookspecs import PROJECT_NAME, InvalidRequest, spec
 
@@ -54,7 +56,8 @@ def test_hooks_register_section_engine_validator_and_host_functions(tmp_path: Pa
     (host_records,) = hook.coordinator_register_host_functions(config=config)
     engine = engine_record.engine
     try:
-        assert isinstance(engine, WasmtimeEngine)
+        assert isinstance(engine, LazyWasmtimeEngine)
+        assert not engine.built  # registering builds nothing: wasmtime is imported on first use
         assert engine_record.name == "wasmtime"
         assert engine_record.resource_types == {"wasm"}
         assert engine_record.features == {"fuel", "cancel", "deadline"}
@@ -68,6 +71,7 @@ def test_hooks_register_section_engine_validator_and_host_functions(tmp_path: Pa
             "log": "log"}
         assert {r.fee for r in host_records} == {3}
         assert engine.health()
+        assert isinstance(engine.real, WasmtimeEngine) and engine.built and engine.health()
     finally:
         engine.close()
     assert not engine.health()

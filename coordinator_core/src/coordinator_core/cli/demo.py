@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import coordinator_core
-from coordinator_core.cli import demo_summary, demo_workload
 from coordinator_core.cli.output import emit
 from coordinator_hookspecs import (
     CliCommand,
@@ -111,6 +110,8 @@ def _run(args: argparse.Namespace, _open_coordinator: Any) -> int:
 
 
 def _demo(args: argparse.Namespace, examples: Path, data_dir: Path, temporary: bool) -> int:
+    # Imported here: every command loads this plugin, only ``demo`` needs them.
+    from coordinator_core.cli import demo_summary, demo_workload
     from coordinator_core.coordination.coordinator import Coordinator
 
     recorder = demo_summary.StageRecorder()

@@ -14,12 +14,12 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from loguru import logger
 
 from coordinator_core.cli.output import emit, fail, to_jsonable
+from coordinator_core.log import configure_on_import
 from coordinator_core.plugin_host.bootstrap import (
     Loaded,
     bootstrap,
@@ -31,6 +31,9 @@ from coordinator_core.plugin_host.config import load_config
 from coordinator_core.plugin_host.host import PluginError
 from coordinator_core.plugin_host.registry import Conflict, collect_cli_commands
 from coordinator_hookspecs import CoordinatorError, ErrorKind
+
+if TYPE_CHECKING:
+    from loguru import Logger
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -68,18 +71,24 @@ def _json_option() -> _Parser:
 
 
 def setup_logging(verbose: int, quiet: int) -> None:
-    """The CLI's loguru handler on stderr: warnings by default, -v info, -vv debug."""
+    """The CLI's loguru handler on stderr: warnings by default, -v info, -vv debug. Installed
+    when loguru is imported (at once if it is already): a command that logs nothing never
+    imports it."""
     level = {-2: "CRITICAL", -1: "ERROR", 0: "WARNING", 1: "INFO"}.get(
         max(-2, min(verbose - quiet, 2)), "DEBUG"
     )
-    logger.remove()
-    logger.add(
-        sys.stderr,
-        level=level,
-        format="<level>{level: <7}</level> {message}",
-        backtrace=False,
-        diagnose=False,
-    )
+
+    def configure(logger: Logger) -> None:
+        logger.remove()
+        logger.add(
+            sys.stderr,
+            level=level,
+            format="<level>{level: <7}</level> {message}",
+            backtrace=False,
+            diagnose=False,
+        )
+
+    configure_on_import(configure)
 
 
 def build_parser(commands: dict[str, tuple[str, Any]]) -> argparse.ArgumentParser:

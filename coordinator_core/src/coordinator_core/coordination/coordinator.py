@@ -14,8 +14,6 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
 from coordinator_core.coordination.executions import ExecutionCoordinator
 from coordinator_core.coordination.resources import ResourceCoordinator
 from coordinator_core.engines.dispatcher import Dispatcher
@@ -23,6 +21,7 @@ from coordinator_core.execution.ledger import Ledger
 from coordinator_core.execution.locks import shared_locks
 from coordinator_core.execution.pipeline import Pipeline
 from coordinator_core.execution.watchdog import Watchdog
+from coordinator_core.log import logger
 from coordinator_core.plugin_host.bootstrap import Loaded, bootstrap, check_required
 from coordinator_core.plugin_host.builtins import BUILTIN_PLUGINS
 from coordinator_core.plugin_host.config import Config, load_config

@@ -30,8 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
-from loguru import logger
 
+from coordinator_core.log import logger
 from coordinator_hookspecs import (
     DeployRequest,
     EngineBase,

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
-from loguru import logger
 
 from coordinator_core.execution.ledger import Entry, Ledger
 from coordinator_core.execution.scope import Tree
+from coordinator_core.log import logger
 from coordinator_core.store.base import BoundProcessor, Finished, Store
 from coordinator_core.store.chain import effect_digest
 from coordinator_core.store.effects import discarded

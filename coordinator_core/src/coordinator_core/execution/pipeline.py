@@ -19,8 +19,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from loguru import logger
-
 from coordinator_core.engines.dispatcher import Dispatcher
 from coordinator_core.execution.checks import RequestChecks, checked, stopped
 from coordinator_core.execution.commit import Committer
@@ -29,6 +27,7 @@ from coordinator_core.execution.locks import ResourceLocks
 from coordinator_core.execution.nested import Nested
 from coordinator_core.execution.resource_cache import RESOURCES_RECHECK, ResourceCache
 from coordinator_core.execution.scope import StateScope, Tree
+from coordinator_core.log import logger
 from coordinator_core.plugin_host.config import CoreSettings
 from coordinator_core.services.audit.sinks import AuditSinks
 from coordinator_core.services.metrics.sinks import MetricsSinks

@@ -16,9 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from loguru import logger
-
 from coordinator_core.execution.ledger import Entry, Ledger
+from coordinator_core.log import logger
 from coordinator_hookspecs import ErrorKind, Status
 
 

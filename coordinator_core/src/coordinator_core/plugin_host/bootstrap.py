@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
-from loguru import logger
 
+from coordinator_core.log import logger
 from coordinator_core.plugin_host.builtins import BUILTIN_PLUGINS, ESSENTIAL_PLUGINS
 from coordinator_core.plugin_host.config import Config
 from coordinator_core.plugin_host.host import PluginError, PluginHost, PluginInfo

@@ -34,8 +34,8 @@ from typing import Any
 
 import attrs
 import cattrs
-from loguru import logger
 
+from coordinator_core.log import logger
 from coordinator_core.plugin_host.sources import ENV_PREFIX, read_sources, section_key
 from coordinator_hookspecs import InvalidRequest
 

@@ -18,8 +18,8 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import attrs
-from loguru import logger
 
+from coordinator_core.log import logger
 from coordinator_core.plugin_host.manager import CoordinatorManager
 from coordinator_hookspecs import CoordinatorError, InvalidRequest
 

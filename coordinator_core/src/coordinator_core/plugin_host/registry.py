@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from loguru import logger
 
+from coordinator_core.log import logger
 from coordinator_core.plugin_host.config import Config, RecordOverride
 from coordinator_core.plugin_host.host import PluginError, PluginHost
 from coordinator_hookspecs import (

@@ -11,7 +11,6 @@ about a section no plugin declares can point at it.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,8 @@ def read_sources(
     data: dict[str, Any] = {}
     source = None
     if path is not None:
+        import tomllib  # here: most commands run without a config file or variables
+
         source = Path(path)
         try:
             data = tomllib.loads(source.read_text(encoding="utf-8"))
@@ -52,6 +53,8 @@ def read_sources(
 
 
 def _env_value(text: str) -> Any:
+    import tomllib
+
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:

@@ -14,8 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from loguru import logger
-
+from coordinator_core.log import logger
 from coordinator_hookspecs import optional
 
 #: Seconds ``close`` waits in total for every sink of a composite to close.

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
-from loguru import logger
 
+from coordinator_core.log import logger
 from coordinator_core.store.base import BoundProcessor
 from coordinator_hookspecs import (
     AuditRecord,

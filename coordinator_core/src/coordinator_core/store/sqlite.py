@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from loguru import logger
 
+from coordinator_core.log import logger
 from coordinator_core.store.base import BoundProcessor, Finished, VerifyReport
 from coordinator_core.store.chain import (
     ChainWalker,

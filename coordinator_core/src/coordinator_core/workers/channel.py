@@ -24,8 +24,8 @@ from pickle import HIGHEST_PROTOCOL, Pickler, loads
 from typing import Any
 
 import attrs
-from loguru import logger
 
+from coordinator_core.log import logger
 from coordinator_hookspecs import (
     ERROR_OF_KIND,
     AccessPolicy,

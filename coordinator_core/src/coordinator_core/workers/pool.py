@@ -33,10 +33,9 @@ import threading
 import time
 from typing import Any
 
-from loguru import logger
-
 from coordinator_core.engines.processes.spec import WorkerSpec, spec_from
 from coordinator_core.execution.ledger import Entry
+from coordinator_core.log import logger
 from coordinator_core.workers.channel import Channel, ChannelClosed, serve_batches
 from coordinator_core.workers.worker import (
     CANCEL,

@@ -36,9 +36,9 @@ from queue import SimpleQueue
 from typing import Any
 
 import attrs
-from loguru import logger
 
 from coordinator_core.engines.processes.spec import WorkerSpec, load_plugins
+from coordinator_core.log import logger
 from coordinator_core.plugin_host.config import ProcessCount
 from coordinator_core.store import store_settings
 from coordinator_core.workers.channel import Channel, serve

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from loguru import logger
 
+from coordinator_core.log import logger
 from coordinator_core.store.effects import discarded
 from coordinator_core.workers.channel import REPLY, Channel, serve_batches
 from coordinator_core.workers.remote_store import (

@@ -12,7 +12,7 @@ How: each C function gets its *own* ctypes function object built from wasmtime-p
 library (``CFUNCTYPE(...)((name, dll))``), declared with ``c_void_p``/integer argument types
 so calls take and return plain ints. wasmtime-py's own binding objects are left untouched.
 The prototypes mirror the C headers of wasmtime 50, which is why the distribution pins
-``wasmtime==50.0.1`` and this module refuses any other version at import.
+``wasmtime==50.0.1`` and ``version.py`` refuses any other version at import.
 
 Everything that touches a raw pointer lives here; callers hold opaque ints.
 """
@@ -22,18 +22,14 @@ from __future__ import annotations
 import ctypes
 import functools
 from ctypes import c_bool, c_char_p, c_int64, c_size_t, c_uint8, c_uint64, c_void_p
-from importlib import metadata
 from typing import Any
 
 from wasmtime import _ffi
 
-WASMTIME_VERSION = metadata.version("wasmtime")
-if WASMTIME_VERSION != "50.0.1":  # the prototypes below are those of wasmtime 50
-    raise ImportError(
-        f"coordinator-engine-wasmtime needs wasmtime==50.0.1 (its raw C-API prototypes are "
-        f"that release's), found {WASMTIME_VERSION}"
-    )
+from coordinator_engine_wasmtime import version
 
+#: refused at import unless it is the release these prototypes are written for
+WASMTIME_VERSION = version.WASMTIME_VERSION
 _dll = _ffi.dll
 P = c_void_p
 

@@ -10,11 +10,13 @@ a breach traps with a message naming the cap.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from coordinator_engine_wasmtime.invocation import Invocation
 from coordinator_engine_wasmtime.settings import WasmtimeSettings
 from coordinator_hookspecs import Effect, EffectKind, HostFunctionRecord, Trap
+
+if TYPE_CHECKING:  # the records are built at registration, before wasmtime is imported
+    from coordinator_engine_wasmtime.invocation import Invocation
 
 #: Log levels a guest may use; the effect's key is the level's name in ASCII.
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")

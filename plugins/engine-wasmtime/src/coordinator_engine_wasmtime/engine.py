@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import resource
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -18,17 +17,18 @@ from typing import Any
 from coordinator_engine_wasmtime import _capi, runtime
 from coordinator_engine_wasmtime.abi import builtin_host_functions
 from coordinator_engine_wasmtime.artifacts import ArtifactStore
+from coordinator_engine_wasmtime.budget import check_address_space, check_stack_budget
 from coordinator_engine_wasmtime.modcache import CompiledModule, MissLocks, ModuleCache
 from coordinator_engine_wasmtime.policy import (
     ALWAYS_GRANTED,
-    HOST_MODULE,
     SOURCE,
     check_limits,
     describe,
     entries_from_meta,
+    env_host_functions,
     required_capabilities,
 )
-from coordinator_engine_wasmtime.settings import POOL_SLOT_RESERVATION, WasmtimeSettings
+from coordinator_engine_wasmtime.settings import WasmtimeSettings
 from coordinator_engine_wasmtime.ticker import EpochTicker
 from coordinator_engine_wasmtime.values import (
     host_params,
@@ -54,52 +54,6 @@ from coordinator_hookspecs import (
 )
 
 MAX_FUEL = (1 << 63) - 1
-
-
-#: Native stack taken by the Python and ctypes frames between two nested executions, and
-#: kept free below the deepest one (measured: a 2 MiB guest stack left ~2 MiB of an 8 MiB
-#: thread at depth 2 and overflowed it at depth 3).
-STACK_MARGIN = 1024 * 1024
-
-
-def thread_stack_bytes() -> int:
-    """The stack size of threads that run executions: ``threading.stack_size()`` when set,
-    else the process's stack limit (glibc sizes new threads by ``RLIMIT_STACK``), else 8 MiB."""
-    explicit = threading.stack_size()
-    if explicit:
-        return explicit
-    soft, _hard = resource.getrlimit(resource.RLIMIT_STACK)
-    return soft if 0 < soft != resource.RLIM_INFINITY else 8 * 1024 * 1024
-
-
-def check_stack_budget(max_wasm_stack: int, max_depth: int) -> None:
-    """Refuse a configuration whose nested executions could overflow the native stack.
-
-    wasmtime derives each store's stack limit from the stack pointer at entry, so nested
-    (hybrid) executions stack ``max_depth + 1`` guest stacks on one thread; more than the
-    thread has is a segfault, not a trap."""
-    need = (max_depth + 1) * (max_wasm_stack + STACK_MARGIN)
-    have = thread_stack_bytes()
-    if need > have:
-        raise InvalidRequest(
-            f"invalid configuration: [wasmtime] max_wasm_stack = {max_wasm_stack} with "
-            f"[coordinator] max_depth = {max_depth} needs {need} bytes of native stack "
-            f"({max_depth + 1} nested guest stacks plus {STACK_MARGIN} each), but threads "
-            f"have {have}: lower max_wasm_stack or max_depth"
-        )
-
-
-def check_address_space(slots: int) -> None:
-    """Refuse a pool the process cannot map: wasmtime aborts the process (a panic in the C
-    API) when its pooling allocator's reservation fails, instead of returning an error."""
-    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
-    need = slots * POOL_SLOT_RESERVATION
-    if soft != resource.RLIM_INFINITY and need > soft // 2:
-        raise InvalidRequest(
-            f"invalid configuration: [wasmtime] instance_pool_slots = {slots} reserves about "
-            f"{need >> 30} GiB of address space, but the process may map {soft >> 30} GiB "
-            "(ulimit -v): lower it, or set 0 to turn pooling off"
-        )
 
 
 class WasmtimeEngine(EngineBase):
@@ -136,11 +90,7 @@ class WasmtimeEngine(EngineBase):
     def bind_host_functions(self, records: Iterable[HostFunctionRecord]) -> None:
         """Define every host function of module ``env`` in a fresh linker (called once by the
         core with all registered records, other plugins' included)."""
-        chosen = [r for r in records if r.module == HOST_MODULE]
-        names = [r.name for r in chosen]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise EngineError(f"host functions defined twice: {', '.join(duplicates)}")
+        chosen = env_host_functions(records)
         linker = _capi.linker_new(self._engine)
         try:
             for index, r in enumerate(chosen):

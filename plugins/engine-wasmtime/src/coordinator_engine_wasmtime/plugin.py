@@ -2,8 +2,9 @@
 
 Registers the ``[wasmtime]`` config section, the ``wasmtime`` engine, the ``wasmtime-deploy``
 validator and the built-in host functions of the contract ABI. The engine, validator and host
-functions of one coordinator share one ``WasmtimeEngine``, found by the config object the
-registration hooks receive (a fresh one per coordinator, so coordinators never share state).
+functions of one coordinator share one engine, found by the config object the registration
+hooks receive (a fresh one per coordinator, so coordinators never share state). The engine
+is a ``LazyWasmtimeEngine``: nothing here imports wasmtime until a module is used.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import threading
 import weakref
 
 from coordinator_engine_wasmtime.abi import builtin_host_functions
-from coordinator_engine_wasmtime.engine import WasmtimeEngine
+from coordinator_engine_wasmtime.lazy import LazyWasmtimeEngine
 from coordinator_engine_wasmtime.settings import WasmtimeSettings
 from coordinator_engine_wasmtime.validator import DeployValidator
 from coordinator_hookspecs import (
@@ -25,18 +26,18 @@ from coordinator_hookspecs import (
 )
 
 SECTION = "wasmtime"
-_engines: weakref.WeakValueDictionary[int, WasmtimeEngine] = weakref.WeakValueDictionary()
+_engines: weakref.WeakValueDictionary[int, LazyWasmtimeEngine] = weakref.WeakValueDictionary()
 _lock = threading.Lock()
 
 
-def engine_for(config: CoordinatorConfig) -> WasmtimeEngine:
+def engine_for(config: CoordinatorConfig) -> LazyWasmtimeEngine:
     """The engine of the coordinator whose configuration is ``config`` (created once)."""
     with _lock:
         engine = _engines.get(id(config))
         if engine is None or engine.owner is not config:
             # The core's depth limit sizes the guest stacks nested calls pile on one thread.
-            engine = WasmtimeEngine(config.section(SECTION), config.data_dir,
-                                    max_depth=config.core.max_depth)
+            engine = LazyWasmtimeEngine(config.section(SECTION), config.data_dir,
+                                        max_depth=config.core.max_depth)
             # The strong reference keeps id(config) from being reused while the engine lives.
             engine.owner = config
             _engines[id(config)] = engine

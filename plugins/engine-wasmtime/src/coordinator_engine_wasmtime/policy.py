@@ -8,16 +8,29 @@ cannot make the engine compile something unbounded).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coordinator_engine_wasmtime.settings import WasmtimeSettings
-from coordinator_engine_wasmtime.wasmbin import ModuleShape
-from coordinator_hookspecs import HostFunctionRecord, InvalidRequest, SecurityRejected
+from coordinator_hookspecs import EngineError, HostFunctionRecord, InvalidRequest, SecurityRejected
+
+if TYPE_CHECKING:  # the plugin imports this module when it loads; shapes come with a deploy
+    from coordinator_engine_wasmtime.wasmbin import ModuleShape
 
 SOURCE = "wasmtime-deploy"
 #: Always granted: a contract without input and output cannot do anything useful.
 ALWAYS_GRANTED = frozenset({"io"})
 HOST_MODULE = "env"
+
+
+def env_host_functions(records: Iterable[HostFunctionRecord]) -> list[HostFunctionRecord]:
+    """The records of module ``env``, the one guests import from; a name defined twice is an
+    ``EngineError`` (checked when records are bound, before any module is linked)."""
+    chosen = [r for r in records if r.module == HOST_MODULE]
+    names = [r.name for r in chosen]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise EngineError(f"host functions defined twice: {', '.join(duplicates)}")
+    return chosen
 
 
 def _sig(params: Iterable[str], results: Iterable[str]) -> str:

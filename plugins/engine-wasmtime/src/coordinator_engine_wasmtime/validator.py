@@ -10,19 +10,25 @@ compile bomb is refused here and the first execution finds the module warm.
 
 from __future__ import annotations
 
-from coordinator_engine_wasmtime.engine import WasmtimeEngine
+from typing import TYPE_CHECKING
+
 from coordinator_engine_wasmtime.policy import check_imports, check_limits
-from coordinator_engine_wasmtime.wasmbin import read_module
 from coordinator_hookspecs import DeployRequest, ValidatorBase, Verdict
+
+if TYPE_CHECKING:  # the plugin registers the validator before wasmtime is imported
+    from coordinator_engine_wasmtime.engine import WasmtimeEngine
+    from coordinator_engine_wasmtime.lazy import LazyWasmtimeEngine
 
 
 class DeployValidator(ValidatorBase):
     """Static limits, import rules and the compile cap, checked at deploy."""
 
-    def __init__(self, engine: WasmtimeEngine) -> None:
+    def __init__(self, engine: WasmtimeEngine | LazyWasmtimeEngine) -> None:
         self.engine = engine
 
     def validate_deploy(self, deploy: DeployRequest) -> Verdict | None:
+        from coordinator_engine_wasmtime.wasmbin import read_module  # not when the plugin loads
+
         code = deploy.code
         shape = read_module(code)
         check_limits(shape, len(code), self.engine.settings)

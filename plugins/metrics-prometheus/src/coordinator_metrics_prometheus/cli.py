@@ -11,11 +11,7 @@ import argparse
 import json
 import time
 
-from prometheus_client import CollectorRegistry, generate_latest
-
 from coordinator_hookspecs import CliCommand, CoordinatorOpener
-from coordinator_metrics_prometheus.auditlog import AuditLogCollector
-from coordinator_metrics_prometheus.server import MetricsServer
 
 DEFAULT_PORT = 9464  # the port Prometheus' registry of default ports gives exporters like this
 
@@ -30,7 +26,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace, open_coordinator: CoordinatorOpener) -> int:
+    # Imported here: every ``coordinator`` command registers this one, few run it.
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from coordinator_metrics_prometheus.auditlog import AuditLogCollector
     from coordinator_metrics_prometheus.plugin import SECTION, sinks_of
+    from coordinator_metrics_prometheus.server import MetricsServer
 
     with open_coordinator() as coordinator:
         settings = coordinator.config.section(SECTION)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import start_http_server
-
 from coordinator_hookspecs import InvalidRequest
 
 
@@ -13,6 +11,8 @@ class MetricsServer:
     """Serves ``registry`` on ``addr:port`` from a daemon thread until :meth:`stop`."""
 
     def __init__(self, registry: Any, addr: str, port: int) -> None:
+        from prometheus_client import start_http_server  # only once an endpoint is wanted
+
         try:
             self._httpd, self._thread = start_http_server(port, addr, registry=registry)
         except OSError as exc:

@@ -18,6 +18,10 @@ queued reports are added to plain counters and bucket lists in batches (``FOLD_A
 and before every scrape), and the Prometheus families are built from those counts at scrape
 time. (``prometheus_client``'s labelled metrics cost a validation and a lock per
 observation, ~20 us per execution with the stage histograms.)
+
+``prometheus_client`` is imported when the registry is first read (a scrape, the endpoint, a
+test), not when the plugin loads: every ``coordinator`` command and every coordinator
+registers this sink, and most are never scraped.
 """
 
 from __future__ import annotations
@@ -27,19 +31,14 @@ import threading
 from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
-from typing import Any
-
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.utils import floatToGoString
+from typing import TYPE_CHECKING, Any
 
 from coordinator_hookspecs import CoordinatorView, ExecutionReport, MetricsSinkBase
 from coordinator_metrics_prometheus.config import DEFAULT_BUCKETS
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import Metric
 
 #: Reports queued before the recording thread adds them to the counts.
 FOLD_AT = 200  # not 256 like the core collector: their folds fall on different executions
@@ -67,10 +66,28 @@ class PrometheusSink(MetricsSinkBase):
         self.fee: dict[tuple[str, str], int] = {}
         self.durations: dict[str, _Buckets] = {}
         self.stages: dict[str, _Buckets] = {}
-        self.registry = CollectorRegistry()
-        self.registry.register(_SinkCollector(self))
+        self._registry: CollectorRegistry | None = None
+        self._registry_lock = threading.Lock()  # not ``_lock``: a scrape folds under that one
         self._coordinator_collector: CoordinatorCollector | None = None
         self.server: Any = None
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The sink's own ``CollectorRegistry`` (built, and ``prometheus_client`` imported,
+        on first read) with this sink's counts and, once attached, the coordinator's gauges."""
+        registry = self._registry
+        if registry is None:
+            with self._registry_lock:
+                registry = self._registry
+                if registry is None:
+                    from prometheus_client import CollectorRegistry
+
+                    registry = CollectorRegistry()
+                    registry.register(_SinkCollector(self))
+                    if self._coordinator_collector is not None:
+                        registry.register(self._coordinator_collector)
+                    self._registry = registry
+        return registry
 
     def record(self, report: ExecutionReport) -> None:
         pending = self._pending
@@ -121,6 +138,9 @@ class PrometheusSink(MetricsSinkBase):
 
     def families(self) -> list[Metric]:
         """The recorded counts as Prometheus metric families (called at scrape time)."""
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+        from prometheus_client.utils import floatToGoString
+
         executions = CounterMetricFamily(
             "coordinator_executions", "Finished executions by status, error kind, engine and "
             "resource type.", labels=["status", "error_kind", "engine", "resource_type"])
@@ -141,23 +161,29 @@ class PrometheusSink(MetricsSinkBase):
                 fee.add_metric([engine, rtype], total)
             for family, series_by_label in ((duration, self.durations), (stage, self.stages)):
                 for label, series in series_by_label.items():
-                    family.add_metric([label], self._cumulative(series), series.total)
+                    family.add_metric([label], self._cumulative(series, floatToGoString),
+                                      series.total)
         return [executions, fee, duration, stage]
 
-    def _cumulative(self, series: _Buckets) -> list[tuple[str, float]]:
+    def _cumulative(self, series: _Buckets, label: Any) -> list[tuple[str, float]]:
         out: list[tuple[str, float]] = []
         seen = 0
         for bound, n in zip((*self.bounds, float("inf")), series.counts, strict=True):
             seen += n
-            out.append((floatToGoString(bound), seen))
+            out.append((label(bound), seen))
         return out
 
     # -- lifecycle (driven by the plugin's startup/shutdown hooks) -------------------------
     def attach(self, coordinator: CoordinatorView) -> None:
-        """Expose the coordinator's live engine gauges in this registry."""
-        if self._coordinator_collector is None:
-            self._coordinator_collector = CoordinatorCollector(coordinator)
-            self.registry.register(self._coordinator_collector)
+        """Expose the coordinator's live engine gauges in this registry (registered now if
+        the registry exists, else when it is built)."""
+        with self._registry_lock:
+            if self._coordinator_collector is not None:
+                return
+            collector = self._coordinator_collector = CoordinatorCollector(coordinator)
+            registry = self._registry
+        if registry is not None:
+            registry.register(collector)
 
     def stop_server(self) -> None:
         server, self.server = self.server, None
@@ -175,6 +201,8 @@ class CoordinatorCollector:
         self._coordinator = coordinator
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         snapshot = self._coordinator.metrics()
         inflight = GaugeMetricFamily("coordinator_engine_inflight",
                                      "Executions running on each engine now.", labels=["engine"])

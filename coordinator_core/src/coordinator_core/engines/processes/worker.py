@@ -28,10 +28,9 @@ from collections import OrderedDict
 from multiprocessing.connection import Connection
 from typing import Any
 
-from loguru import logger
-
 from coordinator_core.engines.processes.spec import WorkerSpec, load_engines
 from coordinator_core.engines.processes.state import open_reader
+from coordinator_core.log import logger
 from coordinator_hookspecs import (
     ERROR_OF_KIND,
     CancelToken,

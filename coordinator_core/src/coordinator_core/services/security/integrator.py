@@ -14,8 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from loguru import logger
-
+from coordinator_core.log import logger
 from coordinator_hookspecs import (
     CoordinatorError,
     DeployRequest,
