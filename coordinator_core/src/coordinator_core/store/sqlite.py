@@ -226,6 +226,13 @@ class SqliteStore:
                     processors: Sequence[BoundProcessor]) -> list[tuple[Any, StateLog]]:
         """``finish`` of several executions as one group (what a worker process sent in one
         read): each item's (``Finished`` or the exception it raised, state written)."""
+        if len(items) == 1:  # alone: finish's short paths (one statement, or flat) apply
+            record, effects, children = items[0]
+            alone: StateLog = {}
+            try:
+                return [(self.finish(record, effects, processors, children, alone), alone)]
+            except Exception as exc:
+                return [(exc, alone)]
         if self._closed:
             raise InvalidRequest("the store is closed")
         jobs: list[Job] = []
