@@ -49,6 +49,8 @@ ROUNDS = 3
 DURATION = 2.0
 WARMUP = 0.5
 WORKERS = 2
+#: The service with ``serve --workers 2``: two HTTP processes over one writer.
+HTTP2 = "HTTP, 2 processes"
 #: Audit and quota on, as in production: every execution passes a per-caller token bucket
 #: and a concurrency slot with limits far above the load, so the policies do their work.
 CONFIG = f"""
@@ -190,11 +192,17 @@ def run(table: Table) -> None:
         rid = server.deploy(wat, "wasm", "add")
         server.deploy(onnx, "onnx", "tiny")
         token = server.create_key("bench")
+        # The same service in two HTTP processes over one writer (serve --workers 2).
+        two = CoordinatorServer(tmp, config, ("--workers", "2"))
+        two_rid = two.deploy(wat, "wasm", "add")
+        two.deploy(onnx, "onnx", "tiny")
+        two_token = two.create_key("bench")
         ml_skip = ensure_mlserver()
         mlservers = {} if ml_skip else {
             label: MLServerProcess(tmp, "tiny", onnx.read_bytes(), parallel_workers=workers)
             for label, workers in MLSERVER_SETTINGS.items()}
         server.start()
+        two.start()
         try:
             for label, mlserver in list(mlservers.items()):
                 try:
@@ -203,16 +211,19 @@ def run(table: Table) -> None:
                     del mlservers[label]
                     ml_skip = f"{label} did not start: {str(exc).splitlines()[-1][:160]}"
             with Coordinator.open(config, data_dir=tmp / "inproc") as coord:
-                _measure(table, tmp, coord, server, token, rid, wat, onnx, mlservers, ml_skip)
+                _measure(table, tmp, coord, server, token, rid, wat, onnx, mlservers, ml_skip,
+                         (two, two_token, two_rid))
         finally:
             server.stop()
+            two.stop()
             for mlserver in mlservers.values():
                 mlserver.stop()
 
 
 def _measure(table: Table, tmp: Path, coord: Coordinator, server: CoordinatorServer,
              token: str, rid: str, wat: Path, onnx: Path,
-             mlservers: dict[str, MLServerProcess], ml_skip: str | None) -> None:
+             mlservers: dict[str, MLServerProcess], ml_skip: str | None,
+             second: tuple[CoordinatorServer, str, str]) -> None:
     assert server.proc is not None
     host = f"127.0.0.1:{server.port}"
     auth = [("Authorization", f"Bearer {token}"), ("Content-Type", "application/json")]
@@ -234,6 +245,17 @@ def _measure(table: Table, tmp: Path, coord: Coordinator, server: CoordinatorSer
                 "POST", "/v2/models/tiny/infer", host, INFER_BODY, auth), b'"outputs"',
                 server.proc.pid, tmp)},
     }
+    two, two_token, two_rid = second
+    assert two.proc is not None
+    two_host = f"127.0.0.1:{two.port}"
+    two_auth = [("Authorization", f"Bearer {two_token}"), ("Content-Type", "application/json")]
+    workloads["trivial wasm contract"][HTTP2] = partial(drive, two.port, build_request(
+        "POST", "/v1/executions", two_host, json.dumps(
+            {"resource_id": two_rid, "entry": "add", "args": [2, 3]}).encode(), two_auth),
+        b'"succeeded"', two.proc.pid, tmp)
+    workloads["tiny ONNX model"][HTTP2] = partial(drive, two.port, build_request(
+        "POST", "/v2/models/tiny/infer", two_host, INFER_BODY, two_auth), b'"outputs"',
+        two.proc.pid, tmp)
     for label, mlserver in mlservers.items():
         assert mlserver.proc is not None
         workloads["tiny ONNX model"][label] = partial(
@@ -265,7 +287,7 @@ def _rows(table: Table, workload: str, runs: dict[tuple[str, str], list[dict[str
                   note=f"median of {len(got)} rounds, {_spread(got, 'throughput')}; {cpu}")
         table.add(SECTION, f"{workload}: {way}, p50", _median(got, "p50_ms"), "ms")
         p99 = _median(got, "p99_ms")
-        if way == "HTTP":
+        if way in ("HTTP", HTTP2):
             table.add(SECTION, f"{workload}: {way}, p99", p99, "ms", target="< 5 ms",
                       ok=p99 < 5.0, note=f"Little's law floor at this rate: "
                       f"{CLIENTS / _median(got, 'throughput') * 1e3:.1f} ms")
@@ -275,6 +297,10 @@ def _rows(table: Table, workload: str, runs: dict[tuple[str, str], list[dict[str
                               for h, p in zip(http, inproc, strict=True))
     table.add(SECTION, f"{workload}: HTTP / in-process throughput", ratio * 100, "%",
               target=">= 60%", ok=ratio >= 0.6, note="median of the per-round ratios")
+    two = statistics.median(h["throughput"] / p["throughput"]
+                            for h, p in zip(runs[(workload, HTTP2)], inproc, strict=True))
+    table.add(SECTION, f"{workload}: {HTTP2} / in-process throughput", two * 100, "%",
+              target=">= 60%", ok=two >= 0.6, note="two HTTP processes, one writer")
     for (w, way), one in single.items():
         if w == workload:
             table.add(SECTION, f"{workload}: {way}, 1 client, p50 / p99", one["p50_ms"], "ms",

@@ -75,12 +75,13 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 class CoordinatorServer:
     """``coordinator serve`` over a fresh data directory holding ``resources``."""
 
-    def __init__(self, workdir: Path, config: Path) -> None:
-        self.workdir, self.config = workdir, config
-        self.data_dir = workdir / "served"
+    def __init__(self, workdir: Path, config: Path, serve_args: tuple[str, ...] = ()) -> None:
+        self.workdir, self.config, self.serve_args = workdir, config, serve_args
+        suffix = "-".join(a.strip("-") for a in serve_args)
+        self.data_dir = workdir / ("served" + (f"-{suffix}" if suffix else ""))
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = workdir / "serve.log"
+        self.log = workdir / ("serve" + (f"-{suffix}" if suffix else "") + ".log")
 
     def cli(self, *args: str) -> str:
         done = subprocess.run([COORDINATOR, "--data-dir", str(self.data_dir), "--config",
@@ -102,7 +103,8 @@ class CoordinatorServer:
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 [COORDINATOR, "--data-dir", str(self.data_dir), "--config", str(self.config),
-                 "serve", "--port", str(self.port)], stdout=log, stderr=subprocess.STDOUT)
+                 "serve", "--port", str(self.port), *self.serve_args], stdout=log,
+                stderr=subprocess.STDOUT)
         _wait_ready(self.proc, [f"http://127.0.0.1:{self.port}/v2/health/ready"], self.log,
                     "coordinator serve")
 
