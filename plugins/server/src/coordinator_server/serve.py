@@ -26,7 +26,7 @@ from coordinator_server.app import ServerState
 from coordinator_server.keys import KeyStore
 from coordinator_server.models import ModelIndex
 from coordinator_server.processes import Children, bind, report_ready
-from coordinator_server.protocol import STATE_KEY, GuardedH11Protocol, raise_open_files_limit
+from coordinator_server.protocol import STATE_KEY, GuardedHttpToolsProtocol, raise_open_files_limit
 from coordinator_server.settings import SECTION
 from coordinator_server.tls import TlsFiles
 
@@ -140,7 +140,7 @@ def serve(open_coordinator: Callable[[], Any], *, host: str, port: int, auth: bo
     app = build_app(state, open_coordinator, stop, front, children, ready_fd)
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", access_log=False,
                             log_level="warning", timeout_graceful_shutdown=max(1, grace),
-                            server_header=False, http=GuardedH11Protocol,
+                            server_header=False, http=GuardedHttpToolsProtocol,
                             ssl_certfile=tls.cert if tls is not None else None,
                             ssl_keyfile=tls.key if tls is not None else None)
     server = _Server(config, front.begin_stop if front is not None else None)
