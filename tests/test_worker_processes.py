@@ -158,7 +158,7 @@ def test_cancel_and_status_reach_an_execution_in_a_worker(coord: Coordinator) ->
     asked = time.monotonic()
     assert coord.cancel(handle.execution_id) is True
     result = handle.result(timeout=10)
-    assert time.monotonic() - asked < 1.0
+    assert time.monotonic() - asked < 0.5  # typically about a millisecond
     assert result.status is Status.CANCELLED
     assert coord.status(handle.execution_id).status is Status.CANCELLED
     assert coord.cancel(handle.execution_id) is False
