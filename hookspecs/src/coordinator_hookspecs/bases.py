@@ -69,6 +69,11 @@ class EngineBase:
         healthy, and never polled."""
         return True
 
+    def warm_up(self) -> None:
+        """Load what the first execution would otherwise pay for (a runtime imported on
+        first use, caches). A long-running front end calls it before it reports ready; a
+        one-shot command never does. Default: nothing to load."""
+
     def holds(self, resource_id: str) -> bool:
         """Whether the resource is warm here (compiled, a session open), for affinity
         scheduling. Default: nothing is."""

@@ -109,3 +109,11 @@ def test_a_closed_engine_is_never_built(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="closed"):
         engine.canonical_code(b"\0asm\x01\0\0\0")
     assert not engine.built
+
+
+def test_warm_up_builds_the_engine_before_the_first_execution(tmp_path: Path) -> None:
+    engine = LazyWasmtimeEngine(WasmtimeSettings(), tmp_path)
+    assert not engine.built
+    engine.warm_up()
+    assert engine.built and isinstance(engine.real, WasmtimeEngine)
+    engine.close()

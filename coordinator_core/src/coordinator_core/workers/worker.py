@@ -44,6 +44,7 @@ from coordinator_core.store import store_settings
 from coordinator_core.workers.channel import Channel, serve
 from coordinator_core.workers.remote_store import WorkerStore
 from coordinator_hookspecs import (
+    EngineBase,
     ErrorInfo,
     ErrorKind,
     ExecutionReport,
@@ -51,6 +52,7 @@ from coordinator_hookspecs import (
     MetricsSinkRecord,
     NotFound,
     Status,
+    method_or_default,
 )
 
 RUN, CANCEL, STATUS, STOP, READY, FAILED, RESULT, DONE = (
@@ -112,6 +114,8 @@ def open_worker(spec: WorkerSpec, channel: Channel) -> Any:
     forwarder.unsent = store.unsent
     coordinator = Coordinator(loaded.config, loaded.host, registry, store)
     coordinator.host.broadcast("coordinator_startup", coordinator=coordinator)
+    for engine_record in registry.engines:  # a worker is long-lived: load runtimes first
+        method_or_default(engine_record.engine, "warm_up", EngineBase)()
     return coordinator
 
 

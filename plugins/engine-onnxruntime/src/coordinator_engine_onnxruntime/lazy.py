@@ -72,6 +72,10 @@ class LazyEngine(EngineBase):
     def holds(self, resource_id: str) -> bool:
         return self._engine is not None and bool(self._engine.holds(resource_id))
 
+    def warm_up(self) -> None:
+        """Build the real engine now (a server does before it reports ready)."""
+        self._real()
+
     def health(self) -> bool:
         return self._engine is None or bool(self._engine.health())
 

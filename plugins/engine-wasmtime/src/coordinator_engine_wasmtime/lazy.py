@@ -112,6 +112,10 @@ class LazyWasmtimeEngine(EngineBase):
         engine = self._engine
         return engine is not None and engine.holds(resource_id)
 
+    def warm_up(self) -> None:
+        """Build the real engine now (a server does before it reports ready)."""
+        self.real  # noqa: B018 - the property builds it
+
     def health(self) -> bool:
         engine = self._engine
         return not self._closed if engine is None else engine.health()

@@ -21,6 +21,7 @@ import uvicorn
 from loguru import logger
 from starlette.applications import Starlette
 
+from coordinator_hookspecs import EngineBase, method_or_default
 from coordinator_server import contract, fallbacks, keys_api, oip, records
 from coordinator_server.app import ServerState
 from coordinator_server.keys import KeyStore
@@ -48,6 +49,7 @@ def build_app(state: ServerState, open_coordinator: Callable[[], Any],
             children.start()
             state.others_ready = children.ready
             stack.callback(children.stop, state.grace)
+        warm_up(coordinator)
         state.keys = KeyStore(coordinator.config.data_dir)
         stack.callback(state.keys.close)
         state.models = ModelIndex(coordinator)
@@ -90,6 +92,17 @@ def build_app(state: ServerState, open_coordinator: Callable[[], Any],
         routes=[*oip.routes(state), *contract.routes(state), *records.routes(state),
                 *keys_api.routes(state)],
         lifespan=lifespan, exception_handlers=fallbacks.HANDLERS)
+
+
+def warm_up(coordinator: Any) -> None:
+    """Let every engine load what its first execution would otherwise pay for (a runtime
+    imported on first use), before the server reports ready. A failure is logged: the
+    engine's own health and errors then speak for it."""
+    for name, engine in coordinator.registered("engines").items():
+        try:
+            method_or_default(engine, "warm_up", EngineBase)()
+        except Exception as exc:
+            logger.warning("engine {} failed to warm up: {}", name, exc)
 
 
 class _Server(uvicorn.Server):
