@@ -234,3 +234,18 @@ def test_other_processes_commit_through_the_writer_socket(tmp_path: Path) -> Non
         report = served.store.verify()
         assert report.ok and report.count == 2 + 203
     assert not (tmp_path / "writer.sock").exists()
+
+
+def test_a_script_without_a_main_guard_gets_told_why_its_workers_died(tmp_path: Path) -> None:
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from coordinator_core import Coordinator\n"
+        f"Coordinator.open(data_dir={str(tmp_path / 'data')!r}, "
+        "overrides={'coordinator': {'processes': 1}}).close()\n")
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0
+    assert "if __name__" in done.stderr and "before loading its plugins" in done.stderr

@@ -90,7 +90,11 @@ class _Process:
         try:
             message = self.channel.recv()
         except (EOFError, OSError):
-            message = (FAILED, f"exited with code {self.process.join(5) or self.process.exitcode}")
+            self.process.join(5)
+            message = (FAILED, f"exited with code {self.process.exitcode} before loading its "
+                       "plugins (its error is on stderr; a script that opens a coordinator "
+                       "with [coordinator] processes must guard its top level with "
+                       "if __name__ == \"__main__\": each worker imports it)")
         if message[0] != READY:
             self.process.kill()
             raise EngineError(f"worker process {self.pid} failed to start: {message[1]}")

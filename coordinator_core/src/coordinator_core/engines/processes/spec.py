@@ -66,7 +66,8 @@ def spec_from(coordinator: Any, engines: tuple[str, ...]) -> WorkerSpec:
             raise InvalidRequest(
                 f"inline plugin {info.name!r} cannot be sent to a worker process "
                 f"({type(exc).__name__}: {exc}); define it at module level with picklable "
-                "state, register it by module name, or keep [dispatch] executor = \"threads\""
+                "state, register it by module name, or run without worker processes ([dispatch] "
+                "executor = \"threads\", [coordinator] processes = 0)"
             ) from None
     return WorkerSpec(
         engines=engines,
