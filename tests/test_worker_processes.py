@@ -217,6 +217,9 @@ def test_other_processes_commit_through_the_writer_socket(tmp_path: Path) -> Non
     with Coordinator.open(data_dir=tmp_path, overrides=overrides) as served:
         assert (tmp_path / "writer.sock").stat().st_mode & 0o077 == 0
         assert (tmp_path / "writer.key").stat().st_mode & 0o077 == 0
+        with pytest.raises(InvalidRequest, match="own the writer"):
+            Coordinator.open(data_dir=tmp_path, overrides={
+                "coordinator": {"writer": "connect", "processes": 1}})
         counter = served.deploy(COUNTER_WAT, "wasm", source_format="wat",
                                 capabilities=["storage"])
         handles = [served.submit(ExecutionRequest(resource_id=counter)) for _ in range(200)]

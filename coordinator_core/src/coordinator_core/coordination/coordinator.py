@@ -182,6 +182,10 @@ class Coordinator(ExecutionCoordinator, ResourceCoordinator):
         if str(self.config.data_dir) == MEMORY:
             raise InvalidRequest("[coordinator] processes needs an on-disk data directory "
                                  "(worker processes share it), not the in-memory store")
+        if self.config.core.writer == "connect":
+            raise InvalidRequest("[coordinator] processes needs this coordinator to own the "
+                                 "writer, not writer = \"connect\": its worker processes "
+                                 "commit through it")
         if self.config.section("dispatch").executor == "processes":
             raise InvalidRequest("[coordinator] processes and [dispatch] executor = "
                                  "\"processes\" exclude each other: worker processes hold "

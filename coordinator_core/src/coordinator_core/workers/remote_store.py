@@ -68,6 +68,18 @@ class WorkerStore(SqliteStore):
             self._state_cache.committed(resource_id, previous, stamp, writes)
         return Finished(records_of(rows), error)
 
+    def finish_many(self, items: Sequence[tuple[AuditRecord, Sequence[Effect],
+                                                Sequence[AuditRecord]]],
+                    processors: Sequence[BoundProcessor]) -> list[tuple[Any, Any]]:
+        """Never this process's own writer: each item is a ``finish`` call."""
+        out: list[tuple[Any, Any]] = []
+        for record, effects, children in items:
+            try:
+                out.append((self.finish(record, effects, processors, children), {}))
+            except Exception as exc:
+                out.append((exc, {}))
+        return out
+
     def append(self, record: AuditRecord) -> AuditRecord:
         rows = self.channel.call(APPEND, (record,))
         return records_of(rows)[0]

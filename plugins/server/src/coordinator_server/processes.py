@@ -56,7 +56,9 @@ class Children:
     def start(self) -> None:
         """Start them (once this process's coordinator serves its writer). Each reports on
         a pipe of its own when its coordinator is open (``--ready-fd``)."""
-        env = {**os.environ, "COORDINATOR_WRITER": "connect"}
+        # The others write through this process's writer, so they cannot run worker
+        # processes of their own (those commit through their coordinator's writer).
+        env = {**os.environ, "COORDINATOR_WRITER": "connect", "COORDINATOR_PROCESSES": "0"}
         fd = self.sock.fileno()
         for _ in range(self.count):
             read, write = os.pipe()
