@@ -179,6 +179,11 @@ def test_a_killed_worker_fails_its_executions_and_is_replaced(coord: Coordinator
     os.kill(victim, signal.SIGKILL)
     # The execution(s) of the killed worker end with engine_error; cancel the others.
     wait_for(lambda: any(h.future.done() for h in handles))
+    # While it is being replaced, new work goes to the live workers, never to the dead one.
+    echo = coord.deploy(ECHO_WAT, "wasm", source_format="wat")
+    meanwhile = [coord.execute(ExecutionRequest(resource_id=echo, input=b"x"))
+                 for _ in range(20)]
+    assert all(r.ok for r in meanwhile), [r.error for r in meanwhile if not r.ok][:2]
     for h in handles:
         coord.cancel(h.execution_id)
     results = [h.result(timeout=30) for h in handles]

@@ -102,6 +102,9 @@ class Channel:
             raise ChannelClosed(f"{self.peer} is gone")
         try:
             self.send((tag, call_id, *args))
+        except OSError as exc:  # the peer is gone: the same as a pipe already closed
+            self._waiting.pop(call_id, None)
+            raise ChannelClosed(f"{self.peer} is gone ({exc})") from None
         except BaseException:
             self._waiting.pop(call_id, None)
             raise
@@ -168,6 +171,10 @@ def serve(channel: Channel, handle: Callable[[tuple[Any, ...]], bool]) -> str:
         except (EOFError, OSError) as exc:
             why = f"{channel.peer} closed its pipe ({type(exc).__name__})"
             break
+        except Exception as exc:  # a message that cannot be read: the pipe is unusable
+            logger.opt(exception=exc).error("{}: unreadable message", channel.peer)
+            why = f"an unreadable message from {channel.peer} ({type(exc).__name__})"
+            break
         tag = message[0]
         if tag == REPLY:
             deliver(message)
@@ -204,6 +211,9 @@ def serve_batches(channel: Channel,
                                                 channel.peer, len(messages))
     except (EOFError, OSError) as exc:
         why = f"{channel.peer} closed its pipe ({type(exc).__name__})"
+    except Exception as exc:  # a message that cannot be read: the pipe is unusable
+        logger.opt(exception=exc).error("{}: unreadable message", channel.peer)
+        why = f"an unreadable message from {channel.peer} ({type(exc).__name__})"
     channel.fail_all(why)
     return why
 

@@ -55,7 +55,9 @@ from coordinator_hookspecs import (
     ErrorKind,
     ExecutionReport,
     ExecutionResult,
+    InternalError,
     InvalidRequest,
+    QuotaExceeded,
     Status,
 )
 
@@ -80,6 +82,7 @@ class _Process:
         self.channel = Channel(conn, f"worker process {index} (pid {self.process.pid})")
         self.pid = self.process.pid
         self.inflight = 0
+        self.alive = True  # False from the moment its pipe closed
         self.reader: threading.Thread | None = None
 
     def await_ready(self, timeout: float) -> None:
@@ -125,6 +128,7 @@ class WorkerProcesses:
         #: execution id -> (entry, its worker, quota held for it)
         self._inflight: dict[str, tuple[Entry, _Process, Any]] = {}
         self._closing = False
+        self._max_queued = coordinator.config.core.max_queued
         self.restarts = 0
         procs = [_Process(i, self._ctx, self._spec) for i in range(count)]
         try:
@@ -143,30 +147,51 @@ class WorkerProcesses:
         """Admit ``entry`` here, then hand it to a worker; its result completes the entry's
         future when the worker reports it. A refusal is recorded and completed here."""
         pipeline = self._pipeline
+        if len(self._inflight) >= self._max_queued:  # back-pressure, as in-process
+            pipeline.run(entry, refused=QuotaExceeded(
+                f"the worker processes hold {self._max_queued} executions already "
+                "([coordinator] max_queued)", source="coordinator"))
+            return
         try:
             resource, held = pipeline.admit(entry)
         except CoordinatorError as exc:
             pipeline.run(entry, refused=exc)
             return
+        except Exception as exc:  # a quota plugin's bug: refused as internal, recorded
+            pipeline.run(entry, refused=InternalError(
+                f"admission failed: {type(exc).__name__}: {exc}"))
+            return
         if entry.token.reason is not None:  # cancelled or timed out while admitted
             pipeline.release(held, 0)
             pipeline.run(entry)
             return
-        if not self._affinity or self._state_capabilities.isdisjoint(resource.capabilities):
-            proc = min(self._procs, key=_load)
-        else:
-            proc = self._procs[_home(resource.id, len(self._procs))]
-        request = entry.request
-        with self._lock:
-            self._inflight[entry.execution_id] = (entry, proc, held)
-            proc.inflight += 1
-        try:
-            proc.channel.send((RUN, entry.execution_id, request, entry.token.deadline))
-        except Exception as exc:
-            self._forget(entry.execution_id)
-            pipeline.release(held, 0)
-            pipeline.run(entry, refused=EngineError(
-                f"could not hand the execution to {proc.channel.peer}: {exc}"))
+        stateful = self._affinity and not self._state_capabilities.isdisjoint(
+            resource.capabilities)
+        error: Exception | None = None
+        for proc in self._choices(resource.id if stateful else None):
+            with self._lock:
+                self._inflight[entry.execution_id] = (entry, proc, held)
+                proc.inflight += 1
+            try:
+                proc.channel.send((RUN, entry.execution_id, entry.request,
+                                   entry.token.deadline))
+                return
+            except Exception as exc:  # that worker just died: nothing was handed over
+                self._forget(entry.execution_id)
+                error = exc
+        pipeline.release(held, 0)
+        pipeline.run(entry, refused=EngineError(
+            f"no worker process could take the execution ({error or 'none is running'})"))
+
+    def _choices(self, home_of: str | None) -> list[_Process]:
+        """The live workers to try, best first: the resource's home (affinity), or the least
+        loaded. A home that is down is skipped: the state lock keeps its resources safe on
+        any worker until it is back."""
+        live = [p for p in self._procs if p.alive]
+        if home_of is not None:
+            home = self._procs[_home(home_of, len(self._procs))]
+            return [home, *(p for p in live if p is not home)] if home.alive else live
+        return sorted(live, key=_load)
 
     def cancel(self, entry: Entry) -> bool:
         """Cancel a dispatched execution in its worker; False if it already ended."""
@@ -210,9 +235,11 @@ class WorkerProcesses:
 
         def handle(channel: Channel, messages: list[tuple[Any, ...]]) -> None:
             results: list[tuple[Any, ...]] = [m[1:] for m in messages if m[0] == RESULT]
-            commit(channel, messages, results)
-            for result, resource_type, stages in results:
-                complete(result, resource_type, stages)
+            try:
+                commit(channel, messages, results)
+            finally:  # whatever failed after the commits, their callers get their results
+                for result, resource_type, stages in results:
+                    complete(result, resource_type, stages)
 
         why = serve_batches(proc.channel, handle, MAX_READ)
         self._lost(proc, why)
@@ -238,6 +265,7 @@ class WorkerProcesses:
         """``proc``'s pipe closed. Everything it sent was handled first (one reader, in
         order), so an execution still in flight either has its final record (committed, its
         result lost with the process) or never reached the writer: it fails here."""
+        proc.alive = False
         proc.process.join(1.0)
         code = proc.process.exitcode
         with self._lock:
@@ -250,8 +278,8 @@ class WorkerProcesses:
             if found is None:
                 continue
             entry, _, held = found
-            self._pipeline.release(held, 0)
             record = self._store.execution(execution_id)
+            self._pipeline.release(held, record.fee_used if record is not None else 0)
             if record is not None:
                 self._ledger.close(entry, _result_of(record))
                 continue
@@ -266,8 +294,16 @@ class WorkerProcesses:
         except Exception as exc:
             logger.error("worker process {} could not be replaced: {}", proc.index, exc)
             return
-        self._procs[proc.index] = replacement
-        self.restarts += 1
+        with self._lock:
+            closing = self._closing
+            if not closing:
+                self._procs[proc.index] = replacement
+                self.restarts += 1
+        if closing:  # close() began meanwhile: this one must not outlive it
+            replacement.process.kill()
+            replacement.process.join(5)
+            replacement.channel.close()
+            return
         self._start_reader(replacement)
         logger.warning("worker process {} replaced (pid {})", proc.index, replacement.pid)
 
@@ -283,12 +319,13 @@ class WorkerProcesses:
             for entry, proc, _ in list(self._inflight.values()):
                 try:
                     proc.channel.call(CANCEL, entry.execution_id)
-                except CoordinatorError:
+                except Exception:  # a worker gone meanwhile: its reader ends the entry
                     pass
             end = time.monotonic() + grace
             while self._inflight and time.monotonic() < end:
                 time.sleep(0.005)
-        self._closing = True
+        with self._lock:
+            self._closing = True
         for proc in self._procs:
             try:
                 proc.channel.send((STOP,))

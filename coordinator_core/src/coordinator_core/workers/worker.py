@@ -72,22 +72,30 @@ class ResultForwarder(MetricsSinkBase):
     def record(self, report: ExecutionReport) -> None:
         result = report.result
         kept = self.unsent.__dict__.pop("item", None) if self.unsent is not None else None
-        if kept is not None:
-            if kept[0].execution_id == result.execution_id:
+        if kept is not None and kept[0].execution_id != result.execution_id:
+            self._send((DONE, kept[0], kept[1], None, None, ()))  # a stray: commit it alone
+            kept = None
+        try:
+            if kept is not None:
                 self._send((DONE, kept[0], kept[1], result, report.resource_type,
                             report.stages))
-                return
-            self._send((DONE, kept[0], kept[1], None, None, ()))  # a stray: commit it alone
-        try:
-            self._send((RESULT, result, report.resource_type, report.stages))
+            else:
+                self._send((RESULT, result, report.resource_type, report.stages))
+            return
         except Exception as exc:  # an output pickle refuses: the caller still gets an end
             logger.warning("the result of {} could not be sent: {}", result.execution_id, exc)
             error = ErrorInfo(ErrorKind.ENGINE_ERROR, "the execution's output could not be "
                               f"returned from its worker process: {type(exc).__name__}: {exc}",
                               result.engine)
-            self._send((RESULT, attrs.evolve(result, output=None, error=error,
-                                             status=Status.FAILED if result.ok else result.status),
-                        report.resource_type, report.stages))
+        failed = attrs.evolve(result, output=None, error=error,
+                              status=Status.FAILED if result.ok else result.status)
+        if kept is None:
+            self._send((RESULT, failed, report.resource_type, report.stages))
+            return
+        # Its record must say what the caller is told: failed, nothing was kept.
+        record = attrs.evolve(kept[0], status=failed.status.value, error_kind=error.kind.value,
+                              message=error.message)
+        self._send((DONE, record, kept[1], failed, report.resource_type, report.stages))
 
 
 def open_worker(spec: WorkerSpec, channel: Channel) -> Any:
