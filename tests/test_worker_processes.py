@@ -257,3 +257,16 @@ def test_a_script_without_a_main_guard_gets_told_why_its_workers_died(tmp_path: 
                           timeout=120)
     assert done.returncode != 0
     assert "if __name__" in done.stderr and "before loading its plugins" in done.stderr
+
+
+def test_processes_racing_to_make_the_writer_key_agree_on_one(tmp_path: Path) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from coordinator_core.workers.writer import writer_key
+
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
+        keys = list(pool.map(writer_key, [tmp_path] * 8))
+    assert len(set(keys)) == 1 and len(keys[0]) == 32
+    assert [p.name for p in tmp_path.iterdir()] == ["writer.key"]
+    assert (tmp_path / "writer.key").stat().st_mode & 0o077 == 0

@@ -204,12 +204,22 @@ def writer_key(data_dir: Path) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         pass
+    # Written whole to a file of our own, then linked into place: a process racing us
+    # either links first (we read its key) or finds ours complete, never a half-written one.
     key = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    draft = path.with_name(f"{KEY}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, key)
+        os.fsync(fd)
     finally:
         os.close(fd)
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        key = path.read_bytes()
+    finally:
+        draft.unlink()
     return key
 
 
