@@ -175,10 +175,18 @@ class WorkerProcesses:
             try:
                 proc.channel.send((RUN, entry.execution_id, entry.request,
                                    entry.token.deadline))
-                return
             except Exception as exc:  # that worker just died: nothing was handed over
                 self._forget(entry.execution_id)
                 error = exc
+                continue
+            if entry.token.reason is ErrorKind.CANCELLED:
+                # cancel() came between the check above and the registration, found nothing
+                # handed out and answered True: the worker must hear of it too.
+                try:
+                    proc.channel.call(CANCEL, entry.execution_id)
+                except ChannelClosed:
+                    pass
+            return
         pipeline.release(held, 0)
         pipeline.run(entry, refused=EngineError(
             f"no worker process could take the execution ({error or 'none is running'})"))
@@ -196,7 +204,10 @@ class WorkerProcesses:
     def cancel(self, entry: Entry) -> bool:
         """Cancel a dispatched execution in its worker; False if it already ended."""
         found = self._inflight.get(entry.execution_id)
-        if found is None:  # not handed out yet: dispatch sees the token and records it
+        if found is None:
+            if entry.result is not None or entry.status.final:
+                return False  # it finished a moment ago
+            # Not handed out yet: dispatch sees the token (before or after handing it out).
             return entry.token.cancel(ErrorKind.CANCELLED)
         try:
             return bool(found[1].channel.call(CANCEL, entry.execution_id))
