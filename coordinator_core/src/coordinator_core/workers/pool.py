@@ -27,25 +27,22 @@ One reader thread per worker serves its pipe: commits, appends, results and repl
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import threading
 import time
 from typing import Any
 
-from coordinator_core.engines.processes.spec import WorkerSpec, spec_from
+from coordinator_core.engines.processes.spec import spec_from
 from coordinator_core.execution.ledger import Entry
 from coordinator_core.log import logger
 from coordinator_core.workers.channel import Channel, ChannelClosed, serve_batches
+from coordinator_core.workers.process import START_TIMEOUT, WorkerProcess, home, load
 from coordinator_core.workers.worker import (
     CANCEL,
-    FAILED,
-    READY,
     RESULT,
     RUN,
     STATUS,
     STOP,
-    worker_main,
 )
 from coordinator_core.workers.writer import CommitService
 from coordinator_hookspecs import (
@@ -61,46 +58,8 @@ from coordinator_hookspecs import (
     Status,
 )
 
-#: Seconds a worker process may take to load its plugins and report ready.
-START_TIMEOUT = 120.0
 #: Most messages of one worker handled as one batch (one group commit, one reply message).
 MAX_READ = 256
-#: Seconds ``close`` waits for a worker to exit after ``stop`` before killing it.
-STOP_TIMEOUT = 10.0
-
-
-class _Process:
-    """One worker process and its pipe; ``inflight`` counts executions handed to it."""
-
-    def __init__(self, index: int, ctx: Any, spec: WorkerSpec) -> None:
-        self.index = index
-        conn, child = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=worker_main, args=(spec, child),
-                                   name=f"coordinator-worker-{index}", daemon=True)
-        self.process.start()
-        child.close()  # only the child holds its end: a dead worker shows up as EOF here
-        self.channel = Channel(conn, f"worker process {index} (pid {self.process.pid})")
-        self.pid = self.process.pid
-        self.inflight = 0
-        self.alive = True  # False from the moment its pipe closed
-        self.reader: threading.Thread | None = None
-
-    def await_ready(self, timeout: float) -> None:
-        conn = self.channel.conn
-        if not conn.poll(timeout):
-            self.process.kill()
-            raise EngineError(f"worker process {self.pid} did not start within {timeout} s")
-        try:
-            message = self.channel.recv()
-        except (EOFError, OSError):
-            self.process.join(5)
-            message = (FAILED, f"exited with code {self.process.exitcode} before loading its "
-                       "plugins (its error is on stderr; a script that opens a coordinator "
-                       "with [coordinator] processes must guard its top level with "
-                       "if __name__ == \"__main__\": each worker imports it)")
-        if message[0] != READY:
-            self.process.kill()
-            raise EngineError(f"worker process {self.pid} failed to start: {message[1]}")
 
 
 class WorkerProcesses:
@@ -126,11 +85,11 @@ class WorkerProcesses:
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         #: execution id -> (entry, its worker, quota held for it)
-        self._inflight: dict[str, tuple[Entry, _Process, Any]] = {}
+        self._inflight: dict[str, tuple[Entry, WorkerProcess, Any]] = {}
         self._closing = False
         self._max_queued = coordinator.config.core.max_queued
         self.restarts = 0
-        procs = [_Process(i, self._ctx, self._spec) for i in range(count)]
+        procs = [WorkerProcess(i, self._ctx, self._spec) for i in range(count)]
         try:
             for proc in procs:
                 proc.await_ready(START_TIMEOUT)
@@ -191,15 +150,15 @@ class WorkerProcesses:
         pipeline.run(entry, refused=EngineError(
             f"no worker process could take the execution ({error or 'none is running'})"))
 
-    def _choices(self, home_of: str | None) -> list[_Process]:
+    def _choices(self, home_of: str | None) -> list[WorkerProcess]:
         """The live workers to try, best first: the resource's home (affinity), or the least
         loaded. A home that is down is skipped: the state lock keeps its resources safe on
         any worker until it is back."""
         live = [p for p in self._procs if p.alive]
         if home_of is not None:
-            home = self._procs[_home(home_of, len(self._procs))]
-            return [home, *(p for p in live if p is not home)] if home.alive else live
-        return sorted(live, key=_load)
+            first = self._procs[home(home_of, len(self._procs))]
+            return [first, *(p for p in live if p is not first)] if first.alive else live
+        return sorted(live, key=load)
 
     def cancel(self, entry: Entry) -> bool:
         """Cancel a dispatched execution in its worker; False if it already ended."""
@@ -233,12 +192,12 @@ class WorkerProcesses:
         }
 
     # -- the reader of each worker's pipe --------------------------------------------------
-    def _start_reader(self, proc: _Process) -> None:
+    def _start_reader(self, proc: WorkerProcess) -> None:
         proc.reader = threading.Thread(target=self._serve, args=(proc,), daemon=True,
                                        name=f"coordinator-worker-{proc.index}-reader")
         proc.reader.start()
 
-    def _serve(self, proc: _Process) -> None:
+    def _serve(self, proc: WorkerProcess) -> None:
         """Read ``proc``'s pipe until it closes: what one read finds waiting is committed as
         one group and answered in one message (``CommitService``), then the results of the
         executions it finished complete their entries."""
@@ -265,14 +224,14 @@ class WorkerProcesses:
         if found is not None:
             self._ledger.close(found[0], result)
 
-    def _forget(self, execution_id: str) -> tuple[Entry, _Process, Any] | None:
+    def _forget(self, execution_id: str) -> tuple[Entry, WorkerProcess, Any] | None:
         with self._lock:
             found = self._inflight.pop(execution_id, None)
             if found is not None:
                 found[1].inflight -= 1
         return found
 
-    def _lost(self, proc: _Process, why: str) -> None:
+    def _lost(self, proc: WorkerProcess, why: str) -> None:
         """``proc``'s pipe closed. Everything it sent was handled first (one reader, in
         order), so an execution still in flight either has its final record (committed, its
         result lost with the process) or never reached the writer: it fails here."""
@@ -300,7 +259,7 @@ class WorkerProcesses:
         if self._closing:
             return
         try:
-            replacement = _Process(proc.index, self._ctx, self._spec)
+            replacement = WorkerProcess(proc.index, self._ctx, self._spec)
             replacement.await_ready(START_TIMEOUT)
         except Exception as exc:
             logger.error("worker process {} could not be replaced: {}", proc.index, exc)
@@ -311,9 +270,7 @@ class WorkerProcesses:
                 self._procs[proc.index] = replacement
                 self.restarts += 1
         if closing:  # close() began meanwhile: this one must not outlive it
-            replacement.process.kill()
-            replacement.process.join(5)
-            replacement.channel.close()
+            replacement.stop(0)
             return
         self._start_reader(replacement)
         logger.warning("worker process {} replaced (pid {})", proc.index, replacement.pid)
@@ -343,21 +300,7 @@ class WorkerProcesses:
             except Exception:
                 pass
         for proc in self._procs:
-            proc.process.join(STOP_TIMEOUT)
-            if proc.process.is_alive():
-                proc.process.kill()
-                proc.process.join(1.0)
-            if proc.reader is not None:
-                proc.reader.join(STOP_TIMEOUT)
-            proc.channel.close()
-
-
-def _load(proc: _Process) -> int:
-    return proc.inflight
-
-
-def _home(resource_id: str, count: int) -> int:
-    return int.from_bytes(hashlib.sha256(resource_id.encode()).digest()[:8], "big") % count
+            proc.stop()
 
 
 def _result_of(record: Any) -> ExecutionResult:
