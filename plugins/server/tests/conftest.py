@@ -15,9 +15,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import numpy as np
@@ -61,6 +61,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def await_ready(proc: subprocess.Popen[Any], ready: Callable[[], bool], log: IO[str],
+                what: str, timeout: float = 60) -> None:
+    """Poll ``ready()`` until it is true; fail the test with the server's log if the process
+    exits or ``timeout`` passes first (a transport error counts as not ready yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if ready():
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log.seek(0)
+            proc.kill()
+            pytest.fail(f"{what} did not become ready:\n{log.read()}")
+        time.sleep(0.1)
+
+
 class Live:
     """The running server: its URL, data directory, models and tokens by key name, and
     ``grpc_target`` (``host:port`` of its gRPC port)."""
@@ -102,18 +120,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     server = Live(f"http://127.0.0.1:{port}", data_dir, models, tokens,
                   grpc_target=f"127.0.0.1:{grpc_port}")
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if server.request("GET", "/v2/health/ready").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.seek(0)
-            proc.kill()
-            pytest.fail(f"coordinator serve did not become ready:\n{log.read()}")
-        time.sleep(0.1)
+    await_ready(proc, lambda: server.request("GET", "/v2/health/ready").status_code == 200,
+                log, "coordinator serve")
     yield server
     server.client.close()
     proc.send_signal(signal.SIGTERM)

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import COORDINATOR, Live, cli, free_port
+from .conftest import COORDINATOR, Live, await_ready, cli, free_port
 
 STRICT = {"header_timeout": 1.5, "body_timeout": 1.5, "max_connections": 16,
           "max_body_bytes": 4096, "max_json_bytes": 2048, "keep_alive_timeout": 1}
@@ -53,18 +53,8 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Strict]:
     proc = subprocess.Popen([COORDINATOR, "--data-dir", str(data_dir), "serve", "--port",
                              str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
     server = Strict(port, json.loads(made.stdout)["token"])
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if server.get("/v2/health/ready").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.seek(0)
-            proc.kill()
-            pytest.fail(f"the strict server did not become ready:\n{log.read()}")
-        time.sleep(0.1)
+    await_ready(proc, lambda: server.get("/v2/health/ready").status_code == 200, log,
+                "the strict server")
     yield server
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0

@@ -8,7 +8,6 @@ import json
 import signal
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import httpx
 import pytest
 import trustme
 
-from .conftest import COORDINATOR, cli, free_port
+from .conftest import COORDINATOR, await_ready, cli, free_port
 
 
 class Https:
@@ -54,19 +53,10 @@ def https(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                             stdout=log, stderr=subprocess.STDOUT)
     context = ssl.create_default_context()
     ca.configure_trust(context)
-    deadline = time.monotonic() + 60
     with httpx.Client(verify=context, timeout=10) as client:
-        while True:
-            try:
-                if client.get(f"https://127.0.0.1:{port}/v2/health/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                log.seek(0)
-                pytest.fail(f"coordinator serve --tls-cert did not become ready:\n{log.read()}")
-            time.sleep(0.1)
+        await_ready(proc, lambda: client.get(
+            f"https://127.0.0.1:{port}/v2/health/ready").status_code == 200, log,
+            "coordinator serve --tls-cert")
     yield Https(port, context, token, grpc_port, ca_pem)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
