@@ -29,6 +29,7 @@ from typing import Any
 
 from bench.harness import Table, percentiles
 from coordinator_core import Coordinator, ExecutionRequest
+from tests.helpers import ECHO_WAT  # the trivial contract the worker-process tests run
 
 SECTION = "worker processes"
 ROUNDS = 5
@@ -51,18 +52,6 @@ ONLY = {"2 processes, audit off": "trivial contract",
         "1 process, 1 thread": "trivial contract",
         "2 processes, 1 thread each": "trivial contract"}
 ROOT = Path(__file__).resolve().parent.parent
-ECHO_WAT = """
-(module
-  (import "env" "input_len" (func $input_len (result i32)))
-  (import "env" "input_read" (func $input_read (param i32)))
-  (import "env" "output_write" (func $output_write (param i32 i32)))
-  (memory (export "memory") 1)
-  (func (export "main")
-    (local $n i32)
-    (local.set $n (call $input_len))
-    (call $input_read (i32.const 0))
-    (call $output_write (i32.const 0) (local.get $n))))
-"""
 
 
 def _open(tmp: Path, name: str, processes: int, audit: bool, routing: str,
