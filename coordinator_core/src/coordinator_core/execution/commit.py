@@ -79,8 +79,8 @@ class Committer:
             return self._store.finish(record, effects, self._processors, children)
         except Exception as exc:
             logger.opt(exception=exc).error("commit of {} failed", entry.execution_id)
-            error = ErrorInfo(ErrorKind.INTERNAL, f"commit failed: {type(exc).__name__}: {exc}")
-            return Finished(self._record_failure(record, error, children), error)
+            error = commit_error(exc)
+            return Finished(record_failure(self._store, record, error, children), error)
 
     def settle_children(self, entry: Entry, tree: Tree, status: Status,
                         error: ErrorInfo | None) -> None:
@@ -96,29 +96,6 @@ class Committer:
                 self._ledger.amend(child, attrs.evolve(
                     result, status=Status.FAILED, output=None, effects=(),
                     error=ErrorInfo(kind, why, "coordinator")))
-
-    def _record_failure(
-        self, record: AuditRecord, error: ErrorInfo, children: Sequence[AuditRecord] = ()
-    ) -> Sequence[AuditRecord]:
-        """The final records of an execution whose commit failed (nothing of it was written)
-        and of its nested executions, discarded with it: one more try, alone and without
-        effects, so the log still has them."""
-        failed = attrs.evolve(
-            record,
-            status=_VALUE[Status.FAILED],
-            error_kind=_VALUE[error.kind],
-            message=error.message,
-            effect_digest=None,
-        )
-        written = []
-        for each in (*discarded(children, failed, error), failed):
-            try:
-                written.append(self._store.append(each))
-            except Exception as exc:
-                logger.opt(exception=exc).error(
-                    "the final record of {} could not be written either", each.execution_id
-                )
-        return tuple(written)
 
     @staticmethod
     def final_record(
@@ -149,6 +126,34 @@ class Committer:
             effect_digest(effects) if effects else None,
             _detail(request, bound, error),
         )
+
+
+def commit_error(exc: BaseException) -> ErrorInfo:
+    """What an execution whose commit failed ends with."""
+    return ErrorInfo(ErrorKind.INTERNAL, f"commit failed: {type(exc).__name__}: {exc}")
+
+
+def record_failure(store: Store, record: AuditRecord, error: ErrorInfo,
+                   children: Sequence[AuditRecord] = ()) -> tuple[AuditRecord, ...]:
+    """The final records of an execution whose commit failed (nothing of it was written)
+    and of its nested executions, discarded with it: one more try, alone and without
+    effects, so the log still has them. (The writer of worker processes uses it too.)"""
+    failed = attrs.evolve(
+        record,
+        status=_VALUE[Status.FAILED],
+        error_kind=_VALUE[error.kind],
+        message=error.message,
+        effect_digest=None,
+    )
+    written = []
+    for each in (*discarded(children, failed, error), failed):
+        try:
+            written.append(store.append(each))
+        except Exception as exc:
+            logger.opt(exception=exc).error(
+                "the final record of {} could not be written either", each.execution_id
+            )
+    return tuple(written)
 
 
 def _detail(request: ExecutionRequest, bound: Any, error: ErrorInfo | None) -> dict[str, Any]:

@@ -25,8 +25,8 @@ from typing import Any
 
 import attrs
 
+from coordinator_core.execution.commit import commit_error, record_failure
 from coordinator_core.log import logger
-from coordinator_core.store.effects import discarded
 from coordinator_core.workers.channel import REPLY, Channel, serve_batches
 from coordinator_core.workers.remote_store import (
     APPEND,
@@ -37,8 +37,6 @@ from coordinator_core.workers.remote_store import (
 )
 from coordinator_core.workers.worker import DONE
 from coordinator_hookspecs import (
-    ErrorInfo,
-    ErrorKind,
     ExecutionResult,
     InvalidRequest,
     Status,
@@ -124,28 +122,17 @@ class CommitService:
         except Exception as exc:
             return call_id, False, exc
 
-    def _failed_commit(self, record: Any, children: Any, exc: BaseException) -> list[Any]:
-        """A ``done`` record could not be committed: one more try, as failed, so the log
-        still has the execution (what the in-process pipeline's commit does too)."""
+    def _failed_commit(self, record: Any, children: Any, exc: BaseException) -> Any:
+        """A ``done`` record could not be committed: written as failed, as the in-process
+        pipeline's commit does (``execution/commit.py``)."""
         logger.opt(exception=exc).error("commit of {} failed", record.execution_id)
-        error = ErrorInfo(ErrorKind.INTERNAL, f"commit failed: {type(exc).__name__}: {exc}")
-        record = attrs.evolve(record, status=Status.FAILED.value,
-                              error_kind=ErrorKind.INTERNAL.value, message=error.message,
-                              effect_digest=None)
-        written = []
-        for each in (*discarded(children, record, error), record):
-            try:
-                written.append(self._store.append(each))
-            except Exception as again:
-                logger.error("the final record of {} could not be written either: {}",
-                             each.execution_id, again)
-        return written
+        return record_failure(self._store, record, commit_error(exc), children)
 
 
 def failed(result: ExecutionResult, exc: BaseException) -> ExecutionResult:
     """``result`` of an execution whose record could not be committed."""
-    error = ErrorInfo(ErrorKind.INTERNAL, f"commit failed: {type(exc).__name__}: {exc}")
-    return attrs.evolve(result, status=Status.FAILED, output=None, effects=(), error=error)
+    return attrs.evolve(result, status=Status.FAILED, output=None, effects=(),
+                        error=commit_error(exc))
 
 
 class WriterListener:
