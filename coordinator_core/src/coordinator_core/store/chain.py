@@ -225,6 +225,12 @@ def _flat(detail: Any) -> bool:
         type(k) is str and type(v) in _PLAIN for k, v in detail.items())
 
 
+def missing_digest(record: AuditRecord, effects: Sequence[Effect]) -> str | None:
+    """The effect digest a store computes for ``record``: None when it has no effects or
+    carries its digest already (the pipeline computes it before the commit)."""
+    return effect_digest(effects) if effects and record.effect_digest is None else None
+
+
 def effect_digest(effects: Iterable[Effect]) -> str:
     """sha256 over the effects, each field length-prefixed so boundaries cannot shift.
 

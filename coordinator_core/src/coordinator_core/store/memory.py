@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from coordinator_core.store.base import BoundProcessor, Finished, VerifyReport
-from coordinator_core.store.chain import GENESIS, ChainWalker, effect_digest, record_of_row, seal
+from coordinator_core.store.chain import GENESIS, ChainWalker, missing_digest, record_of_row, seal
 from coordinator_core.store.effects import (
     Prepared,
     Router,
@@ -168,7 +168,7 @@ class MemoryStore:
     def finish(self, record: AuditRecord, effects: Sequence[Effect],
                processors: Sequence[BoundProcessor],
                children: Sequence[AuditRecord] = ()) -> Finished:
-        digest = effect_digest(effects) if effects and record.effect_digest is None else None
+        digest = missing_digest(record, effects)
         eid = record.execution_id or ""
         with self._lock:
             if not (effects and record.status == "succeeded"):

@@ -24,7 +24,7 @@ from coordinator_core.store.base import BoundProcessor, Finished, VerifyReport
 from coordinator_core.store.chain import (
     ChainWalker,
     SealedRecords,
-    effect_digest,
+    missing_digest,
     record_of_row,
 )
 from coordinator_core.store.effects import Router
@@ -204,7 +204,7 @@ class SqliteStore:
                written: StateLog | None = None) -> Finished:
         """``Store.finish``; ``written`` receives the state writes committed (for a worker's
         state cache)."""
-        digest = effect_digest(effects) if effects and record.effect_digest is None else None
+        digest = missing_digest(record, effects)
         if not (effects and record.status == "succeeded"):
             return Finished(self._append_records(unapplied(record, children, digest)), None)
         if not children:
@@ -238,7 +238,7 @@ class SqliteStore:
         jobs: list[Job] = []
         pendings: list[Any] = []
         for record, effects, children in items:
-            digest = effect_digest(effects) if effects and record.effect_digest is None else None
+            digest = missing_digest(record, effects)
             if effects and record.status == "succeeded":
                 pending: Any = PendingFinish(self, record, effects, processors, children, digest)
                 jobs.append(pending.job)
