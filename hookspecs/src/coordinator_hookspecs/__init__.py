@@ -65,8 +65,8 @@ from coordinator_hookspecs.types import (
     ExecutionReport,
     ExecutionRequest,
     ExecutionResult,
-    SimulationResult,
     ResourceInfo,
+    SimulationResult,
     Status,
     Verdict,
 )
