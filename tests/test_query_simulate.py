@@ -298,5 +298,6 @@ def test_cli_query_and_exec_simulate(tmp_path: Path) -> None:
     assert "inside a query" in refused["error"]["message"]
     text = run_cli("query", rid, "--entry", "get", data_dir=data)
     assert text.returncode == 0 and "nothing committed" in text.stdout
-    code, records = cli_json("audit", "verify", data_dir=data)
-    assert code == 0
+    code, verified = cli_json("audit", "verify", data_dir=data)
+    assert code == 0 and verified["ok"] is True
+    assert verified["count"] == 2  # the deploy and the one real exec

@@ -82,7 +82,8 @@ def test_simulate_predicts_each_refusal(make_coordinator: Any) -> None:
 
 
 def test_simulate_predicts_a_full_concurrency_slot(make_coordinator: Any) -> None:
-    coord = make_coordinator(EchoPlugin(), overrides={"quota-concurrency": {"limit": 1, "mode": "reject"}})
+    coord = make_coordinator(EchoPlugin(),
+                             overrides={"quota-concurrency": {"limit": 1, "mode": "reject"}})
     rid = coord.deploy(b"echo resource", "echo", owner="olga")
     holder = coord.submit(request(rid, entry="sleep", args=(5.0,), fee_limit=100_000))
     try:
