@@ -301,3 +301,29 @@ def test_cli_query_and_exec_simulate(tmp_path: Path) -> None:
     code, verified = cli_json("audit", "verify", data_dir=data)
     assert code == 0 and verified["ok"] is True
     assert verified["count"] == 2  # the deploy and the one real exec
+
+
+def test_hybrid_contract_and_model_inside_simulate_and_query(coord: Coordinator) -> None:
+    """The example hybrid token asking the ONNX risk model (real onnxruntime)."""
+    from tests.test_hybrid import Bank
+
+    bank = Bank(coord)
+    records = len(list(coord.audit_records()))
+    balances = (bank.balance("alice"), bank.balance("bob"))
+    transfer = ExecutionRequest(resource_id=bank.hybrid, caller="alice", entry="transfer",
+                                input=u64(30) + b"bob")
+    sim = coord.simulate(transfer)
+    assert sim.ok and sim.output == b"approved"
+    assert [e.value[:1] for e in sim.events] == [b"T"]
+    assert (bank.balance("alice"), bank.balance("bob")) == balances
+    assert len(list(coord.audit_records())) == records  # neither parent nor model recorded
+    real = coord.execute(transfer)
+    assert (real.output, real.effects, real.fee_used) == (sim.output, sim.effects, sim.fee_used)
+    assert [r.resource_id for r in executions(coord)[-2:]] == [bank.model, bank.hybrid]
+    balance = coord.query(ExecutionRequest(resource_id=bank.hybrid, entry="balance",
+                                           input=b"bob"))
+    assert balance.ok and balance.output == u64(balances[1] + 30)
+    queried = coord.query(transfer)  # the model answers, then the balance write traps
+    assert queried.error is not None and queried.error.kind is ErrorKind.TRAP
+    assert "inside a query" in queried.error.message
+    assert bank.balance("bob") == balances[1] + 30
