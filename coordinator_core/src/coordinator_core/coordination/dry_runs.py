@@ -102,13 +102,13 @@ class DryRunCoordinator:
         return result
 
     def _simulation(self, result: ExecutionResult) -> SimulationResult:
+        """The result as a ``SimulationResult``: every field of the execution's (by name, so
+        a field ``ExecutionResult`` gains later comes along), its events and state roots."""
         effects = result.effects
         return SimulationResult(
-            result.execution_id, result.status, result.resource_id, result.caller,
-            result.output, result.fee_used, effects, result.error, result.engine,
-            result.duration, result.parent_id,
-            tuple(e for e in effects if e.kind == EffectKind.EVENT),
-            self._preview_roots(effects) if result.ok else None,
+            **attrs.asdict(result, recurse=False),
+            events=tuple(e for e in effects if e.kind == EffectKind.EVENT),
+            state_root=self._preview_roots(effects) if result.ok else None,
         )
 
     def _preview_roots(self, effects: Any) -> Any:

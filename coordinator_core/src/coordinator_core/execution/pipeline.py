@@ -277,7 +277,6 @@ class Pipeline:
         self._report(ExecutionReport(result, resource.type if resource else None, tuple(stages)))
         return result
 
-
     def _dry_end(self, entry: Entry, dry: DryRun, status: Status, output: Any, fee_used: int,
                  effects: tuple[Effect, ...], error: ErrorInfo | None, bound: Any, tree: Tree,
                  top: bool, duration: float) -> ExecutionResult:
