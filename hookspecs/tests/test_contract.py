@@ -38,13 +38,16 @@ FIELDS: dict[type, tuple[str, ...]] = {
     h.ErrorInfo: ("kind", "message", "source"),
     h.ExecutionResult: ("execution_id", "status", "resource_id", "caller", "output", "fee_used",
                         "effects", "error", "engine", "duration", "parent_id"),
+    h.SimulationResult: ("execution_id", "status", "resource_id", "caller", "output",
+                         "fee_used", "effects", "error", "engine", "duration", "parent_id",
+                         "events", "state_root"),
     h.EngineResult: ("output", "fee_used", "effects"),
     h.ExecutionReport: ("result", "resource_type", "stages"),
     h.AuditRecord: ("seq", "record_kind", "timestamp", "execution_id", "parent_id", "caller",
                     "resource_id", "status", "error_kind", "message", "fee_used", "duration",
                     "effect_digest", "detail", "leaf_hash", "chain_hash"),
     h.ExecutionContext: ("execution_id", "request", "resource", "fee_limit", "token",
-                         "state_get", "load_code", "invoke"),
+                         "state_get", "load_code", "invoke", "read_only"),
 }
 
 

@@ -66,6 +66,7 @@ from coordinator_hookspecs.types import (
     ExecutionRequest,
     ExecutionResult,
     ResourceInfo,
+    SimulationResult,
     Status,
     Verdict,
 )
@@ -115,6 +116,7 @@ __all__ = [
     "ExecutionReport",
     "ExecutionRequest",
     "ExecutionResult",
+    "SimulationResult",
     "ExecutionStatusView",
     "FeeExhausted",
     "HostCall",

@@ -126,6 +126,12 @@ class QuotaPolicyBase:
         ``submit`` never blocks. Default: it may (the safe answer)."""
         return True
 
+    def check(self, request: ExecutionRequest, resource: ResourceInfo) -> None:
+        """Raise ``QuotaExceeded`` if ``acquire`` would refuse ``request`` now, taking and
+        changing nothing (``Coordinator.simulate`` runs it instead of ``acquire``: a dry run
+        consumes no quota). Answer without waiting: a request ``acquire`` would make wait is
+        admitted. Default: admitted (a policy without ``check`` never refuses a dry run)."""
+
     def snapshot(self, caller: str | None = None) -> Mapping[str, Any]:
         """Limits and usage for ``metrics()["quota"]`` and ``coordinator quota status``
         (``caller``: one caller's view, when the policy keeps per-caller counts).

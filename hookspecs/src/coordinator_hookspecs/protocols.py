@@ -77,8 +77,9 @@ class QuotaPolicy(Protocol):
     ``snapshot(caller=None) -> dict`` (limits and usage, for ``metrics()`` and ``coordinator
     quota status``; a ``caller`` parameter gets one caller's view); ``may_wait() -> bool``
     (whether ``acquire`` can block with this configuration: a coordinator with worker
-    processes then admits submitted executions off the caller's thread). Defaults in
-    ``QuotaPolicyBase``.
+    processes then admits submitted executions off the caller's thread); ``check(request,
+    resource)`` (raise ``QuotaExceeded`` if ``acquire`` would refuse, consuming nothing: what
+    ``simulate`` runs instead of ``acquire``). Defaults in ``QuotaPolicyBase``.
     """
 
     def acquire(

@@ -191,6 +191,21 @@ class ExecutionResult:
 
 
 @attrs.frozen(slots=True)
+class SimulationResult(ExecutionResult):
+    """What ``simulate`` returns: the result ``execute`` would return for the same request
+    on the same committed state, committed nowhere.
+
+    ``effects`` are the writes, events and log lines the execution would commit (nested
+    executions' included); ``events`` is the ``event`` effects among them, in order.
+    ``state_root`` is the store's preview of the state roots those effects would produce
+    (None when the store keeps no state roots, or the execution failed).
+    """
+
+    events: tuple[Effect, ...] = ()
+    state_root: Any = None
+
+
+@attrs.frozen(slots=True)
 class EngineResult:
     """What an engine returns on success. Failures are raised as ``CoordinatorError``
     subclasses carrying ``fee_used``."""
@@ -304,7 +319,9 @@ class ExecutionContext:
     writes). ``load_code()`` returns the resource's bytes for an engine whose cache missed.
     ``invoke(request)`` runs a nested execution through the whole pipeline (hybrid flow); its
     effects are returned, not committed, so the caller folds them into its own. It is None
-    when nesting is not allowed (depth limit reached).
+    when nesting is not allowed (depth limit reached). ``read_only`` is set for a query
+    (``Coordinator.query``): an engine refuses every effect at once, as a ``Trap`` naming it
+    (the core refuses an engine result carrying effects all the same).
     """
 
     execution_id: str
@@ -315,3 +332,4 @@ class ExecutionContext:
     state_get: Callable[[bytes], bytes | None]
     load_code: Callable[[], bytes]
     invoke: Callable[[ExecutionRequest], ExecutionResult] | None = None
+    read_only: bool = False

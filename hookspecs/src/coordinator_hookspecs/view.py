@@ -20,6 +20,7 @@ from coordinator_hookspecs.types import (
     ExecutionRequest,
     ExecutionResult,
     ResourceInfo,
+    SimulationResult,
     Status,
 )
 
@@ -150,6 +151,24 @@ class CoordinatorView(Protocol):
 
     async def execute_async(self, request: ExecutionRequest) -> ExecutionResult:
         """``execute`` for asyncio callers."""
+        ...
+
+    def query(self, request: ExecutionRequest) -> ExecutionResult:
+        """A read-only call: committed state only, capped by ``[coordinator]
+        query_fee_limit``; a write or event traps; nothing is committed or consumed."""
+        ...
+
+    async def query_async(self, request: ExecutionRequest) -> ExecutionResult:
+        """``query`` for asyncio callers."""
+        ...
+
+    def simulate(self, request: ExecutionRequest) -> SimulationResult:
+        """What ``execute`` would return for ``request`` now (fee, effects, events, state
+        root), with nothing committed and no quota consumed."""
+        ...
+
+    async def simulate_async(self, request: ExecutionRequest) -> SimulationResult:
+        """``simulate`` for asyncio callers."""
         ...
 
     def status(self, execution_id: str) -> ExecutionStatusView:
