@@ -197,10 +197,11 @@ class Served:
             self.batcher.close()
 
     def snapshot(self) -> dict[str, Any]:
-        out = {"options": attrs.asdict(self.options), "instances": len(self.instances),
-               "queued": self.batcher.queued() if self.batcher is not None else 0}
-        out["options"]["preferred_batch_sizes"] = list(self.options.preferred_batch_sizes)
-        return {**out, **self.stats.snapshot()}
+        options = attrs.asdict(self.options)
+        options["preferred_batch_sizes"] = list(self.options.preferred_batch_sizes)
+        return {"options": options, "instances": len(self.instances),
+                "queued": self.batcher.queued() if self.batcher is not None else 0,
+                **self.stats.snapshot()}
 
 
 def feeds_of(items: list[Pending], names: list[str]) -> dict[str, np.ndarray]:
