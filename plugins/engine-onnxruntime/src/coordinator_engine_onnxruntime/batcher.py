@@ -83,6 +83,8 @@ class Batcher:
         self.limit = options.max_queue_size
         self._run = run
         self._queue: list[Pending] = []
+        self._rows = 0  # rows queued, every kind together
+        self._wake_rows = min(self.preferred or (self.max_rows,))
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
         self._threads = [
@@ -104,7 +106,12 @@ class Batcher:
                     f"the model's batch queue is full ({len(self._queue)} requests queued, "
                     f"max_queue_size {self.limit})")
             self._queue.append(item)
-            self._cond.notify()
+            self._rows += item.rows
+            # Wake a runner only when it has something new to decide: a first request to
+            # time, or enough rows for a full (or preferred) batch. Waking it for every
+            # request costs a GIL hand-off each, for nothing; the delay wakes it anyway.
+            if len(self._queue) == 1 or self._rows >= self._wake_rows:
+                self._cond.notify()
 
     def withdraw(self, item: Pending) -> bool:
         """Take ``item`` out of the queue; False when it was already taken into a batch."""
@@ -113,6 +120,7 @@ class Batcher:
                 self._queue.remove(item)
             except ValueError:
                 return False
+            self._rows -= item.rows
             return True
 
     def on_cancel(self, item: Pending, stopped: Callable[[ErrorKind], BaseException]
@@ -124,6 +132,7 @@ class Batcher:
             with self._cond:
                 if item in self._queue:
                     self._queue.remove(item)
+                    self._rows -= item.rows
                     queued = True
                 else:
                     queued = False
@@ -145,7 +154,7 @@ class Batcher:
         """Stop the runners; requests still queued fail as ``engine_error``."""
         with self._cond:
             self._closed = True
-            left, self._queue = self._queue, []
+            left, self._queue, self._rows = self._queue, [], 0
             self._cond.notify_all()
         for item in left:
             item.finish(None, 0, EngineError("the model's batcher closed while the request "
@@ -193,6 +202,7 @@ class Batcher:
                     run = BatchRun(batch)
                     for item in batch:
                         self._queue.remove(item)
+                        self._rows -= item.rows
                         item.batch = run
                         item.started = now
                     return batch
