@@ -4,9 +4,10 @@ A calling thread (the execution's own) checks its request, then :meth:`Batcher.p
 and waits for its result. One runner thread per model instance takes batches off the queue:
 the oldest request opens a batch; requests that *fit* it (the same shapes past the batch
 axis, hence the same dtypes, as the signature already fixed those) join in arrival order up
-to ``max_batch_size`` rows. The runner waits for more until the rows reach a preferred size
-(or the maximum), or until the oldest request has waited ``max_queue_delay_us``; then it cuts
-the batch to the largest preferred size that fits (if any) and runs it. A request that does
+to ``max_batch_size`` rows. The runner waits for more until the rows reach a preferred size,
+pass the largest one, or reach the maximum, or until the oldest request has waited
+``max_queue_delay_us``; then it cuts the batch to the longest run of requests whose rows are
+a preferred size (if any) and runs it. A request that does
 not fit stays queued and opens a later batch of its own kind.
 
 Leaving the queue: a cancel or deadline of a queued request (its ``CancelToken``), and the
@@ -174,7 +175,11 @@ class Batcher:
         return batch, rows
 
     def _ready(self, rows: int) -> bool:
-        return rows >= self.max_rows or rows in self.preferred
+        """Run now: the rows are full, a preferred size, or past the largest preferred size
+        (waiting cannot make a better cut)."""
+        if rows >= self.max_rows:
+            return True
+        return bool(self.preferred) and (rows in self.preferred or rows >= self.preferred[-1])
 
     def _cut(self, batch: list[Pending]) -> list[Pending]:
         """The longest prefix whose rows are a preferred size; all of it if none is."""

@@ -5,7 +5,7 @@ after Triton's ``dynamic_batching`` settings where one exists:
 
 - ``max_batch_size`` (int >= 1, default 1 = no batching): most rows merged into one run;
 - ``preferred_batch_sizes`` (ints in 1..max_batch_size): a batch is run as soon as its rows
-  reach one of these, and otherwise cut to the largest of them that fits;
+  reach one of these (or pass the largest), cut to the largest of them that fits;
 - ``max_queue_delay_us`` (int >= 0, default 0): how long the oldest queued request waits for
   others before its batch runs anyway;
 - ``max_queue_size`` (int >= 0, default 0 = unbounded): requests queued at most; one more
