@@ -201,7 +201,7 @@ class OnnxEngine:
 
     def holds(self, resource_id: str) -> bool:
         """True when the model's session is warm (affinity scheduling)."""
-        return self.sessions.holds(resource_id)
+        return self.sessions.holds(resource_id) or self.served.holds(resource_id)
 
     def model_stats(self) -> dict[str, Any]:
         """Batch sizes, queue and compute time of each model deployed with options."""

@@ -242,6 +242,9 @@ class ServedModels:
                 self._models.move_to_end(rid)
         return served
 
+    def holds(self, resource_id: str) -> bool:
+        return resource_id in self._models
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             models = list(self._models.values())
