@@ -34,8 +34,8 @@ from coordinator_hookspecs import EngineError, ErrorKind, QuotaExceeded
 class Pending:
     """One queued request and, once done, its outputs (or error) and fee."""
 
-    __slots__ = ("batch", "done", "elements", "enqueued", "error", "fee", "feeds", "key",
-                 "outputs", "rows", "started", "token")
+    __slots__ = ("_gate", "batch", "elements", "enqueued", "error", "fee", "feeds",
+                 "finished", "key", "outputs", "rows", "started", "token")
 
     def __init__(self, feeds: dict[str, Any], rows: int, key: tuple[Any, ...], elements: int,
                  token: Any) -> None:
@@ -46,7 +46,11 @@ class Pending:
         self.token = token
         self.enqueued = time.perf_counter()
         self.started = 0.0
-        self.done = threading.Event()
+        # A plain lock held until the result is in: cheaper to wait on and to release than
+        # an Event (a Condition and a fresh lock per wait), and this is paid per request.
+        self._gate = threading.Lock()
+        self._gate.acquire()
+        self.finished = False
         self.batch: BatchRun | None = None
         self.outputs: list[Any] | None = None
         self.error: BaseException | None = None
@@ -54,8 +58,20 @@ class Pending:
 
     def finish(self, outputs: list[Any] | None, fee: int,
                error: BaseException | None = None) -> None:
+        if self.finished:
+            return
         self.outputs, self.fee, self.error = outputs, fee, error
-        self.done.set()
+        self.finished = True
+        self._gate.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until finished (at most ``timeout`` seconds); False if it is not yet."""
+        if self.finished:
+            return True
+        if self._gate.acquire(timeout=-1 if timeout is None else timeout):
+            self._gate.release()  # a later wait returns at once too
+            return True
+        return False
 
 
 class BatchRun:
@@ -224,5 +240,5 @@ class Batcher:
                 self._run(instance, run)
             except BaseException as exc:  # the serving layer finishes items; never leave one
                 for item in batch:
-                    if not item.done.is_set():
+                    if not item.finished:
                         item.finish(None, 0, exc)

@@ -108,12 +108,12 @@ class Served:
         batcher.put(item)
         token.on_cancel(batcher.on_cancel(
             item, lambda reason: self._stopped(reason, 0, "while queued for a batch")))
-        if not item.done.wait(self._timeout):
+        if not item.wait(self._timeout):
             if batcher.withdraw(item):
                 raise Timeout(f"the request waited in the model's batch queue longer than "
                               f"queue_timeout_us ({self.options.queue_timeout_us})",
                               fee_used=0)
-            item.done.wait()
+            item.wait()
         if item.error is not None:
             raise item.error
         if token.reason is not None:
