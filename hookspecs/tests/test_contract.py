@@ -31,7 +31,7 @@ FIELDS: dict[type, tuple[str, ...]] = {
     h.ResourceInfo: ("id", "type", "name", "owner", "capabilities", "policy", "size",
                      "deployed_at", "meta"),
     h.DeployRequest: ("code", "resource_type", "resource_id", "name", "owner", "capabilities",
-                      "policy", "meta"),
+                      "policy", "meta", "options"),
     h.ExecutionRequest: ("resource_id", "caller", "entry", "input", "args", "fee_limit",
                          "timeout", "parent_id", "depth", "parent_resource_id"),
     h.Verdict: ("allow", "reason", "score"),

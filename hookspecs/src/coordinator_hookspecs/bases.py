@@ -84,6 +84,12 @@ class EngineBase:
         engine that runs executions elsewhere. Default: none."""
         return None
 
+    def model_stats(self) -> Mapping[str, Any] | None:
+        """Per-resource statistics shown under ``metrics()["engines"][name]["models"]``, by
+        resource id (an ONNX model's batch sizes, queue and compute time), JSON-compatible.
+        Read when metrics are read, never per execution. Default: none."""
+        return None
+
     def decode_cli_input(self, data: str | bytes, filename: str | None = None) -> Any:
         """``coordinator exec --input TEXT`` (``data`` a str, ``filename`` None) or
         ``--input-file F`` (bytes, its name) to the request's ``input``. Default: text as

@@ -99,12 +99,23 @@ class ResourceInfo:
     deployed_at: float = 0.0
     meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False, eq=False)
 
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """The deploy options the engine accepted (``meta["options"]``; empty when none)."""
+        options: Mapping[str, Any] = self.meta.get("options") or {}
+        return options
+
 
 @attrs.frozen(slots=True)
 class DeployRequest:
     """What a deploy-time validator sees: the canonical bytes, the requested metadata, and
     ``meta``, what the engine's ``inspect`` learned (for example
-    ``meta["required_capabilities"]``, the capabilities the code's imports need)."""
+    ``meta["required_capabilities"]``, the capabilities the code's imports need).
+
+    ``options`` are the per-resource settings the deployer asked for (``deploy(...,
+    options={"max_batch_size": 8})``), as given. An engine that takes options checks them in
+    ``inspect`` (``InvalidRequest`` naming the key) and returns them, normalised, as
+    ``meta["options"]``; the core refuses options an engine did not return that way."""
 
     code: bytes
     resource_type: str
@@ -114,6 +125,7 @@ class DeployRequest:
     capabilities: frozenset[str] = frozenset()
     policy: AccessPolicy = AccessPolicy()
     meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False, eq=False)
+    options: Mapping[str, Any] = attrs.field(factory=dict, hash=False, eq=False)
 
 
 @attrs.frozen(slots=True)

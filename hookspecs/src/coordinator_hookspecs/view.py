@@ -137,8 +137,10 @@ class CoordinatorView(Protocol):
         owner: str = "",
         policy: AccessPolicy | None = None,
         source_format: str = "binary",
+        options: Mapping[str, Any] | None = None,
     ) -> str:
-        """Validate and store a resource; return its content-addressed id."""
+        """Validate and store a resource; return its content-addressed id. ``options``:
+        per-resource engine settings, checked by the engine and kept with the resource."""
         ...
 
     def execute(self, request: ExecutionRequest) -> ExecutionResult:

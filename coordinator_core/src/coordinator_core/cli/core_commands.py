@@ -42,6 +42,31 @@ def _deploy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--private", action="store_true", help="only the owner and --allow callers")
     p.add_argument("--allow", action="append", default=[], metavar="CALLER")
     p.add_argument("--deny", action="append", default=[], metavar="CALLER")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a deploy option of the engine (repeatable), e.g. max_batch_size=8; VALUE is "
+        "read as JSON when it parses (8, [4,8], true), else as text",
+    )
+
+
+def _deploy_options(items: list[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` arguments as a mapping (``InvalidRequest`` for a malformed one)."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InvalidRequest(f"--option {item!r} is not KEY=VALUE")
+        if key in options:
+            raise InvalidRequest(f"--option {key!r} is given twice")
+        try:
+            options[key] = json.loads(text)
+        except ValueError:
+            options[key] = text
+    return options
 
 
 def _deploy(args: argparse.Namespace, open_coordinator: Opener) -> int:
@@ -67,6 +92,7 @@ def _deploy(args: argparse.Namespace, open_coordinator: Opener) -> int:
             owner=args.owner,
             policy=policy,
             source_format=source_format,
+            options=_deploy_options(args.option),
         )
         info = coord.resource(rid)
     if args.json:
@@ -78,6 +104,7 @@ def _deploy(args: argparse.Namespace, open_coordinator: Opener) -> int:
                 "size": info.size,
                 "capabilities": sorted(info.capabilities),
                 "owner": info.owner,
+                "options": dict(info.options),
             }
         )
     else:

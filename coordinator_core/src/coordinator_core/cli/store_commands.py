@@ -10,6 +10,7 @@ or ``{"hex": ...}``. Exit codes: 0 ok, 1 failure (not found, verify failed), 2 b
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -54,14 +55,17 @@ def _resources(args: argparse.Namespace, open_coordinator: Opener) -> int:
     with open_coordinator() as coord:
         infos = coord.store.list_resources()
     if args.json:
-        emit([attrs.asdict(info, value_serializer=lambda _i, _a, v: to_jsonable(v))
-              for info in infos])
+        emit([{**attrs.asdict(info, value_serializer=lambda _i, _a, v: to_jsonable(v)),
+               "options": to_jsonable(dict(info.options))} for info in infos])
         return 0
     for info in infos:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.deployed_at))
         caps = ",".join(sorted(info.capabilities)) or "-"
+        options = " ".join(f"{k}={json.dumps(v, separators=(',', ':'))}"
+                           for k, v in sorted(info.options.items()))
         print(f"{info.id}  {info.type:<5} {info.name or '-':<16} owner={info.owner or '-'} "
-              f"size={info.size} caps={caps} {when}")
+              f"size={info.size} caps={caps} {when}" + (f" options: {options}" if options
+                                                        else ""))
     return 0
 
 
