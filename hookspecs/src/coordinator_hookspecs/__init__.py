@@ -38,6 +38,7 @@ from coordinator_hookspecs.protocols import (
     QuotaPolicy,
     SecurityValidator,
 )
+from coordinator_hookspecs.proofs import PROOF_FORMAT, verify_proof
 from coordinator_hookspecs.records import (
     AuditSinkRecord,
     CliCommand,
@@ -142,4 +143,6 @@ __all__ = [
     "hookspec",
     "method_or_default",
     "optional",
+    "PROOF_FORMAT",
+    "verify_proof",
 ]

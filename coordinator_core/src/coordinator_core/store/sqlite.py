@@ -11,7 +11,9 @@ each ``finish`` returns only after the transaction holding its records is commit
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -30,7 +32,9 @@ from coordinator_core.store.chain import (
 from coordinator_core.store.effects import Router
 from coordinator_core.store.files import BlobFiles, check_id, check_new_resource
 from coordinator_core.store.groupcommit import GroupCommitter, Job
+from coordinator_core.store.merkle_sqlite import SqliteNodes
 from coordinator_core.store.readers import ReadConnections
+from coordinator_core.store.roots import preview, proof_of, roots_of
 from coordinator_core.store.schema import (
     AUDIT_COLUMNS,
     DURABILITY,
@@ -196,6 +200,38 @@ class SqliteStore:
             "WHERE resource_id = ? ORDER BY seq DESC LIMIT ?", (resource_id, limit)).fetchall()
         keys = ("seq", "execution_id", "kind", "level", "payload", "timestamp")
         return [dict(zip(keys, row, strict=True)) for row in reversed(rows)]
+
+    # -- state roots ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def read_snapshot(self) -> Iterator[sqlite3.Connection]:
+        """This thread's read connection inside one read transaction: every read made through
+        this store on this thread until the block ends sees the same committed state."""
+        conn = self._reader()
+        if conn.in_transaction:  # nested: the outer block's snapshot already holds
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def roots(self, resource_id: str | None = None) -> dict[str, Any]:
+        """The committed global root (and the state root of ``resource_id``), hex."""
+        with self.read_snapshot() as conn:
+            return roots_of(SqliteNodes(conn), resource_id)
+
+    def prove(self, resource_id: str, key: bytes) -> dict[str, Any]:
+        """The committed value of ``key`` with its proofs (``roots.proof_of``)."""
+        with self.read_snapshot() as conn:
+            return proof_of(SqliteNodes(conn), resource_id, key,
+                            self.state_get(resource_id, key))
+
+    def preview_roots(self, effects: Sequence[Effect],
+                      resource_id: str | None = None) -> dict[str, Any]:
+        """The roots committing ``effects`` now would produce, writing nothing."""
+        with self.read_snapshot() as conn:
+            return preview(SqliteNodes(conn), effects, resource_id)
 
     # -- audit and commit ----------------------------------------------------------------
     def finish(self, record: AuditRecord, effects: Sequence[Effect],

@@ -1,0 +1,77 @@
+"""The state trees' nodes in SQLite (table ``merkle``, see ``schema.py``).
+
+``SqliteNodes`` is the ``NodeSource`` of ``merkle.py`` over one connection: the writer's,
+inside its open transaction (so a rolled-back execution takes its tree changes with it), or a
+reader's, for proofs and previews (over a read transaction, so every node comes from one
+committed state).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import sqlite3
+from collections.abc import Iterable, Mapping
+
+from coordinator_core.store.merkle import GLOBAL, Node, build, key_hash
+from coordinator_hookspecs.proofs import EMPTY
+
+_PUT = "INSERT OR REPLACE INTO merkle (tree, pos, hash, leaf) VALUES (?, ?, ?, ?)"
+_DELETE = "DELETE FROM merkle WHERE tree = ? AND pos = ?"
+ROOTS = "SELECT tree, hash FROM merkle WHERE pos = '' AND tree IN (?, '')"
+
+
+@functools.lru_cache(maxsize=128)
+def _select(count: int) -> str:
+    return ("SELECT pos, hash, leaf FROM merkle WHERE tree = ? AND pos IN ("
+            + ", ".join("?" * count) + ")")
+
+
+class SqliteNodes:
+    """Tree nodes read and written through ``conn``."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection | sqlite3.Cursor) -> None:
+        self.conn = conn
+
+    def fetch(self, tree: str, positions: list[str]) -> dict[str, Node]:
+        rows = self.conn.execute(_select(len(positions)), (tree, *positions)).fetchall()
+        return {pos: (digest, leaf) for pos, digest, leaf in rows}
+
+    def write(self, tree: str, puts: Mapping[str, Node], deletes: Iterable[str]) -> None:
+        conn = self.conn
+        gone = [(tree, pos) for pos in deletes]
+        if gone:
+            conn.executemany(_DELETE, gone)
+        conn.executemany(_PUT, [(tree, pos, node[0], node[1]) for pos, node in puts.items()])
+
+
+def roots(conn: sqlite3.Connection | sqlite3.Cursor, resource_id: str) -> tuple[bytes, bytes]:
+    """(state root of ``resource_id``, global root) as committed or written so far."""
+    found = dict(conn.execute(ROOTS, (resource_id,)).fetchall())
+    return found.get(resource_id, EMPTY), found.get(GLOBAL, EMPTY)
+
+
+def store_tree(conn: sqlite3.Connection, tree: str, nodes: Mapping[str, Node]) -> None:
+    """Replace ``tree`` with ``nodes`` (from ``merkle.build``)."""
+    conn.execute("DELETE FROM merkle WHERE tree = ?", (tree,))
+    conn.executemany(_PUT, [(tree, pos, node[0], node[1]) for pos, node in nodes.items()])
+
+
+def rebuild_all(conn: sqlite3.Connection) -> bytes:
+    """Build every resource's tree and the global tree from the ``state`` table (in the
+    caller's transaction); returns the global root."""
+    per_resource: dict[str, list[tuple[bytes, bytes]]] = {}
+    for resource_id, key, value in conn.execute("SELECT resource_id, key, value FROM state"):
+        per_resource.setdefault(resource_id, []).append(
+            (key_hash(bytes(key)), hashlib.sha256(bytes(value)).digest()))
+    conn.execute("DELETE FROM merkle")
+    tops = []
+    for resource_id, leaves in per_resource.items():
+        root, nodes = build(leaves)
+        store_tree(conn, resource_id, nodes)
+        tops.append((key_hash(resource_id.encode()), hashlib.sha256(root).digest()))
+    root, nodes = build(tops)
+    store_tree(conn, GLOBAL, nodes)
+    return root
