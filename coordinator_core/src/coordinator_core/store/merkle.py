@@ -243,6 +243,26 @@ class DictSource:
             found.update(self.base.fetch(tree, missing))
         return found
 
+    def flush(self) -> None:
+        """Hand what was written over to the base source (an overlay's end)."""
+        base = self.base
+        if base is None or not self.nodes:
+            return
+        writer = getattr(base, "write_many", None)
+        if writer is not None:
+            writer(self.nodes)
+        else:
+            trees: dict[str, tuple[dict[str, Node], list[str]]] = {}
+            for (tree, pos), node in self.nodes.items():
+                puts, deletes = trees.setdefault(tree, ({}, []))
+                if node is None:
+                    deletes.append(pos)
+                else:
+                    puts[pos] = node
+            for tree, (puts, deletes) in trees.items():
+                base.write(tree, puts, deletes)
+        self.nodes = {}
+
     def write(self, tree: str, puts: Mapping[str, Node], deletes: Iterable[str]) -> None:
         nodes = self.nodes
         overlay = self.base is not None
@@ -259,18 +279,23 @@ def apply_writes(source: NodeSource, writes: Mapping[str, Mapping[bytes, bytes |
                  ) -> dict[str, bytes]:
     """Apply state writes (resource id -> key -> value, None for a removal) to the
     resources' trees and then to the global tree; returns the new root of each resource
-    written and of the global tree (under ``GLOBAL``)."""
+    written and of the global tree (under ``GLOBAL``). The changed nodes are gathered in an
+    overlay and handed to ``source`` at the end, in one ``write_many`` where it has one (a
+    statement per tree and commit instead of one per key)."""
+    overlay = DictSource(source)
     roots: dict[str, bytes] = {}
     for resource_id, changes in writes.items():
         root = b""
         for key, value in changes.items():
-            root = update(source, resource_id, key_hash(key),
+            root = update(overlay, resource_id, key_hash(key),
                           None if value is None else hashlib.sha256(value).digest())
-        roots[resource_id] = root or root_of(source, resource_id)
-    for resource_id, root in roots.items():
-        update(source, GLOBAL, key_hash(resource_id.encode()),
-               None if root == EMPTY else hashlib.sha256(root).digest())
-    roots[GLOBAL] = root_of(source, GLOBAL)
+        roots[resource_id] = root or root_of(overlay, resource_id)
+    top = b""
+    for resource_id, root in list(roots.items()):
+        top = update(overlay, GLOBAL, key_hash(resource_id.encode()),
+                     None if root == EMPTY else hashlib.sha256(root).digest())
+    roots[GLOBAL] = top or root_of(overlay, GLOBAL)
+    overlay.flush()
     return roots
 
 

@@ -18,7 +18,6 @@ from coordinator_hookspecs.proofs import EMPTY
 
 _PUT = "INSERT OR REPLACE INTO merkle (tree, pos, hash, leaf) VALUES (?, ?, ?, ?)"
 _DELETE = "DELETE FROM merkle WHERE tree = ? AND pos = ?"
-ROOTS = "SELECT tree, hash FROM merkle WHERE pos = '' AND tree IN (?, '')"
 
 
 @functools.lru_cache(maxsize=128)
@@ -47,10 +46,28 @@ class SqliteNodes:
         conn.executemany(_PUT, [(tree, pos, node[0], node[1]) for pos, node in puts.items()])
 
 
-def roots(conn: sqlite3.Connection | sqlite3.Cursor, resource_id: str) -> tuple[bytes, bytes]:
-    """(state root of ``resource_id``, global root) as committed or written so far."""
-    found = dict(conn.execute(ROOTS, (resource_id,)).fetchall())
-    return found.get(resource_id, EMPTY), found.get(GLOBAL, EMPTY)
+@functools.lru_cache(maxsize=64)
+def _select_roots(count: int) -> str:
+    return ("SELECT tree, hash FROM merkle WHERE pos = '' AND tree IN ("
+            + ", ".join("?" * (count + 1)) + ")")
+
+    def write_many(self, nodes: Mapping[tuple[str, str], Node | None]) -> None:
+        """Store or (None) remove nodes of any trees, keyed by (tree, position)."""
+        conn = self.conn
+        gone = [key for key, node in nodes.items() if node is None]
+        if gone:
+            conn.executemany(_DELETE, gone)
+        conn.executemany(_PUT, [(tree, pos, node[0], node[1])
+                                for (tree, pos), node in nodes.items() if node is not None])
+
+
+def roots(conn: sqlite3.Connection | sqlite3.Cursor, resource_ids: Iterable[str]
+          ) -> dict[str, bytes]:
+    """The roots of ``resource_ids`` and the global root (under ``GLOBAL``), as committed or
+    written so far in the open transaction, in one query."""
+    wanted = sorted(set(resource_ids))
+    found = dict(conn.execute(_select_roots(len(wanted)), (*wanted, GLOBAL)).fetchall())
+    return {tree: found.get(tree, EMPTY) for tree in (*wanted, GLOBAL)}
 
 
 def store_tree(conn: sqlite3.Connection, tree: str, nodes: Mapping[str, Node]) -> None:

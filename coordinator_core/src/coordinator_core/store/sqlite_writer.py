@@ -210,11 +210,14 @@ class Writer:
         rows: list[Any] = []
         sealed: list[SealedRecords] = []
         try:
+            # one read of every root the group's execution records carry
+            known = roots(self.conn, (record.resource_id or "" for job in jobs
+                                      for record, _ in job.records or () if rooted(record)))
             for job in jobs:
                 own = []
                 for record, digest in job.records or ():
                     seq += 1
-                    row = seal_row(self.with_roots(record), seq, head, digest)
+                    row = seal_row(self.with_roots(record, known), seq, head, digest)
                     head = row[-1]
                     rows.extend(row)
                     own.append(row)
@@ -237,17 +240,20 @@ class Writer:
         return True
 
     # -- helpers for jobs ----------------------------------------------------------------
-    def with_roots(self, record: AuditRecord) -> AuditRecord:
+    def with_roots(self, record: AuditRecord,
+                   known: dict[str, bytes] | None = None) -> AuditRecord:
         """Apply the pending state writes to the state trees (in the open transaction), then
-        give an execution's final record its resource's state root and the global root."""
+        give an execution's final record its resource's state root and the global root
+        (from ``known`` when the caller read them already)."""
         written = apply_writes(self.nodes, self.tree_writes) if self.tree_writes else None
         self.tree_writes = {}
         if not rooted(record):
             return record
         resource_id = record.resource_id or ""
-        if written is not None and resource_id in written:
-            return with_roots(record, written[resource_id], written[GLOBAL])
-        return with_roots(record, *roots(self.conn, resource_id))
+        found = written if written is not None and resource_id in written else known
+        if found is None or resource_id not in found:
+            found = roots(self.conn, (resource_id,))
+        return with_roots(record, found[resource_id], found[GLOBAL])
 
     def writing(self, resource_id: str) -> dict[bytes, bytes | None]:
         """Before a state write in the open transaction: the first one of a resource in this
