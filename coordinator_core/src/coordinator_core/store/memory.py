@@ -36,6 +36,7 @@ from coordinator_core.store.merkle import (
     with_roots,
 )
 from coordinator_core.store.roots import preview, proof_of, roots_of
+from coordinator_core.store.snapshot import Snapshot, refuse_unless_empty
 from coordinator_hookspecs import (
     AccessPolicy,
     AuditRecord,
@@ -182,6 +183,19 @@ class MemoryStore:
                       resource_id: str | None = None) -> dict[str, Any]:
         with self._lock:
             return preview(self.nodes, effects, resource_id)
+
+    def restore(self, snapshot: Snapshot) -> AuditRecord:
+        """Write a verified snapshot (``snapshot.py``) into this empty store."""
+        with self._lock:
+            refuse_unless_empty(len(self._resources), len(self.rows),
+                                root_of(self.nodes, GLOBAL))
+            for item in snapshot.resources:
+                self._resources[item.info.id] = (item.info, item.code)
+                if item.state:
+                    self._state[item.info.id] = dict(item.state)
+                self.nodes.write(item.info.id, item.nodes, ())
+            self.nodes.write(GLOBAL, snapshot.global_nodes, ())
+            return self._insert(snapshot.record())
 
     # -- audit and commit ----------------------------------------------------------------
     def _insert(self, record: AuditRecord, digest: str | None = None) -> AuditRecord:

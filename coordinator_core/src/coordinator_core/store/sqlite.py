@@ -32,9 +32,11 @@ from coordinator_core.store.chain import (
 from coordinator_core.store.effects import Router
 from coordinator_core.store.files import BlobFiles, check_id, check_new_resource
 from coordinator_core.store.groupcommit import GroupCommitter, Job
-from coordinator_core.store.merkle_sqlite import SqliteNodes
+from coordinator_core.store.merkle import GLOBAL
+from coordinator_core.store.merkle_sqlite import SqliteNodes, roots, store_tree
 from coordinator_core.store.readers import ReadConnections
 from coordinator_core.store.roots import preview, proof_of, roots_of
+from coordinator_core.store.snapshot import Snapshot, refuse_unless_empty
 from coordinator_core.store.schema import (
     AUDIT_COLUMNS,
     DURABILITY,
@@ -232,6 +234,31 @@ class SqliteStore:
         """The roots committing ``effects`` now would produce, writing nothing."""
         with self.read_snapshot() as conn:
             return preview(SqliteNodes(conn), effects, resource_id)
+
+    def restore(self, snapshot: Snapshot) -> AuditRecord:
+        """Write a verified snapshot (``snapshot.py``) into this empty store, in one
+        transaction ending with its ``snapshot`` record."""
+        for item in snapshot.resources:  # before the rows: a row never points at no file
+            self._files.write(item.info.id, item.code)
+
+        def run(w: Writer) -> AuditRecord:
+            conn = w.conn
+            counts = conn.execute("SELECT (SELECT count(*) FROM resources), "
+                                  "(SELECT count(*) FROM audit)").fetchall()[0]
+            refuse_unless_empty(counts[0], counts[1], roots(conn, ())[GLOBAL])
+            for item in snapshot.resources:
+                conn.execute(f"INSERT INTO resources ({RESOURCE_COLUMNS}) VALUES "
+                             "(?, ?, ?, ?, ?, ?, ?, ?, ?)", resource_row(item.info))
+                if item.state:
+                    w.writing(item.info.id)  # stamps the slot: no process keeps stale values
+                    conn.executemany("INSERT INTO state VALUES (?, ?, ?)",
+                                     [(item.info.id, k, v) for k, v in item.state])
+                store_tree(conn, item.info.id, item.nodes)
+            store_tree(conn, GLOBAL, snapshot.global_nodes)
+            return record_of_row(w.insert(snapshot.record()))
+
+        record: AuditRecord = self._write(run)
+        return record
 
     # -- audit and commit ----------------------------------------------------------------
     def finish(self, record: AuditRecord, effects: Sequence[Effect],
