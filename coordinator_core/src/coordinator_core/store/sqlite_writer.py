@@ -291,6 +291,7 @@ class Writer:
     def undo(self) -> None:
         """Roll back this execution's writes (the transaction stays open for what follows,
         such as the rollback record) and restore the chain head."""
+        self.tree_writes.clear()
         if self._solo:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
