@@ -26,7 +26,8 @@ def workload(coord: Coordinator) -> list[tuple[str, Any]]:
     """Run the workload; return (status, roots of its final record) per execution."""
     token = coord.deploy((EXAMPLES / "token.wat").read_text(), "wasm", name="token",
                          capabilities=["storage", "events"], source_format="wat")
-    counter = coord.deploy(COUNTER_WAT, "wasm", name="counter", capabilities=["storage"], source_format="wat")
+    counter = coord.deploy(COUNTER_WAT, "wasm", name="counter", capabilities=["storage"],
+                           source_format="wat")
     requests = [ExecutionRequest(resource_id=token, caller="treasury", entry="mint",
                                  input=struct.pack("<Q", 100 + i) + name)
                 for i, name in enumerate(ACCOUNTS)]

@@ -29,6 +29,7 @@ from coordinator_hookspecs.errors import (
     Timeout,
     Trap,
 )
+from coordinator_hookspecs.proofs import PROOF_FORMAT, verify_proof
 from coordinator_hookspecs.protocols import (
     AuditSink,
     EffectProcessor,
@@ -38,7 +39,6 @@ from coordinator_hookspecs.protocols import (
     QuotaPolicy,
     SecurityValidator,
 )
-from coordinator_hookspecs.proofs import PROOF_FORMAT, verify_proof
 from coordinator_hookspecs.records import (
     AuditSinkRecord,
     CliCommand,

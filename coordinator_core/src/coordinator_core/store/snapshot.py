@@ -28,7 +28,6 @@ import attrs
 
 from coordinator_core.store.files import check_new_resource
 from coordinator_core.store.merkle import Node, build, key_hash
-from coordinator_hookspecs.proofs import EMPTY
 from coordinator_core.store.schema import resource_of, resource_row
 from coordinator_hookspecs import (
     AuditRecord,
@@ -38,6 +37,7 @@ from coordinator_hookspecs import (
     NotFound,
     ResourceInfo,
 )
+from coordinator_hookspecs.proofs import EMPTY
 
 FORMAT = "coordinator-snapshot/1"
 

@@ -36,7 +36,6 @@ from coordinator_core.store.merkle import GLOBAL
 from coordinator_core.store.merkle_sqlite import SqliteNodes, roots, store_tree
 from coordinator_core.store.readers import ReadConnections
 from coordinator_core.store.roots import preview, proof_of, roots_of
-from coordinator_core.store.snapshot import Snapshot, refuse_unless_empty
 from coordinator_core.store.schema import (
     AUDIT_COLUMNS,
     DURABILITY,
@@ -47,6 +46,7 @@ from coordinator_core.store.schema import (
     resource_of,
     resource_row,
 )
+from coordinator_core.store.snapshot import Snapshot, refuse_unless_empty
 from coordinator_core.store.sqlite_finish import PendingFinish, unapplied
 from coordinator_core.store.sqlite_writer import StateLog, Writer
 from coordinator_core.store.statecache import Stamps, StateCache
