@@ -115,10 +115,3 @@ def run(table: Table, n: int = 600, rounds: int = 6) -> None:
         table.add(SECTION, f"mean proof depth, {size:,} keys", depths[size], "levels",
                   note=f"log2 n = {math.log2(size):.1f}")
 
-
-if __name__ == "__main__":
-    t = Table()
-    run(t)
-    for row in t.rows:
-        print(f"{row.name:<45} {row.value:>10.1f} {row.unit:<7} {row.target:<7} "
-              f"{row.verdict:<6} {row.note}")
