@@ -282,3 +282,19 @@ def test_a_job_failing_alone_leaves_nothing_written(tmp_path: Path,
     report = store.verify()
     assert report.ok and report.count == 2
     store.close()
+
+
+def test_a_group_without_final_records_reads_no_roots(tmp_path: Path) -> None:
+    """Only an execution's final record carries roots: a group of other records (deploys,
+    security decisions) stays one statement."""
+    store = SqliteStore(tmp_path)
+    statements: list[str] = []
+    store._writer.conn.set_trace_callback(statements.append)
+    jobs = [Job(records=((AuditRecord(seq=0, record_kind="security", timestamp=time.time(),
+                                      caller="c", status="succeeded"), None),))
+            for _ in range(3)]
+    store._writer.commit_batch(jobs)
+    store._writer.conn.set_trace_callback(None)
+    assert len(statements) == 1 and statements[0].startswith("INSERT INTO audit")
+    assert all("state_root" not in r.detail for r in store.audit_records())
+    store.close()

@@ -210,9 +210,10 @@ class Writer:
         rows: list[Any] = []
         sealed: list[SealedRecords] = []
         try:
-            # one read of every root the group's execution records carry
-            known = roots(self.conn, (record.resource_id or "" for job in jobs
-                                      for record, _ in job.records or () if rooted(record)))
+            # one read of every root the group's execution records carry (none: no read)
+            rooted_ids = [record.resource_id or "" for job in jobs
+                          for record, _ in job.records or () if rooted(record)]
+            known = roots(self.conn, rooted_ids) if rooted_ids else None
             for job in jobs:
                 own = []
                 for record, digest in job.records or ():
