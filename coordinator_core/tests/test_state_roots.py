@@ -193,3 +193,27 @@ def test_a_version_2_directory_gets_its_trees_on_upgrade(tmp_path: Path) -> None
 
 def test_the_global_tree_is_named_apart_from_resources() -> None:
     assert GLOBAL == "" and len(RID) == 64  # resource ids are sha256 hex, never ""
+
+
+def test_paths_deeper_than_one_fetch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A path longer than one batch of levels is fetched in several queries (with one level
+    per query here, every path is), and the tree is the same."""
+    from coordinator_core.store import merkle
+
+    monkeypatch.setattr(merkle, "BATCH", 1)
+    store = SqliteStore(tmp_path)
+    rng = random.Random(11)
+    state: dict[bytes, bytes] = {}
+    for i in range(40):
+        key = b"%d" % rng.randrange(60)
+        if key in state and rng.random() < 0.4:
+            state.pop(key)
+            effects = [delete(key)]
+        else:
+            state[key] = b"%d" % i
+            effects = [put(key, state[key])]
+        store.finish(record(f"e{i}"), effects, PROCESSORS)
+        assert store.roots(RID)["state_root"] == expected_root(state)
+    proved = store.prove(RID, next(iter(state)))
+    assert verify_proof(proved["proof"], proved["state_root"])
+    store.close()

@@ -28,7 +28,7 @@ from coordinator_hookspecs.proofs import EMPTY, PROOF_FORMAT, inner_node, leaf_n
 
 Node = tuple[bytes, bytes | None]
 GLOBAL = ""
-BATCH = 32
+BATCH = 24
 
 
 class NodeSource(Protocol):
