@@ -180,7 +180,7 @@ def test_simulate_predicts_the_execution_exactly(coord: Coordinator, token: str)
     assert isinstance(sim, SimulationResult) and sim.ok
     assert sim.events and all(e.kind == "event" for e in sim.events)
     assert set(sim.events) <= set(sim.effects)
-    assert sim.state_root is None or sim.state_root  # the store's preview, when it has one
+    assert sim.state_root and sim.global_root and sim.state_root != coord.state_root(token)
     # Nothing committed: state, events, the audit log, the ledger.
     assert coord.state(token) == state and coord.events(token) == events
     assert len(list(coord.audit_records())) == records
@@ -189,6 +189,11 @@ def test_simulate_predicts_the_execution_exactly(coord: Coordinator, token: str)
     real = coord.execute(request)
     assert (real.status, real.output, real.effects, real.fee_used) == (
         sim.status, sim.output, sim.effects, sim.fee_used)
+    # ... and the roots its audit record carries are the ones simulate predicted.
+    [sealed] = [r for r in coord.audit_records()
+                if r.execution_id == real.execution_id and r.record_kind == "execution"]
+    assert (sealed.detail["state_root"], sealed.detail["global_root"]) == (
+        sim.state_root, sim.global_root)
     # A client sets its fee limit to the simulated fee: the execution fits it exactly.
     again = coord.simulate(request)
     exact = coord.execute(ExecutionRequest(resource_id=token, caller="alice",
@@ -199,7 +204,7 @@ def test_simulate_predicts_the_execution_exactly(coord: Coordinator, token: str)
                                             entry="transfer", input=u64(250) + b"bob",
                                             fee_limit=again.fee_used - 1))
     assert short.error is not None and short.error.kind is ErrorKind.FEE_EXHAUSTED
-    assert short.state_root is None
+    assert short.state_root is None and short.global_root is None
 
 
 def test_simulated_failure_is_the_execution_failure(coord: Coordinator, token: str) -> None:

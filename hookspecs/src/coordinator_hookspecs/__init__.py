@@ -29,6 +29,7 @@ from coordinator_hookspecs.errors import (
     Timeout,
     Trap,
 )
+from coordinator_hookspecs.proofs import PROOF_FORMAT, verify_proof
 from coordinator_hookspecs.protocols import (
     AuditSink,
     EffectProcessor,
@@ -144,4 +145,6 @@ __all__ = [
     "hookspec",
     "method_or_default",
     "optional",
+    "PROOF_FORMAT",
+    "verify_proof",
 ]

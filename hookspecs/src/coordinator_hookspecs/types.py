@@ -209,12 +209,14 @@ class SimulationResult(ExecutionResult):
 
     ``effects`` are the writes, events and log lines the execution would commit (nested
     executions' included); ``events`` is the ``event`` effects among them, in order.
-    ``state_root`` is the store's preview of the state roots those effects would produce
-    (None when the store keeps no state roots, or the execution failed).
+    ``state_root`` and ``global_root`` are the hex roots committing those effects would
+    produce (the resource's state tree and the tree over every resource's root, as the
+    execution's audit record would carry them); None when the execution failed.
     """
 
     events: tuple[Effect, ...] = ()
-    state_root: Any = None
+    state_root: str | None = None
+    global_root: str | None = None
 
 
 @attrs.frozen(slots=True)

@@ -202,6 +202,20 @@ class CoordinatorView(Protocol):
 
     def events(self, resource_id: str, limit: int = 100) -> list[dict[str, Any]]: ...
 
+    def state_root(self, resource_id: str) -> str:
+        """The committed state root of a resource (hex; 64 zeros for empty state)."""
+        ...
+
+    def global_root(self) -> str:
+        """The committed root over all resources' state roots (hex)."""
+        ...
+
+    def prove(self, resource_id: str, key: bytes) -> dict[str, Any]:
+        """The committed value of ``key`` (hex or None), ``state_root``, ``global_root``,
+        ``proof`` (the key under the state root) and ``root_proof`` (the state root under
+        the global root); each proof checks with :func:`coordinator_hookspecs.verify_proof`."""
+        ...
+
     def audit_records(self, start: int = 1) -> Iterator[AuditRecord]:
         """The committed audit log from sequence number ``start`` on, oldest first (every
         process sharing the data directory appends to it; sequence numbers have no gaps)."""

@@ -177,7 +177,8 @@ def _call(args: argparse.Namespace, open_coordinator: Opener, how: str) -> int:
         )
     data = result_json(result, output)
     if how == "simulate":
-        data = {**data, "simulated": True, "state_root": to_jsonable(result.state_root),
+        data = {**data, "simulated": True, "state_root": result.state_root,
+                "global_root": result.global_root,
                 "events": [effect_json(e) for e in result.events]}
     if args.json:
         emit(data)

@@ -17,6 +17,7 @@ from typing import Any
 from coordinator_core.coordination.dry_runs import DryRunCoordinator
 from coordinator_core.coordination.executions import ExecutionCoordinator
 from coordinator_core.coordination.resources import ResourceCoordinator
+from coordinator_core.coordination.roots import RootsCoordinator
 from coordinator_core.engines.dispatcher import Dispatcher
 from coordinator_core.execution.ledger import Ledger
 from coordinator_core.execution.locks import shared_locks
@@ -46,11 +47,12 @@ CLOSE_GRACE = 5.0
 CLOSE_SINKS = 5.0
 
 
-class Coordinator(ExecutionCoordinator, DryRunCoordinator, ResourceCoordinator):
+class Coordinator(ExecutionCoordinator, DryRunCoordinator, ResourceCoordinator, RootsCoordinator):
     """The execution coordinator. Use :meth:`open`; close it (or use ``with``).
 
     Deploy and resource methods come from :class:`ResourceCoordinator`; ``query`` and
-    ``simulate`` from :class:`DryRunCoordinator`."""
+    ``simulate`` from :class:`DryRunCoordinator`; state roots, proofs and snapshots from
+    :class:`RootsCoordinator`."""
 
     def __init__(self, config: Config, host: PluginHost, registry: Registry, store: Store) -> None:
         self.config = config

@@ -105,18 +105,14 @@ class DryRunCoordinator:
         """The result as a ``SimulationResult``: every field of the execution's (by name, so
         a field ``ExecutionResult`` gains later comes along), its events and state roots."""
         effects = result.effects
+        roots: dict[str, Any] = (self.store.preview_roots(effects, result.resource_id)
+                                 if result.ok else {})
         return SimulationResult(
             **attrs.asdict(result, recurse=False),
             events=tuple(e for e in effects if e.kind == EffectKind.EVENT),
-            state_root=self._preview_roots(effects) if result.ok else None,
+            state_root=roots.get("state_roots", {}).get(result.resource_id),
+            global_root=roots.get("global_root"),
         )
-
-    def _preview_roots(self, effects: Any) -> Any:
-        """The store's preview of the state roots ``effects`` would produce (None when the
-        store keeps none)."""
-        preview = getattr(self.store, "preview_roots", None)
-        if preview is None:
-            return None
         try:
             return preview(effects)
         except Exception as exc:  # a preview must not turn a simulation into a failure
