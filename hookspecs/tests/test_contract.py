@@ -40,7 +40,7 @@ FIELDS: dict[type, tuple[str, ...]] = {
                         "effects", "error", "engine", "duration", "parent_id"),
     h.SimulationResult: ("execution_id", "status", "resource_id", "caller", "output",
                          "fee_used", "effects", "error", "engine", "duration", "parent_id",
-                         "events", "state_root"),
+                         "events", "state_root", "global_root"),
     h.EngineResult: ("output", "fee_used", "effects"),
     h.ExecutionReport: ("result", "resource_type", "stages"),
     h.AuditRecord: ("seq", "record_kind", "timestamp", "execution_id", "parent_id", "caller",

@@ -20,7 +20,6 @@ import attrs
 from coordinator_core.execution.dry import QUERY, SIMULATE, DryRun
 from coordinator_core.execution.ledger import Entry, Ledger
 from coordinator_core.execution.pipeline import Pipeline
-from coordinator_core.log import logger
 from coordinator_core.plugin_host.config import Config
 from coordinator_core.store.base import Store
 from coordinator_hookspecs import (
@@ -113,11 +112,6 @@ class DryRunCoordinator:
             state_root=roots.get("state_roots", {}).get(result.resource_id),
             global_root=roots.get("global_root"),
         )
-        try:
-            return preview(effects)
-        except Exception as exc:  # a preview must not turn a simulation into a failure
-            logger.opt(exception=exc).warning("previewing state roots failed: {}", exc)
-            return None
 
     def _audit_query(self, request: ExecutionRequest, result: ExecutionResult) -> None:
         """A sampled query's ``query`` audit record (``query_audit_sample``)."""
