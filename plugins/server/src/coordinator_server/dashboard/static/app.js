@@ -237,7 +237,7 @@ async function drill(id) {
     parts.push(section("Error", d.error ? el("p", {class: "error"}, `${d.error.kind}: ${d.error.message}`)
       : el("p", {class: "muted"}, "none")));
     parts.push(section("Effects", d.effects === null
-      ? el("p", {class: "muted"}, "kept only for executions this server started and still holds")
+      ? el("p", {class: "muted"}, "kept only for executions this server started with wait=false and still holds")
       : d.effects.length ? el("ul", {}, ...d.effects.map((e) => el("li", {class: "mono"},
           `${e.kind} ${e.key ?? e.key_base64 ?? ""} ${e.value ?? e.value_base64 ?? ""}`)))
       : el("p", {class: "muted"}, "none")));
