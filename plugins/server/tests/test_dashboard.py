@@ -153,8 +153,8 @@ def test_drill_down_of_an_unknown_execution_is_not_found(live: Live) -> None:
 
 
 def test_the_static_files_are_served_and_nothing_else(live: Live) -> None:
-    script = live.request("GET", "/ui/static/vendor/uPlot.iife.min.js")
+    script = live.request("GET", "/ui/static/uPlot.iife.min.js")
     assert script.status_code == 200 and script.headers["content-type"].startswith(
         "text/javascript") and b"uPlot" in script.content
-    assert live.request("GET", "/ui/static/../keys.py").status_code == 404
+    assert live.request("GET", "/ui/static/..%2Fkeys.py").status_code == 404
     assert live.request("GET", "/ui/static/index.html").status_code == 404

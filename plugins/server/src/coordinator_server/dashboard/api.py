@@ -30,10 +30,12 @@ from coordinator_server.dashboard.series import Sampler, series
 from coordinator_server.encoding import output_json
 
 STATIC = resources.files(__package__).joinpath("static")
-#: The files under /ui/static and their media types (nothing else is served).
+#: The files under /ui/static: name -> (path in the package, media type). Nothing else is
+#: served.
 FILES = {
-    "app.js": "text/javascript", "style.css": "text/css",
-    "vendor/uPlot.iife.min.js": "text/javascript", "vendor/uPlot.min.css": "text/css",
+    "app.js": ("app.js", "text/javascript"), "style.css": ("style.css", "text/css"),
+    "uPlot.iife.min.js": ("vendor/uPlot.iife.min.js", "text/javascript"),
+    "uPlot.min.css": ("vendor/uPlot.min.css", "text/css"),
 }
 STATUSES = tuple(s.value for s in Status)
 MAX_LIMIT = 500
@@ -81,11 +83,11 @@ async def index(request: Request, state: ServerState, key: ApiKey) -> Response:
 
 async def static(request: Request) -> Response:
     name = request.path_params["name"]
-    media = FILES.get(name)
-    if media is None:
+    if name not in FILES:
         return JSONResponse({"error": f"no dashboard file {name[:64]!r}", "kind": "not_found"},
                             status_code=404)
-    return Response(STATIC.joinpath(name).read_bytes(), media_type=media,
+    path, media = FILES[name]
+    return Response(STATIC.joinpath(path).read_bytes(), media_type=media,
                     headers={"Cache-Control": "public, max-age=3600"})
 
 
@@ -309,7 +311,7 @@ def routes(state: ServerState) -> list[Route]:
         Route("/ui/login", login_form, methods=["GET"]),
         Route("/ui/login", make_login(state), methods=["POST"]),
         Route("/ui/logout", logout, methods=["POST"]),
-        Route("/ui/static/{name:path}", static, methods=["GET"]),
+        Route("/ui/static/{name}", static, methods=["GET"]),
         Route("/ui/api/overview", ui("view", state, make_overview(board)), methods=["GET"]),
         Route("/ui/api/executions", ui("view", state, make_executions(board)),
               methods=["GET"]),
