@@ -250,7 +250,8 @@ async function drill(id) {
       ? el("ul", {}, ...d.children.map((c) => el("li", {}, execLink(c))))
       : el("p", {class: "muted"}, "none")));
     const record = d.record ? el("div", {id: "drill-record"}, pairs({
-      seq: d.record.seq, record_kind: d.record.record_kind, timestamp: d.record.timestamp,
+      seq: d.record.seq, record_kind: d.record.record_kind, execution_id: d.record.execution_id,
+      parent_id: d.record.parent_id, timestamp: d.record.timestamp,
       effect_digest: d.record.effect_digest, leaf_hash: d.record.leaf_hash,
       chain_hash: d.record.chain_hash, detail: d.record.detail}))
       : el("p", {class: "muted"}, "no final record yet (the execution has not finished)");
