@@ -20,6 +20,7 @@ from scripts import chromium
 from .conftest import Live, cli
 from .dashboard_world import World, execute, world
 
+EMPTY = "\u2013"  # what a tile shows before it has a figure
 WAIT = 10.0  # seconds any one thing on the page may take to appear
 
 
@@ -82,7 +83,7 @@ def test_an_unauthenticated_visit_is_refused(browser: chromium.Browser, live: Li
 def test_the_page_loads_without_console_errors(browser: chromium.Browser, live: Live,
                                                hybrid: World) -> None:
     signed_in(browser, live, "root")
-    until(lambda: text(browser, "tile-total") not in ("", "–"), "the tiles")
+    until(lambda: text(browser, "tile-total") not in ("", EMPTY), "the tiles")
     until(lambda: browser.driver.find_elements("css selector", "#chart-throughput .uplot"),
           "the throughput chart")
     until(lambda: browser.driver.find_elements("css selector", "#executions tbody tr"),
@@ -98,7 +99,7 @@ def test_the_page_loads_without_console_errors(browser: chromium.Browser, live: 
 def test_tiles_change_while_a_workload_runs(browser: chromium.Browser, live: Live,
                                             hybrid: World) -> None:
     signed_in(browser, live, "root")
-    before = until(lambda: text(browser, "tile-total") if text(browser, "tile-total") != "–"
+    before = until(lambda: text(browser, "tile-total") if text(browser, "tile-total") != EMPTY
                    else None, "the executions tile")
     stop = threading.Event()
 
@@ -111,7 +112,7 @@ def test_tiles_change_while_a_workload_runs(browser: chromium.Browser, live: Liv
     runner.start()
     try:
         until(lambda: text(browser, "tile-total") != before, "a new executions count")
-        until(lambda: text(browser, "tile-rate") not in ("–", "0.0"), "a rate above zero")
+        until(lambda: text(browser, "tile-rate") not in (EMPTY, "0.0"), "a rate above zero")
     finally:
         stop.set()
         runner.join()

@@ -23,8 +23,8 @@ from starlette.applications import Starlette
 
 from coordinator_hookspecs import EngineBase, method_or_default
 from coordinator_server import contract, fallbacks, keys_api, oip, records
-from coordinator_server.dashboard import api as dashboard
 from coordinator_server.app import ServerState
+from coordinator_server.dashboard import api as dashboard
 from coordinator_server.keys import KeyStore
 from coordinator_server.models import ModelIndex
 from coordinator_server.processes import Children, bind, report_ready

@@ -133,7 +133,7 @@ def _engines(snapshot: dict[str, Any], errors: dict[str, Any]) -> list[dict[str,
 def overview_of(board: Dashboard, key: ApiKey) -> dict[str, Any]:
     sampler = board.sampler
     snapshot = sampler.latest
-    names = sorted((snapshot.get("engines") or {}))
+    names = sorted(snapshot.get("engines") or {})
     history = board.history
     return {
         "now": time.time(),

@@ -88,7 +88,8 @@ class History:
         """The newest execution records matching ``f``, newest first."""
         if self.path is None:
             return self._scan_memory(f)
-        where, args = ["record_kind = 'execution'", "seq > ?"], [self._floor()]
+        where = ["record_kind = 'execution'", "seq > ?"]
+        args: list[Any] = [self._floor()]
         if f.caller is not None:
             where.append("caller = ?")
             args.append(f.caller)

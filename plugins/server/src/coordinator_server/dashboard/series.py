@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
 import time
 from collections import deque
@@ -79,7 +80,7 @@ def _window_mean(a: tuple[int, float], b: tuple[int, float]) -> float | None:
 
 def series(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Chart data from consecutive samples: one point per interval."""
-    pairs = list(zip(samples, samples[1:], strict=False))
+    pairs = list(itertools.pairwise(samples))
     statuses = sorted({s for x in samples for s in x["by_status"]})
     stages = sorted({s for x in samples for s in x["stages"]})
     models = sorted({s for x in samples for s in x["models"]})
