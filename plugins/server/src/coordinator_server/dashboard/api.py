@@ -265,7 +265,7 @@ def detail_of(board: Dashboard, execution_id: str) -> dict[str, Any]:
         {"kind": record["error_kind"], "message": record["message"]},
         "events": history.events(execution_id, record["resource_id"]),
         "parent": history.record(record["parent_id"]) if record["parent_id"] else None,
-        "children": history.children(execution_id),
+        "children": history.children(execution_id, record["seq"]),
         "effects": None, "resource_use": None, "output": None,
     }
     handle = board.state.handles.get(execution_id) if board.state.handles else None

@@ -19,8 +19,12 @@ from typing import Any
 
 import attrs
 
-#: How many of the newest audit records a listing searches.
+#: How many of the newest audit records a listing searches; how many the overview searches
+#: for each engine's newest failure (it asks once a second); how far before an execution's
+#: record its children are looked for (a nested execution's record is committed before its
+#: parent's).
 SCAN = 100_000
+ERROR_SCAN = 5_000
 _COLUMNS = ("seq, record_kind, timestamp, execution_id, parent_id, caller, resource_id, "
             "status, error_kind, message, fee_used, duration, effect_digest, detail, "
             "leaf_hash, chain_hash")
@@ -84,12 +88,13 @@ class History:
         return {"length": rows[0]["seq"], "head": bytes(rows[0]["chain_hash"]).hex()}
 
     # -- listings ----------------------------------------------------------------------------
-    def executions(self, f: Filters) -> list[dict[str, Any]]:
-        """The newest execution records matching ``f``, newest first."""
+    def executions(self, f: Filters, scan: int = SCAN) -> list[dict[str, Any]]:
+        """The newest execution records matching ``f`` among the newest ``scan``, newest
+        first."""
         if self.path is None:
             return self._scan_memory(f)
         where = ["record_kind = 'execution'", "seq > ?"]
-        args: list[Any] = [self._floor()]
+        args: list[Any] = [self._floor(scan)]
         if f.caller is not None:
             where.append("caller = ?")
             args.append(f.caller)
@@ -112,9 +117,9 @@ class History:
                "ORDER BY seq DESC LIMIT ?")
         return [record_json(r) for r in self._rows(sql, (*args, f.limit))]
 
-    def _floor(self) -> int:
+    def _floor(self, scan: int) -> int:
         rows = self._rows("SELECT COALESCE(MAX(seq), 0) AS top FROM audit", ())
-        return max(0, int(rows[0]["top"]) - SCAN)
+        return max(0, int(rows[0]["top"]) - scan)
 
     def _scan_memory(self, f: Filters) -> list[dict[str, Any]]:
         out = []
@@ -130,7 +135,7 @@ class History:
         """The newest failed execution of each engine among the newest records."""
         found: dict[str, dict[str, Any]] = {}
         for name in engines:
-            rows = self.executions(Filters(engine=name, limit=1, status="failed"))
+            rows = self.executions(Filters(engine=name, limit=1, status="failed"), ERROR_SCAN)
             if rows:
                 found[name] = {"execution_id": rows[0]["execution_id"],
                                "error_kind": rows[0]["error_kind"],
@@ -142,14 +147,16 @@ class History:
         record = self.store.execution(execution_id)
         return None if record is None else record_json(attrs.asdict(record))
 
-    def children(self, execution_id: str) -> list[dict[str, Any]]:
-        """The final records of the executions nested in this one (hybrid calls)."""
+    def children(self, execution_id: str, seq: int) -> list[dict[str, Any]]:
+        """The final records of the executions nested in this one (hybrid calls), whose
+        record is ``seq``: theirs come before it, so only the ``SCAN`` records before it are
+        searched (by primary key), not the table."""
         if self.path is None:
             return [record_json(attrs.asdict(r)) for r in self.store.audit_records(1)
                     if r.record_kind == "execution" and r.parent_id == execution_id]
         return [record_json(r) for r in self._rows(
-            f"SELECT {_COLUMNS} FROM audit WHERE parent_id = ? AND record_kind = 'execution' "
-            "ORDER BY seq", (execution_id,))]
+            f"SELECT {_COLUMNS} FROM audit WHERE seq BETWEEN ? AND ? AND parent_id = ? "
+            "AND record_kind = 'execution' ORDER BY seq", (seq - SCAN, seq, execution_id))]
 
     def events(self, execution_id: str, resource_id: str) -> list[dict[str, Any]]:
         """The events and logs the execution committed (payloads as text when they are
