@@ -134,7 +134,7 @@ function drawQuota(quota) {
       const limits = keyValues(Object.fromEntries(Object.entries(values).filter(([k]) => LIMIT_KEYS.includes(k))), []);
       const use = keyValues(values, LIMIT_KEYS);
       rows.push(el("tr", {}, el("td", {}, policy), el("td", {}, caller),
-                   el("td", {}, limits || "–"), el("td", {}, use || "–")));
+                   el("td", {class: "wrap"}, limits || "–"), el("td", {class: "wrap"}, use || "–")));
     }
   }
   $("quota").tBodies[0].replaceChildren(...rows);
