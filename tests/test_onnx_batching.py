@@ -290,3 +290,19 @@ def test_cli_deploy_option_kept_across_reopen(tmp_path: Path) -> None:
     bad = run_cli("deploy", str(model), "--type", "onnx", "--option", "instances=two",
                   data_dir=data)
     assert bad.returncode == 2 and "'instances' must be an integer" in bad.stderr
+
+
+def test_the_dashboard_finds_a_batching_models_series(coord: Coordinator) -> None:
+    """The dashboard's sampler keeps a batching model's batch sizes, queue and compute time
+    from the metrics snapshot (it finds them by name, so this pins the names it relies on)."""
+    from coordinator_server.dashboard.series import model_series
+
+    rid = coord.deploy(classifier(), "onnx", options={
+        "max_batch_size": 8, "max_queue_delay_us": 2000})
+    x = {"x": np.ones((1, 4), np.float32)}
+    assert all(r.ok for r in submit_all(coord, rid, [x] * 16))
+    prefix = f"engines.onnxruntime.models.{rid}."
+    series = {k[len(prefix):]: v for k, v in model_series(coord.metrics()).items()
+              if k.startswith(prefix)}
+    assert series["batches"] >= 2 and series["mean_batch_size"] >= 1.0
+    assert series["queue.count"] == 16 and series["compute.count"] >= 2, series
