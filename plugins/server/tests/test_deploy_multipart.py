@@ -5,6 +5,7 @@ parameters, then used; and every malformed form a 4xx saying what is wrong."""
 from __future__ import annotations
 
 import base64
+import json
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -91,7 +92,7 @@ BAD_FORMS = [
      "'name' is given twice"),
     ("two code files", [CODE, CODE, WASM], "'code' is given twice"),
     ("three files", [CODE, ("a", "a", b""), ("b", "b", b"")], "Too many files"),
-    ("too many fields", [CODE, *[("name", None, b"n")] * 6], "Too many fields"),
+    ("too many fields", [CODE, *[("name", None, b"n")] * 7], "Too many fields"),
     ("a field too large", [CODE, WASM, ("name", None, b"n" * 70_000)], "Part exceeded"),
     ("WAT that does not parse", [("code", "bad.wat", b"(module"), WASM, WAT], ""),
     ("WAT that is not UTF-8", [("code", "bad.wat", b"\xff\xfe"), WASM, WAT], "UTF-8"),
@@ -150,3 +151,31 @@ def test_the_openapi_document_describes_the_form(live: Live) -> None:
     form = post_op["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert form["required"] == ["code", "type"]
     assert set(form["properties"]) == {"code", "type", "name", "capabilities", "format"}
+
+
+def test_deploy_options_reach_the_engine_raw_and_from_a_form(live: Live) -> None:
+    """``options`` (a JSON object) configures the engine per model, as ``--option`` does on
+    the CLI: a batching model is served batched, and a bad option is refused by name."""
+    batching = json.dumps({"max_batch_size": 8, "max_queue_delay_us": 500})
+    raw = live.request("POST", "/v1/resources", "dora", content=classifier(41),
+                       params={"type": "onnx", "name": "batched-raw", "options": batching})
+    assert raw.status_code == 201, raw.text
+    assert raw.json()["options"]["max_batch_size"] == 8
+    form = deploy_form(live, {"code": ("m.onnx", classifier(42))},
+                       {"type": "onnx", "name": "batched-form", "options": batching})
+    assert form.status_code == 201, form.text
+    assert form.json()["options"] == raw.json()["options"]
+    x = np.ones((2, 4), np.float32)
+    inferred = live.request("POST", "/v2/models/batched-form/infer", "alice", json=body(x))
+    assert inferred.status_code == 200, inferred.text
+    np.testing.assert_allclose(np.asarray(inferred.json()["outputs"][0]["data"],
+                                          np.float32).reshape(2, 3),
+                               direct(classifier(42), x), rtol=1e-6)
+    for options, named in (('{"max_batch_sise": 8}', "max_batch_sise"),
+                           ("[8]", "JSON object"), ("{bad", "not valid JSON"),
+                           ('{"max_batch_size": -1}', "max_batch_size")):
+        refused = live.request("POST", "/v1/resources", "dora", content=classifier(43),
+                               params={"type": "onnx", "options": options})
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["kind"] == "invalid_request"
+        assert named in refused.json()["error"], refused.text

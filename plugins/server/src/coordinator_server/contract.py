@@ -36,6 +36,7 @@ from coordinator_server.app import (
     ServerState,
     check_caller,
     json_body,
+    parse_json,
     read_body,
     route,
 )
@@ -73,6 +74,20 @@ def _wait_seconds(request: Request) -> float:
     return wait
 
 
+def deploy_options(text: str | None) -> dict[str, Any]:
+    """The deploy's engine options (``options``: a JSON object, e.g.
+    ``{"max_batch_size": 32}``); the engine checks the keys and values."""
+    if text is None:
+        return {}
+    try:
+        options = parse_json(text.encode())
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"options {exc.message.removeprefix('the body ')}") from None
+    if not isinstance(options, dict):
+        raise InvalidRequest(f"options must be a JSON object, got {type(options).__name__}")
+    return options
+
+
 async def deploy(request: Request, state: ServerState, key: ApiKey) -> Response:
     q: Mapping[str, str] = request.query_params
     raw: bytes | None = None
@@ -97,9 +112,10 @@ async def deploy(request: Request, state: ServerState, key: ApiKey) -> Response:
     except EngineError as exc:  # a type no engine runs is the request's mistake, not ours
         raise InvalidRequest(exc.message) from None
     name = strict.resource_name(q.get("name", ""))
+    options = deploy_options(q.get("options"))
     rid = await asyncio.to_thread(coord.deploy, code, q["type"], name=name,
                                   capabilities=capabilities, owner=key.name,
-                                  source_format=source_format)
+                                  source_format=source_format, options=options)
     state.models.forget()  # the next look-up by name sees this deploy
     return JSONResponse(resource_json(coord.resource(rid)), status_code=201)
 

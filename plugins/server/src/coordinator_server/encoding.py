@@ -19,7 +19,7 @@ def resource_json(info: ResourceInfo, meta: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {
         "resource_id": info.id, "type": info.type, "name": info.name, "owner": info.owner,
         "size": info.size, "capabilities": sorted(info.capabilities),
-        "deployed_at": info.deployed_at,
+        "deployed_at": info.deployed_at, "options": dict(info.meta.get("options") or {}),
     }
     if meta:
         data["meta"] = dict(info.meta)

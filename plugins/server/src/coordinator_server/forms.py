@@ -20,7 +20,7 @@ from starlette.requests import Request
 from coordinator_hookspecs import InvalidRequest
 from coordinator_server.app import BodyTooLarge, ServerState
 
-FIELDS = ("type", "name", "capabilities", "format")
+FIELDS = ("type", "name", "capabilities", "format", "options")
 MAX_FIELD = 64 * 1024  # a text field larger than this is no name or capability list
 
 
