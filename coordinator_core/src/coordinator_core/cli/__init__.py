@@ -6,4 +6,5 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("quota_commands", "coordinator_core.cli.quota_commands"),
     ("store_commands", "coordinator_core.cli.store_commands"),
     ("demo", "coordinator_core.cli.demo"),
+    ("replay_command", "coordinator_core.cli.replay_command"),
 )

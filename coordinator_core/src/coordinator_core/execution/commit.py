@@ -20,6 +20,7 @@ from coordinator_core.log import logger
 from coordinator_core.store.base import BoundProcessor, Finished, Store
 from coordinator_core.store.chain import effect_digest
 from coordinator_core.store.effects import discarded
+from coordinator_core.store.requests import output_digest, request_ref
 from coordinator_hookspecs import (
     AuditRecord,
     Effect,
@@ -47,6 +48,9 @@ class Committer:
         self._processors = tuple(processors)
         self._tracking = tracking  # the durable log keeps every final record
         self._records = tracking or events  # someone wants the final record
+        #: keep each top-level request and output digest in its record (``[store]
+        #: keep_requests``; a store without the attribute keeps none)
+        self._keep_requests = tracking and getattr(store, "keep_requests", False) is True
 
     def commit(
         self,
@@ -59,6 +63,7 @@ class Committer:
         bound: Any,
         tree: Tree,
         top: bool,
+        output: Any = None,
     ) -> Finished:
         """Commit the effects and the final audit record in one store transaction.
 
@@ -72,6 +77,11 @@ class Committer:
         if not top:
             tree.records.append(record)
             return _NOTHING
+        if self._keep_requests:
+            detail = record.detail
+            detail["request"] = request_ref(entry.request, detail.get("engine"),
+                                            bound.engine if bound is not None else None)
+            detail["output"] = output_digest(output)
         children = tuple(tree.records)
         if not (self._tracking or effects or children):
             return Finished((record,))

@@ -30,6 +30,7 @@ from coordinator_core.store.chain import (
 from coordinator_core.store.effects import Router
 from coordinator_core.store.files import BlobFiles, check_id, check_new_resource
 from coordinator_core.store.groupcommit import GroupCommitter, Job
+from coordinator_core.store import requests
 from coordinator_core.store.readers import ReadConnections
 from coordinator_core.store.schema import (
     AUDIT_COLUMNS,
@@ -61,7 +62,8 @@ class SqliteStore:
 
     def __init__(self, data_dir: str | os.PathLike[str], durability: str = "normal",
                  busy_timeout: float = 5.0, group_commit_max: int = 256,
-                 keep_logs: bool = True, commit_delay: float = 0.0) -> None:
+                 keep_logs: bool = True, commit_delay: float = 0.0,
+                 keep_requests: bool = True) -> None:
         if durability not in DURABILITY:
             raise InvalidRequest(f"durability must be one of {sorted(DURABILITY)}, "
                                  f"got {durability!r}")
@@ -72,6 +74,8 @@ class SqliteStore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / "coordinator.db"
         self.durability = durability
+        #: read by the pipeline: attach each top-level request to its final record
+        self.keep_requests = keep_requests
         self._busy_timeout = busy_timeout
         self._files = BlobFiles(self.data_dir / "resources", fsync=durability == "full")
         self._stamps = Stamps(self.data_dir / "state.stamps")
@@ -328,6 +332,10 @@ class SqliteStore:
             if not walker.feed(row[:13], row[13], row[14], row[15]):
                 break
         return walker.report()
+
+    def kept_request(self, digest: str) -> bytes | None:
+        """The request body kept under ``digest`` (``store/requests.py``), None if none."""
+        return requests.load(self._reader(), digest)
 
     def integrity_check(self) -> str:
         """SQLite's own ``PRAGMA integrity_check`` ("ok" when the file is sound)."""
