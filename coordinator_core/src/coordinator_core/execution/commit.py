@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -78,7 +78,7 @@ class Committer:
             tree.records.append(record)
             return _NOTHING
         if self._keep_requests:
-            detail = record.detail
+            detail = cast("dict[str, Any]", record.detail)  # ``_detail``'s own dict
             detail["request"] = request_ref(entry.request, detail.get("engine"),
                                             bound.engine if bound is not None else None)
             detail["output"] = output_digest(output)

@@ -11,6 +11,7 @@ and their fees and effects are part of the parent's. See docs/replay.md.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +185,7 @@ class Replay:
                 self.report.notes.append(f"replayed with a different version: {text}")
 
 
-def _policy(data: dict[str, Any]) -> AccessPolicy:
+def _policy(data: Mapping[str, Any]) -> AccessPolicy:
     return AccessPolicy(public=bool(data.get("public", True)),
                         allow=frozenset(data.get("allow", ())),
                         deny=frozenset(data.get("deny", ())))

@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from coordinator_core.log import logger
+from coordinator_core.store import requests
 from coordinator_core.store.base import BoundProcessor, Finished, VerifyReport
 from coordinator_core.store.chain import (
     ChainWalker,
@@ -30,7 +31,6 @@ from coordinator_core.store.chain import (
 from coordinator_core.store.effects import Router
 from coordinator_core.store.files import BlobFiles, check_id, check_new_resource
 from coordinator_core.store.groupcommit import GroupCommitter, Job
-from coordinator_core.store import requests
 from coordinator_core.store.readers import ReadConnections
 from coordinator_core.store.schema import (
     AUDIT_COLUMNS,
