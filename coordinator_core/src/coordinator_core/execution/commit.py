@@ -74,14 +74,18 @@ class Committer:
         if not (self._records or (effects and top)):
             return _NOTHING
         record = self.final_record(entry, status, error, fee_used, duration, effects, bound)
+        if self._keep_requests:
+            detail = cast("dict[str, Any]", record.detail)  # ``_detail``'s own dict
+            engine = bound.engine if bound is not None else None
+            if getattr(engine, "deterministic", True) is False or (top and any(
+                    child.detail.get("nondeterministic") for child in tree.records)):
+                detail["nondeterministic"] = True
+            if top:
+                detail["request"] = request_ref(entry.request, detail.get("engine"), engine)
+                detail["output"] = output_digest(output)
         if not top:
             tree.records.append(record)
             return _NOTHING
-        if self._keep_requests:
-            detail = cast("dict[str, Any]", record.detail)  # ``_detail``'s own dict
-            detail["request"] = request_ref(entry.request, detail.get("engine"),
-                                            bound.engine if bound is not None else None)
-            detail["output"] = output_digest(output)
         children = tuple(tree.records)
         if not (self._tracking or effects or children):
             return Finished((record,))

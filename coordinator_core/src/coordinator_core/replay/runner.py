@@ -24,6 +24,7 @@ from coordinator_hookspecs import AccessPolicy, AuditRecord, CoordinatorError, I
 #: Record fields compared, then ``detail`` keys compared whenever either record has them.
 FIELDS = ("status", "error_kind", "fee_used", "effect_digest")
 DETAIL_KEYS = ("output", "state_root", "global_root")
+LOOSE_FIELDS = ("status", "error_kind")
 
 
 @attrs.define
@@ -34,6 +35,8 @@ class Report:
     into: str
     records: int = 0
     replayed: int = 0
+    #: re-run executions marked ``nondeterministic``, compared on status only
+    nondeterministic: int = 0
     recorded: int = 0
     deploys: int = 0
     policies: int = 0
@@ -56,13 +59,16 @@ def check_fresh(into: Path, source: Path) -> None:
 
 
 def differences(source: AuditRecord, replayed: AuditRecord) -> dict[str, dict[str, Any]]:
-    """The compared fields in which the two final records differ."""
+    """The compared fields in which the two final records differ. An execution its engine
+    marked ``nondeterministic`` (in either run) is compared on status and error kind only."""
     found = {}
-    for name in FIELDS:
+    loose = bool(source.detail.get("nondeterministic") or
+                 replayed.detail.get("nondeterministic"))
+    for name in LOOSE_FIELDS if loose else FIELDS:
         a, b = getattr(source, name), getattr(replayed, name)
         if a != b:
             found[name] = {"source": a, "replay": b}
-    for key in DETAIL_KEYS:
+    for key in () if loose else DETAIL_KEYS:
         if key in source.detail or key in replayed.detail:
             a, b = source.detail.get(key), replayed.detail.get(key)
             if a != b:
@@ -148,6 +154,9 @@ class Replay:
         result = self.coord.execute(request)
         replayed = self.coord.store.execution(result.execution_id)
         self.report.replayed += 1
+        if replayed is not None and (record.detail.get("nondeterministic")
+                                     or replayed.detail.get("nondeterministic")):
+            self.report.nondeterministic += 1
         if replayed is None:
             return _diverged(record, {"record": {"source": "written", "replay": "missing"}})
         found = differences(record, replayed)
