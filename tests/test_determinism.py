@@ -82,3 +82,14 @@ def test_an_engine_marking_executions_nondeterministic(tmp_path: Path) -> None:
     config.write_text("[onnxruntime]\ndeterministic_compute = false\n")
     report = replay(tmp_path / "src", tmp_path / "dst", config_path=config)
     assert report.ok and report.replayed == 2 and report.nondeterministic == 2
+
+
+def test_random_number_operators_are_refused(coord: Coordinator) -> None:
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("RandomUniform", [], ["y"], shape=[2], dtype=TensorProto.FLOAT)
+    graph = helper.make_graph([node], "random", [],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(SecurityRejected, match="RandomUniform"):
+        coord.deploy(model.SerializeToString(), "onnx")
