@@ -20,7 +20,7 @@ from coordinator_core.log import logger
 from coordinator_core.store.base import BoundProcessor, Finished, Store
 from coordinator_core.store.chain import effect_digest
 from coordinator_core.store.effects import discarded
-from coordinator_core.store.requests import output_digest, request_ref
+from coordinator_core.store.requests import RequestRef, output_digest, request_ref
 from coordinator_hookspecs import (
     AuditRecord,
     Effect,
@@ -151,9 +151,15 @@ def record_failure(store: Store, record: AuditRecord, error: ErrorInfo,
                    children: Sequence[AuditRecord] = ()) -> tuple[AuditRecord, ...]:
     """The final records of an execution whose commit failed (nothing of it was written)
     and of its nested executions, discarded with it: one more try, alone and without
-    effects, so the log still has them. (The writer of worker processes uses it too.)"""
+    effects, so the log still has them. (The writer of worker processes uses it too.) The
+    request's body is not written again (its digest stays in the record): the try must
+    be as small as it can, and a replay takes such a failure as recorded."""
+    detail = record.detail
+    if type(detail.get("request")) is RequestRef:
+        detail = {**detail, "request": str(detail["request"])}
     failed = attrs.evolve(
         record,
+        detail=detail,
         status=_VALUE[Status.FAILED],
         error_kind=_VALUE[error.kind],
         message=error.message,

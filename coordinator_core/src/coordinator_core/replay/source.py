@@ -20,14 +20,17 @@ from coordinator_core.store.requests import load
 from coordinator_core.store.schema import AUDIT_COLUMNS, RESOURCE_COLUMNS, resource_of
 from coordinator_hookspecs import AuditRecord, InvalidRequest, NotFound, ResourceInfo
 
-#: Final records whose outcome depends on timing, replayed as recorded (docs/replay.md).
+#: Final records whose outcome depends on timing or on the machine, replayed as recorded
+#: (docs/replay.md).
 TIMING_STATUSES = frozenset({"cancelled", "timed_out"})
-TIMING_KINDS = frozenset({"quota_exceeded"})
+TIMING_KINDS = frozenset({"quota_exceeded", "internal"})
 
 
 def recorded_only(record: AuditRecord) -> bool:
     """True for a top-level execution a replay does not re-run: it was cancelled, timed out
-    or turned away by quota, outcomes decided by the clock and not by its request."""
+    or turned away by quota, outcomes decided by the clock and not by its request, or it
+    failed with ``internal`` (the coordinator's or the machine's fault: a full disk, a
+    store lock held too long), which left no state change either."""
     return record.status in TIMING_STATUSES or record.error_kind in TIMING_KINDS
 
 
