@@ -269,6 +269,18 @@ def test_replay_verifies_the_source_chain_first(tmp_path: Path) -> None:
     assert not (tmp_path / "d").exists()
 
 
+def test_replay_refuses_a_kept_request_edited_in_place(tmp_path: Path) -> None:
+    _small(tmp_path / "src")
+    conn = sqlite3.connect(tmp_path / "src" / "coordinator.db")
+    conn.execute("UPDATE requests SET body = CAST(replace(body, 'alice', 'mallo') AS BLOB)")
+    conn.commit()
+    conn.close()
+    code, report = cli_json("replay", "--into", str(tmp_path / "d"), data_dir=tmp_path / "src")
+    assert code == 2
+    assert "corrupt" in report["error"]["message"]
+    assert not (tmp_path / "d").exists()
+
+
 def test_requests_are_kept_through_the_worker_process_writer(tmp_path: Path) -> None:
     src = tmp_path / "src"
     with Coordinator.open(data_dir=src, overrides={"coordinator": {"processes": 1}}) as c:

@@ -185,7 +185,9 @@ class Replay:
 
     def _note_versions(self, data: dict[str, Any]) -> None:
         then = data.get("versions") or {}
-        now = versions(None)
+        engine = next((b.engine for b in self.coord.dispatcher.engines
+                       if b.name == data.get("engine")), None)
+        now = versions(type(engine).__module__ if engine is not None else None)
         changed = sorted(f"{k} {then[k]} -> {now[k]}" for k in then
                          if k in now and now[k] != then[k])
         for text in changed:

@@ -88,7 +88,13 @@ class Source:
             yield record_of_row(row)
 
     def request_body(self, digest: str) -> bytes | None:
-        return load(self.conn, digest)
+        """The request kept under ``digest``, None if none; ``InvalidRequest`` when its body
+        no longer hashes to it (edited in the table: the chain covers the digest only)."""
+        body = load(self.conn, digest)
+        if body is not None and hashlib.sha256(body).hexdigest() != digest:
+            raise InvalidRequest(f"the kept request {digest} is corrupt: its body does not "
+                                 "hash to its digest")
+        return body
 
     def missing_request(self, until: int | None) -> AuditRecord | None:
         """The first top-level execution to re-run whose request was not kept, if any."""
