@@ -150,5 +150,6 @@ def test_records_normalise_types_and_text(store: Store) -> None:
                    detail={"b": b"\x01", "s": {2, 1}})
     sealed = store.finish(weird, [], PROCESSORS).records[0]
     assert isinstance(sealed.duration, float) and sealed.message == "bad ? byte"
-    assert sealed.detail == {"b": "01", "s": [1, 2]}
+    assert sealed.detail == {"b": "01", "s": [1, 2], "state_root": "00" * 32,
+                             "global_root": "00" * 32}
     assert store.execution("w") == sealed and store.verify().ok

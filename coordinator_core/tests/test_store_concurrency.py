@@ -177,14 +177,16 @@ def _record_job(store: SqliteStore, execution_id: str) -> Job:
 
 def test_a_group_of_appends_is_one_statement(tmp_path: Path) -> None:
     """Record-only jobs of one group go in as one multi-row INSERT (under the GIL each
-    statement is a wait to win the GIL back), sealed in order, chain intact."""
+    statement is a wait to win the GIL back), sealed in order, chain intact; the state roots
+    their final records carry are read once for the whole group."""
     store = SqliteStore(tmp_path)
     statements: list[str] = []
     store._writer.conn.set_trace_callback(statements.append)
     jobs = [_record_job(store, f"e{i}") for i in range(5)]
     store._writer.commit_batch(jobs)
     store._writer.conn.set_trace_callback(None)
-    assert len(statements) == 1 and statements[0].startswith("INSERT INTO audit")
+    assert len(statements) == 2 and statements[0].startswith("SELECT tree, hash FROM merkle")
+    assert statements[1].startswith("INSERT INTO audit")
     assert [job.error for job in jobs] == [None] * 5
     assert [job.result[0].seq for job in jobs] == [1, 2, 3, 4, 5]
     assert [r.execution_id for r in store.audit_records()] == [f"e{i}" for i in range(5)]
@@ -279,4 +281,20 @@ def test_a_job_failing_alone_leaves_nothing_written(tmp_path: Path,
     assert store.state_get(RID, b"k") == b"w"
     report = store.verify()
     assert report.ok and report.count == 2
+    store.close()
+
+
+def test_a_group_without_final_records_reads_no_roots(tmp_path: Path) -> None:
+    """Only an execution's final record carries roots: a group of other records (deploys,
+    security decisions) stays one statement."""
+    store = SqliteStore(tmp_path)
+    statements: list[str] = []
+    store._writer.conn.set_trace_callback(statements.append)
+    jobs = [Job(records=((AuditRecord(seq=0, record_kind="security", timestamp=time.time(),
+                                      caller="c", status="succeeded"), None),))
+            for _ in range(3)]
+    store._writer.commit_batch(jobs)
+    store._writer.conn.set_trace_callback(None)
+    assert len(statements) == 1 and statements[0].startswith("INSERT INTO audit")
+    assert all("state_root" not in r.detail for r in store.audit_records())
     store.close()

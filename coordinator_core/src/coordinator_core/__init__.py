@@ -22,6 +22,7 @@ from coordinator_hookspecs import (
     ExecutionRequest,
     ExecutionResult,
     ResourceInfo,
+    SimulationResult,
     Status,
 )
 
@@ -60,6 +61,7 @@ __all__ = [
     "ExecutionResult",
     "ExecutionStatus",
     "ResourceInfo",
+    "SimulationResult",
     "Status",
     "load_config",
 ]

@@ -29,6 +29,7 @@ from coordinator_hookspecs.errors import (
     Timeout,
     Trap,
 )
+from coordinator_hookspecs.proofs import PROOF_FORMAT, verify_proof
 from coordinator_hookspecs.protocols import (
     AuditSink,
     EffectProcessor,
@@ -66,6 +67,7 @@ from coordinator_hookspecs.types import (
     ExecutionRequest,
     ExecutionResult,
     ResourceInfo,
+    SimulationResult,
     Status,
     Verdict,
 )
@@ -115,6 +117,7 @@ __all__ = [
     "ExecutionReport",
     "ExecutionRequest",
     "ExecutionResult",
+    "SimulationResult",
     "ExecutionStatusView",
     "FeeExhausted",
     "HostCall",
@@ -142,4 +145,6 @@ __all__ = [
     "hookspec",
     "method_or_default",
     "optional",
+    "PROOF_FORMAT",
+    "verify_proof",
 ]

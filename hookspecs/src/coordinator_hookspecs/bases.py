@@ -84,6 +84,12 @@ class EngineBase:
         engine that runs executions elsewhere. Default: none."""
         return None
 
+    def model_stats(self) -> Mapping[str, Any] | None:
+        """Per-resource statistics shown under ``metrics()["engines"][name]["models"]``, by
+        resource id (an ONNX model's batch sizes, queue and compute time), JSON-compatible.
+        Read when metrics are read, never per execution. Default: none."""
+        return None
+
     def decode_cli_input(self, data: str | bytes, filename: str | None = None) -> Any:
         """``coordinator exec --input TEXT`` (``data`` a str, ``filename`` None) or
         ``--input-file F`` (bytes, its name) to the request's ``input``. Default: text as
@@ -125,6 +131,12 @@ class QuotaPolicyBase:
         caller's thread when no policy may wait, and on a queue thread otherwise, so
         ``submit`` never blocks. Default: it may (the safe answer)."""
         return True
+
+    def check(self, request: ExecutionRequest, resource: ResourceInfo) -> None:
+        """Raise ``QuotaExceeded`` if ``acquire`` would refuse ``request`` now, taking and
+        changing nothing (``Coordinator.simulate`` runs it instead of ``acquire``: a dry run
+        consumes no quota). Answer without waiting: a request ``acquire`` would make wait is
+        admitted. Default: admitted (a policy without ``check`` never refuses a dry run)."""
 
     def snapshot(self, caller: str | None = None) -> Mapping[str, Any]:
         """Limits and usage for ``metrics()["quota"]`` and ``coordinator quota status``

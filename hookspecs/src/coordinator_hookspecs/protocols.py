@@ -33,11 +33,14 @@ class Engine(Protocol):
     ``canonical_code(code, source_format) -> bytes`` (turn a deploy's input, e.g. WAT text,
     into the canonical bytes that are hashed and stored), ``inspect(deploy) -> dict``
     (metadata to keep with the resource, e.g. a model's signature; raise ``InvalidRequest``
-    for bytes it cannot run), ``bind_host_functions(records)`` (called once with every
-    registered host function), ``health() -> bool``, ``warm_up()`` (load now what the first
-    execution would pay for), ``holds(resource_id) -> bool`` (has it
-    warm, for affinity scheduling), ``pool_stats() -> dict | None`` (workers of an engine
-    that runs executions elsewhere), ``decode_cli_input(data, filename)`` and
+    for bytes it cannot run; an engine taking deploy options checks ``deploy.options`` here
+    and returns those it accepts as ``meta["options"]``), ``bind_host_functions(records)``
+    (called once with every registered host function), ``health() -> bool``,
+    ``warm_up()`` (load now what the first execution would pay for),
+    ``holds(resource_id) -> bool`` (has it warm, for affinity scheduling),
+    ``pool_stats() -> dict | None`` (workers of an engine that runs executions elsewhere),
+    ``model_stats() -> dict | None`` (per-resource statistics, e.g. batch sizes, under
+    ``metrics()["engines"][name]["models"]``), ``decode_cli_input(data, filename)`` and
     ``encode_output(output)`` (the ``coordinator exec`` command's input and output),
     ``close()``.
     """
@@ -77,8 +80,9 @@ class QuotaPolicy(Protocol):
     ``snapshot(caller=None) -> dict`` (limits and usage, for ``metrics()`` and ``coordinator
     quota status``; a ``caller`` parameter gets one caller's view); ``may_wait() -> bool``
     (whether ``acquire`` can block with this configuration: a coordinator with worker
-    processes then admits submitted executions off the caller's thread). Defaults in
-    ``QuotaPolicyBase``.
+    processes then admits submitted executions off the caller's thread); ``check(request,
+    resource)`` (raise ``QuotaExceeded`` if ``acquire`` would refuse, consuming nothing: what
+    ``simulate`` runs instead of ``acquire``). Defaults in ``QuotaPolicyBase``.
     """
 
     def acquire(

@@ -99,12 +99,23 @@ class ResourceInfo:
     deployed_at: float = 0.0
     meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False, eq=False)
 
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """The deploy options the engine accepted (``meta["options"]``; empty when none)."""
+        options: Mapping[str, Any] = self.meta.get("options") or {}
+        return options
+
 
 @attrs.frozen(slots=True)
 class DeployRequest:
     """What a deploy-time validator sees: the canonical bytes, the requested metadata, and
     ``meta``, what the engine's ``inspect`` learned (for example
-    ``meta["required_capabilities"]``, the capabilities the code's imports need)."""
+    ``meta["required_capabilities"]``, the capabilities the code's imports need).
+
+    ``options`` are the per-resource settings the deployer asked for (``deploy(...,
+    options={"max_batch_size": 8})``), as given. An engine that takes options checks them in
+    ``inspect`` (``InvalidRequest`` naming the key) and returns them, normalised, as
+    ``meta["options"]``; the core refuses options an engine did not return that way."""
 
     code: bytes
     resource_type: str
@@ -114,6 +125,7 @@ class DeployRequest:
     capabilities: frozenset[str] = frozenset()
     policy: AccessPolicy = AccessPolicy()
     meta: Mapping[str, Any] = attrs.field(factory=dict, hash=False, eq=False)
+    options: Mapping[str, Any] = attrs.field(factory=dict, hash=False, eq=False)
 
 
 @attrs.frozen(slots=True)
@@ -188,6 +200,23 @@ class ExecutionResult:
     @property
     def ok(self) -> bool:
         return self.status is Status.SUCCEEDED
+
+
+@attrs.frozen(slots=True)
+class SimulationResult(ExecutionResult):
+    """What ``simulate`` returns: the result ``execute`` would return for the same request
+    on the same committed state, committed nowhere.
+
+    ``effects`` are the writes, events and log lines the execution would commit (nested
+    executions' included); ``events`` is the ``event`` effects among them, in order.
+    ``state_root`` and ``global_root`` are the hex roots committing those effects would
+    produce (the resource's state tree and the tree over every resource's root, as the
+    execution's audit record would carry them); None when the execution failed.
+    """
+
+    events: tuple[Effect, ...] = ()
+    state_root: str | None = None
+    global_root: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -304,7 +333,9 @@ class ExecutionContext:
     writes). ``load_code()`` returns the resource's bytes for an engine whose cache missed.
     ``invoke(request)`` runs a nested execution through the whole pipeline (hybrid flow); its
     effects are returned, not committed, so the caller folds them into its own. It is None
-    when nesting is not allowed (depth limit reached).
+    when nesting is not allowed (depth limit reached). ``read_only`` is set for a query
+    (``Coordinator.query``): an engine refuses every effect at once, as a ``Trap`` naming it
+    (the core refuses an engine result carrying effects all the same).
     """
 
     execution_id: str
@@ -315,3 +346,4 @@ class ExecutionContext:
     state_get: Callable[[bytes], bytes | None]
     load_code: Callable[[], bytes]
     invoke: Callable[[ExecutionRequest], ExecutionResult] | None = None
+    read_only: bool = False

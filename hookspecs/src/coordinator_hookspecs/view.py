@@ -20,6 +20,7 @@ from coordinator_hookspecs.types import (
     ExecutionRequest,
     ExecutionResult,
     ResourceInfo,
+    SimulationResult,
     Status,
 )
 
@@ -136,8 +137,10 @@ class CoordinatorView(Protocol):
         owner: str = "",
         policy: AccessPolicy | None = None,
         source_format: str = "binary",
+        options: Mapping[str, Any] | None = None,
     ) -> str:
-        """Validate and store a resource; return its content-addressed id."""
+        """Validate and store a resource; return its content-addressed id. ``options``:
+        per-resource engine settings, checked by the engine and kept with the resource."""
         ...
 
     def execute(self, request: ExecutionRequest) -> ExecutionResult:
@@ -150,6 +153,24 @@ class CoordinatorView(Protocol):
 
     async def execute_async(self, request: ExecutionRequest) -> ExecutionResult:
         """``execute`` for asyncio callers."""
+        ...
+
+    def query(self, request: ExecutionRequest) -> ExecutionResult:
+        """A read-only call: committed state only, capped by ``[coordinator]
+        query_fee_limit``; a write or event traps; nothing is committed or consumed."""
+        ...
+
+    async def query_async(self, request: ExecutionRequest) -> ExecutionResult:
+        """``query`` for asyncio callers."""
+        ...
+
+    def simulate(self, request: ExecutionRequest) -> SimulationResult:
+        """What ``execute`` would return for ``request`` now (fee, effects, events, state
+        root), with nothing committed and no quota consumed."""
+        ...
+
+    async def simulate_async(self, request: ExecutionRequest) -> SimulationResult:
+        """``simulate`` for asyncio callers."""
         ...
 
     def status(self, execution_id: str) -> ExecutionStatusView:
@@ -180,6 +201,20 @@ class CoordinatorView(Protocol):
         ...
 
     def events(self, resource_id: str, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    def state_root(self, resource_id: str) -> str:
+        """The committed state root of a resource (hex; 64 zeros for empty state)."""
+        ...
+
+    def global_root(self) -> str:
+        """The committed root over all resources' state roots (hex)."""
+        ...
+
+    def prove(self, resource_id: str, key: bytes) -> dict[str, Any]:
+        """The committed value of ``key`` (hex or None), ``state_root``, ``global_root``,
+        ``proof`` (the key under the state root) and ``root_proof`` (the state root under
+        the global root); each proof checks with :func:`coordinator_hookspecs.verify_proof`."""
+        ...
 
     def audit_records(self, start: int = 1) -> Iterator[AuditRecord]:
         """The committed audit log from sequence number ``start`` on, oldest first (every

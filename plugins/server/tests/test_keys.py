@@ -77,3 +77,19 @@ def test_without_data_dir_the_keys_are_where_the_coordinator_keeps_its_data(
                             text=True, timeout=60, env=env)
     assert listed.returncode == 0, listed.stderr
     assert [k["name"] for k in json.loads(listed.stdout)] == ["env-key"]
+
+
+def test_the_view_scope_sees_the_dashboard_only(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path)
+    try:
+        keys = {scope: store.verify(store.create(f"k-{scope}", scope))
+                for scope in ("execute", "deploy", "admin", "view")}
+        allowed = {scope: {s for s in ("execute", "deploy", "admin", "view")
+                           if key is not None and key.allows(s)}
+                   for scope, key in keys.items()}
+        assert allowed == {"execute": {"execute"}, "deploy": {"execute", "deploy"},
+                           "admin": {"execute", "deploy", "admin", "view"}, "view": {"view"}}
+        with pytest.raises(InvalidRequest, match="scopes are execute, deploy, admin, view"):
+            store.create("k-other", "watch")
+    finally:
+        store.close()

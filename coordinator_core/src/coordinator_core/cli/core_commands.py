@@ -1,5 +1,5 @@
-"""Built-in plugin: the core CLI commands ``deploy``, ``exec``, ``status``, ``cancel``,
-``metrics``, registered through the same hook any plugin uses."""
+"""Built-in plugin: the core CLI commands ``deploy``, ``exec``, ``query``, ``status``,
+``cancel``, ``metrics``, registered through the same hook any plugin uses."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coordinator_core.cli.output import emit, result_json, to_jsonable
+from coordinator_core.cli.output import effect_json, emit, result_json, to_jsonable
 from coordinator_core.cli.summary import log_metrics, print_metrics
 from coordinator_hookspecs import CliCommand, EngineBase, ExecutionRequest, InvalidRequest, hookimpl
 
@@ -42,6 +42,31 @@ def _deploy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--private", action="store_true", help="only the owner and --allow callers")
     p.add_argument("--allow", action="append", default=[], metavar="CALLER")
     p.add_argument("--deny", action="append", default=[], metavar="CALLER")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a deploy option of the engine (repeatable), e.g. max_batch_size=8; VALUE is "
+        "read as JSON when it parses (8, [4,8], true), else as text",
+    )
+
+
+def _deploy_options(items: list[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` arguments as a mapping (``InvalidRequest`` for a malformed one)."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InvalidRequest(f"--option {item!r} is not KEY=VALUE")
+        if key in options:
+            raise InvalidRequest(f"--option {key!r} is given twice")
+        try:
+            options[key] = json.loads(text)
+        except ValueError:
+            options[key] = text
+    return options
 
 
 def _deploy(args: argparse.Namespace, open_coordinator: Opener) -> int:
@@ -67,6 +92,7 @@ def _deploy(args: argparse.Namespace, open_coordinator: Opener) -> int:
             owner=args.owner,
             policy=policy,
             source_format=source_format,
+            options=_deploy_options(args.option),
         )
         info = coord.resource(rid)
     if args.json:
@@ -78,6 +104,7 @@ def _deploy(args: argparse.Namespace, open_coordinator: Opener) -> int:
                 "size": info.size,
                 "capabilities": sorted(info.capabilities),
                 "owner": info.owner,
+                "options": dict(info.options),
             }
         )
     else:
@@ -85,8 +112,9 @@ def _deploy(args: argparse.Namespace, open_coordinator: Opener) -> int:
     return 0
 
 
-# -- exec ------------------------------------------------------------------------------------
-def _exec_args(p: argparse.ArgumentParser) -> None:
+# -- exec, query -----------------------------------------------------------------------------
+def _call_args(p: argparse.ArgumentParser) -> None:
+    """The arguments of a call of a resource (``exec`` and ``query``)."""
     p.add_argument("resource_id", metavar="RID")
     p.add_argument("--entry", help="exported function (wasm; default main)")
     group = p.add_mutually_exclusive_group()
@@ -98,7 +126,26 @@ def _exec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, help="seconds (capped by the configured maximum)")
 
 
+def _exec_args(p: argparse.ArgumentParser) -> None:
+    _call_args(p)
+    p.add_argument("--simulate", action="store_true",
+                   help="run it without committing anything; prints the fee it would use")
+
+
+def _query_args(p: argparse.ArgumentParser) -> None:
+    _call_args(p)
+
+
 def _exec(args: argparse.Namespace, open_coordinator: Opener) -> int:
+    return _call(args, open_coordinator, "simulate" if args.simulate else "execute")
+
+
+def _query(args: argparse.Namespace, open_coordinator: Opener) -> int:
+    return _call(args, open_coordinator, "query")
+
+
+def _call(args: argparse.Namespace, open_coordinator: Opener, how: str) -> int:
+    """Run the call ``args`` describe with ``coord.execute``, ``simulate`` or ``query``."""
     call_args = None
     if args.args is not None:
         try:
@@ -114,7 +161,7 @@ def _exec(args: argparse.Namespace, open_coordinator: Opener) -> int:
             payload = engine.decode_cli_input(args.input, None)
         elif args.input_file is not None:
             payload = engine.decode_cli_input(_read_file(args.input_file), args.input_file)
-        result = coord.execute(
+        result = getattr(coord, how)(
             ExecutionRequest(
                 resource_id=args.resource_id,
                 caller=args.caller,
@@ -129,12 +176,17 @@ def _exec(args: argparse.Namespace, open_coordinator: Opener) -> int:
             engine.encode_output(result.output) if result.output is not None else None
         )
     data = result_json(result, output)
+    if how == "simulate":
+        data = {**data, "simulated": True, "state_root": result.state_root,
+                "global_root": result.global_root,
+                "events": [effect_json(e) for e in result.events]}
     if args.json:
         emit(data)
     else:
         line = (
             f"{data['status']}  fee={data['fee_used']}  {data['duration_ms']} ms  "
-            f"id={data['execution_id']}"
+            + ("simulated: nothing committed" if how == "simulate" else
+               "query: nothing committed" if how == "query" else f"id={data['execution_id']}")
         )
         print(line)
         if result.error is not None:
@@ -221,7 +273,10 @@ def _metrics(args: argparse.Namespace, open_coordinator: Opener) -> int:
 def coordinator_register_cli_commands() -> list[CliCommand]:
     return [
         CliCommand("deploy", "deploy a contract or model; prints its id", _deploy_args, _deploy),
-        CliCommand("exec", "execute a deployed resource", _exec_args, _exec),
+        CliCommand("exec", "execute a deployed resource (--simulate: a dry run)", _exec_args,
+                   _exec),
+        CliCommand("query", "a read-only call of a deployed resource; commits nothing",
+                   _query_args, _query),
         CliCommand("status", "status of an execution", _id_args, _status),
         CliCommand("cancel", "cancel an execution", _id_args, _cancel),
         CliCommand("metrics", "execution metrics from the audit log", _metrics_args, _metrics),

@@ -1,6 +1,7 @@
 """Built-in plugin: CLI commands that read the store.
 
-``resources`` (list deployed resources), ``state get RID [KEY]``, ``events RID [--limit N]``,
+``resources`` (list deployed resources), ``state get RID [KEY]`` (``state root`` and
+``state prove``: ``roots_commands.py``), ``events RID [--limit N]``,
 ``audit verify`` (exit 1 naming the first bad sequence number) and ``audit show [--from N]``.
 Every command takes ``--json`` (added by the CLI to each sub-command). Bytes are printed as
 text when they are printable UTF-8 and as ``0x``-prefixed hex otherwise; in JSON as a string
@@ -10,6 +11,7 @@ or ``{"hex": ...}``. Exit codes: 0 ok, 1 failure (not found, verify failed), 2 b
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import attrs
 
 from coordinator_core.cli.output import emit, readable, to_jsonable
+from coordinator_core.cli.roots_commands import state_action
 from coordinator_core.store.files import check_id
 from coordinator_hookspecs import CliCommand, InvalidRequest, NotFound, hookimpl
 
@@ -54,27 +57,36 @@ def _resources(args: argparse.Namespace, open_coordinator: Opener) -> int:
     with open_coordinator() as coord:
         infos = coord.store.list_resources()
     if args.json:
-        emit([attrs.asdict(info, value_serializer=lambda _i, _a, v: to_jsonable(v))
-              for info in infos])
+        emit([{**attrs.asdict(info, value_serializer=lambda _i, _a, v: to_jsonable(v)),
+               "options": to_jsonable(dict(info.options))} for info in infos])
         return 0
     for info in infos:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.deployed_at))
         caps = ",".join(sorted(info.capabilities)) or "-"
+        options = " ".join(f"{k}={json.dumps(v, separators=(',', ':'))}"
+                           for k, v in sorted(info.options.items()))
         print(f"{info.id}  {info.type:<5} {info.name or '-':<16} owner={info.owner or '-'} "
-              f"size={info.size} caps={caps} {when}")
+              f"size={info.size} caps={caps} {when}" + (f" options: {options}" if options
+                                                        else ""))
     return 0
 
 
 # -- state -----------------------------------------------------------------------------------
 def _state_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["get"], help="get: print one key, or all of them")
-    p.add_argument("resource_id", metavar="RID")
+    p.add_argument("action", choices=["get", "root", "prove"],
+                   help="get: print one key, or all of them; root: the state root (the "
+                        "global root without RID); prove: a key's value and proof")
+    p.add_argument("resource_id", metavar="RID", nargs="?")
     p.add_argument("key", metavar="KEY", nargs="?", help="the key as text (all keys if omitted)")
     p.add_argument("--hex-key", action="store_true", help="KEY is hex, not text")
 
 
 def _state(args: argparse.Namespace, open_coordinator: Opener) -> int:
     key = _key(args)
+    if args.action != "get":
+        return state_action(args, open_coordinator, key)
+    if args.resource_id is None:
+        raise InvalidRequest("state get needs RID")
     with open_coordinator() as coord:
         _known(coord, args.resource_id)
         if key is None:
@@ -159,7 +171,8 @@ def _verify(report: Any, as_json: bool) -> int:
 def coordinator_register_cli_commands() -> list[CliCommand]:
     return [
         CliCommand("resources", "list deployed resources", lambda _p: None, _resources),
-        CliCommand("state", "committed state: state get RID [KEY]", _state_args, _state),
+        CliCommand("state", "committed state: state get RID [KEY] | root [RID] | prove RID KEY",
+                   _state_args, _state),
         CliCommand("events", "a resource's latest events and logs", _events_args, _events),
         CliCommand("audit", "the audit log: audit verify | audit show [--from N]",
                    _audit_args, _audit),

@@ -14,8 +14,10 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from coordinator_core.coordination.dry_runs import DryRunCoordinator
 from coordinator_core.coordination.executions import ExecutionCoordinator
 from coordinator_core.coordination.resources import ResourceCoordinator
+from coordinator_core.coordination.roots import RootsCoordinator
 from coordinator_core.engines.dispatcher import Dispatcher
 from coordinator_core.execution.ledger import Ledger
 from coordinator_core.execution.locks import shared_locks
@@ -45,10 +47,12 @@ CLOSE_GRACE = 5.0
 CLOSE_SINKS = 5.0
 
 
-class Coordinator(ExecutionCoordinator, ResourceCoordinator):
+class Coordinator(ExecutionCoordinator, DryRunCoordinator, ResourceCoordinator, RootsCoordinator):
     """The execution coordinator. Use :meth:`open`; close it (or use ``with``).
 
-    Deploy and resource methods come from :class:`ResourceCoordinator`."""
+    Deploy and resource methods come from :class:`ResourceCoordinator`; ``query`` and
+    ``simulate`` from :class:`DryRunCoordinator`; state roots, proofs and snapshots from
+    :class:`RootsCoordinator`."""
 
     def __init__(self, config: Config, host: PluginHost, registry: Registry, store: Store) -> None:
         self.config = config
@@ -266,6 +270,7 @@ class Coordinator(ExecutionCoordinator, ResourceCoordinator):
         snapshot["engines"] = self.dispatcher.utilisation()
         snapshot["quota"] = self.quota.snapshot()
         snapshot["active"] = len(self.ledger.active)
+        snapshot["dry_runs"] = self.pipeline.dry_runs.snapshot()
         if self._workers is not None:
             snapshot["workers"] = self._workers.snapshot()
         return snapshot

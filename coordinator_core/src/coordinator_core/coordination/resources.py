@@ -17,6 +17,11 @@ from typing import Any
 
 import attrs
 
+from coordinator_core.coordination.options import (
+    accepted_options,
+    check_options_shape,
+    same_options,
+)
 from coordinator_core.engines.dispatcher import Dispatcher
 from coordinator_core.execution.pipeline import Pipeline
 from coordinator_core.plugin_host.config import Config
@@ -63,12 +68,17 @@ class ResourceCoordinator:
         owner: str = "",
         policy: AccessPolicy | None = None,
         source_format: str = "binary",
+        options: Mapping[str, Any] | None = None,
     ) -> str:
         """Validate and store a resource; return its content-addressed id (sha256 hex).
 
-        Raises ``InvalidRequest`` (malformed bytes), ``SecurityRejected`` (a deploy validator
-        refused) or ``EngineError`` (no engine runs ``resource_type``). Every attempt leaves a
-        ``deploy`` audit record. Deploying the same bytes again returns the same id."""
+        ``options`` are per-resource engine settings (an ONNX model's batching, say); the
+        engine checks them and they are kept with the resource (``ResourceInfo.options``).
+        Raises ``InvalidRequest`` (malformed bytes, an unknown or ill-typed option),
+        ``SecurityRejected`` (a deploy validator refused) or ``EngineError`` (no engine runs
+        ``resource_type``). Every attempt leaves a ``deploy`` audit record. Deploying the same
+        bytes again returns the same id; with other options it is refused, since the id names
+        one resource and its options."""
         started = time.perf_counter()
         rid: str | None = None
         try:
@@ -79,6 +89,7 @@ class ResourceCoordinator:
             if not isinstance(code, bytes):
                 raise InvalidRequest(f"code must be bytes, got {type(code).__name__}")
             rid = hashlib.sha256(code).hexdigest()
+            asked = check_options_shape(options)
             deploy = DeployRequest(
                 code=code,
                 resource_type=resource_type,
@@ -87,8 +98,10 @@ class ResourceCoordinator:
                 owner=owner,
                 capabilities=frozenset(capabilities),
                 policy=policy or AccessPolicy(),
+                options=asked,
             )
             meta = bound.inspect(deploy)
+            accepted_options(bound.name, asked, meta)
             if meta:
                 deploy = attrs.evolve(deploy, meta=dict(meta))
             self.security.check_deploy(deploy)
@@ -106,6 +119,8 @@ class ResourceCoordinator:
                 ),
                 code,
             )
+            if not created:
+                same_options(info, deploy.meta)
         except CoordinatorError as exc:
             self._audit_deploy(rid, owner, resource_type, name, started, exc)
             raise

@@ -68,6 +68,7 @@ class BoundEngine:
     holds: Callable[[str], bool] | None
     health: Callable[[], bool] | None
     pool_stats: Callable[[], Any] | None
+    model_stats: Callable[[], Any] | None
     close: Callable[[], None]
     canonical_code: Callable[[Any, str], Any]
     inspect: Callable[[DeployRequest], Any]
@@ -106,6 +107,7 @@ def bind_engine(record: EngineRecord) -> BoundEngine:
         holds=optional(engine, "holds", EngineBase),
         health=optional(engine, "health", EngineBase),
         pool_stats=optional(engine, "pool_stats", EngineBase),
+        model_stats=optional(engine, "model_stats", EngineBase),
         close=method_or_default(engine, "close", EngineBase),
         canonical_code=method_or_default(engine, "canonical_code", EngineBase),
         inspect=method_or_default(engine, "inspect", EngineBase),
@@ -338,6 +340,10 @@ class Dispatcher:
             }
             if b.pool_stats is not None:
                 entry["workers"] = b.pool_stats()
+            if b.model_stats is not None:
+                models = b.model_stats()
+                if models:
+                    entry["models"] = models
             out[b.name] = entry
         return out
 

@@ -104,6 +104,18 @@ class Ledger:
         if future is not None and future.set_running_or_notify_cancel():
             future.set_result(result)
 
+    def drop(self, entry: Entry, result: ExecutionResult | None) -> None:
+        """End a dry run's entry (a query or simulation): out of ``active`` without a kept
+        outcome, so dry runs neither show in ``status`` nor push real executions out of
+        ``retention``."""
+        if result is not None:
+            entry.result = result
+            entry.status = result.status
+        self.active.pop(entry.execution_id, None)
+        future = entry.future
+        if result is not None and future is not None and future.set_running_or_notify_cancel():
+            future.set_result(result)
+
     def amend(self, entry: Entry, result: ExecutionResult) -> None:
         """Replace the result of a closed execution (a nested one discarded with its
         parent after it finished): its entry and its kept outcome both say so."""

@@ -3,7 +3,8 @@
 A contract calling a model goes through the whole pipeline again (security, quota, engine
 selection), linked to its parent by ``parent_id``, bounded by the parent's deadline,
 cancelled with it and depth-limited. Its effects are returned, not committed, so they stand
-or fall with the parent's; its state locks and final record join the parent's tree.
+or fall with the parent's; its state locks and final record join the parent's tree. Inside a
+query or simulation it is a dry run of the same kind.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from coordinator_core.execution.dry import DryRun
 from coordinator_core.execution.ledger import Entry
 from coordinator_core.execution.scope import Tree
 from coordinator_hookspecs import ExecutionRequest, ExecutionResult, Status
@@ -23,12 +25,14 @@ if TYPE_CHECKING:
 class Nested:
     """Runs a child execution of ``parent`` through ``pipeline``, within ``tree``."""
 
-    __slots__ = ("_parent", "_pipeline", "_tree")
+    __slots__ = ("_dry", "_parent", "_pipeline", "_tree")
 
-    def __init__(self, pipeline: Pipeline, parent: Entry, tree: Tree) -> None:
+    def __init__(self, pipeline: Pipeline, parent: Entry, tree: Tree,
+                 dry: DryRun | None = None) -> None:
         self._pipeline = pipeline
         self._parent = parent
         self._tree = tree
+        self._dry = dry  # a query's or simulation's children are dry runs too
 
     def __call__(self, request: ExecutionRequest) -> ExecutionResult:
         parent = self._parent
@@ -43,4 +47,4 @@ class Nested:
         entry = pipeline.ledger.open(child, deadline, Status.RUNNING)
         self._tree.children.append(entry)
         parent.token.on_cancel(entry.token.cancel)
-        return pipeline.run(entry, tree=self._tree)
+        return pipeline.run(entry, tree=self._tree, dry=self._dry)

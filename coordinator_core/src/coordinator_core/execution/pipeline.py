@@ -22,6 +22,7 @@ from typing import Any
 from coordinator_core.engines.dispatcher import Dispatcher
 from coordinator_core.execution.checks import RequestChecks, checked, stopped
 from coordinator_core.execution.commit import Committer
+from coordinator_core.execution.dry import DryRun, DryRunCounters
 from coordinator_core.execution.ledger import Entry, Ledger
 from coordinator_core.execution.locks import ResourceLocks
 from coordinator_core.execution.nested import Nested
@@ -45,6 +46,7 @@ from coordinator_hookspecs import (
     ExecutionResult,
     ResourceInfo,
     Status,
+    Trap,
 )
 
 __all__ = ["RESOURCES_RECHECK", "Pipeline"]
@@ -100,6 +102,10 @@ class Pipeline:
         self._code_loader = cache.code_loader
         self._max_depth = settings.max_depth
         self._commit = committer.commit
+        self._check_quota_only = quota.check
+        self._query_fee_limit = settings.query_fee_limit
+        #: finished queries and simulations (they report to no metrics sink)
+        self.dry_runs = DryRunCounters()
         self._settle_children = committer.settle_children
         self._audit_events = audit_events
         self._emit_audit = audit.emit_all
@@ -128,7 +134,8 @@ class Pipeline:
             self._release(held, fee_used)
 
     def run(self, entry: Entry, *, tree: Tree | None = None,
-            refused: CoordinatorError | None = None) -> ExecutionResult:
+            refused: CoordinatorError | None = None,
+            dry: DryRun | None = None) -> ExecutionResult:
         """Run one execution to its end; never raises for an execution failure.
 
         ``refused``: the coordinator turned the request away before it could start (its
@@ -136,7 +143,10 @@ class Pipeline:
 
         With ``tree`` it runs a nested execution: its effects are returned for the parent to
         fold into its own, its state locks and final record join the top level's ``tree``,
-        released and committed with the top-level execution."""
+        released and committed with the top-level execution.
+
+        With ``dry`` (``execution/dry.py``) it is a query or a simulation: the result says
+        what happened, nothing is committed or recorded, and no quota is consumed."""
         clock = time.perf_counter
         t0 = clock()
         request = entry.request
@@ -153,8 +163,11 @@ class Pipeline:
         if tree is None:
             tree = Tree()
         stage = "validation"
+        read_only = dry is not None and dry.read_only
         try:
             fee_limit = self._validate(request, not top)
+            if read_only and fee_limit > self._query_fee_limit:
+                fee_limit = self._query_fee_limit
             if refused is not None:
                 raise refused
             if token.reason is not None:  # cancelled or timed out while queued
@@ -168,9 +181,12 @@ class Pipeline:
                 t2 = clock()
                 stages.append(("security", t2 - t1))
                 t1 = t2
-            if self._check_quota:
+            if self._check_quota and not read_only:
                 stage = "quota"
-                self._acquire(request, resource, token, held)
+                if dry is None:
+                    self._acquire(request, resource, token, held)
+                else:
+                    self._check_quota_only(request, resource)
                 t2 = clock()
                 stages.append(("quota", t2 - t1))
                 t1 = t2
@@ -178,7 +194,7 @@ class Pipeline:
             bound = self._select(resource)
             t2 = clock()
             stages.append(("selection", t2 - t1))
-            if not self._state_capabilities.isdisjoint(resource.capabilities):
+            if not read_only and not self._state_capabilities.isdisjoint(resource.capabilities):
                 stage = "lock"
                 self._lock_state(resource.id, token, tree)
                 t1, t2 = t2, clock()
@@ -195,13 +211,16 @@ class Pipeline:
                 token,
                 self._state_reader(resource.id),  # state_get
                 self._code_loader(resource.id),  # load_code
-                Nested(self, entry, tree) if request.depth < self._max_depth else None,
+                Nested(self, entry, tree, dry) if request.depth < self._max_depth else None,
+                read_only,
             )
             try:
                 outcome = bound.run(ctx)
             finally:
                 stages.append(("execution", clock() - t2))
             output, fee_used, effects = checked(outcome, bound.name)
+            if read_only and effects:
+                raise _written(effects, bound.name, fee_used)
             if token.reason is not None:
                 # Finished, but cancelled or past its deadline meanwhile (an engine that does
                 # not stop at once): cancel() returned True, so the result must say so.
@@ -218,6 +237,9 @@ class Pipeline:
         if status is not _SUCCEEDED:
             effects, output = (), None
         t_commit = clock()
+        if dry is not None:
+            return self._dry_end(entry, dry, status, output, fee_used, effects, error, bound,
+                                 tree, top, t_commit - t0)
         if top and tree.locks and not effects:
             # Nothing to write: the tree's reads are done, so the next execution of these
             # resources may start now instead of after this record's commit.
@@ -254,6 +276,33 @@ class Pipeline:
             stages.append(("audit_sinks", clock() - t_end))
         self._report(ExecutionReport(result, resource.type if resource else None, tuple(stages)))
         return result
+
+    def _dry_end(self, entry: Entry, dry: DryRun, status: Status, output: Any, fee_used: int,
+                 effects: tuple[Effect, ...], error: ErrorInfo | None, bound: Any, tree: Tree,
+                 top: bool, duration: float) -> ExecutionResult:
+        """The end of a dry run: no commit, no record, no report to the sinks; the state
+        locks of its tree are given back and its ledger entries dropped, not kept."""
+        if top and tree.locks:
+            self._release_state(tree)
+        request = entry.request
+        result = ExecutionResult(
+            entry.execution_id, status, request.resource_id, request.caller, output,
+            fee_used, effects, error, bound.name if bound is not None else None, duration,
+            request.parent_id,
+        )
+        self.ledger.drop(entry, result)  # nested ones too: each ends here
+        if top:
+            self.dry_runs.record(dry, result)
+        return result
+
+
+def _written(effects: tuple[Effect, ...], engine: str, fee_used: int) -> Trap:
+    """The error of a query whose engine returned effects (an engine that does not look at
+    ``ExecutionContext.read_only``; the wasm engine traps at the write itself)."""
+    kinds = ", ".join(sorted({e.kind for e in effects}))
+    return Trap(f"a query is read-only, but engine {engine} returned {len(effects)} "
+                f"effect(s) ({kinds}): use execute to change state or emit events",
+                source=engine, fee_used=fee_used)
 
 
 def _unexpected(exc: Exception, stage: str, bound: Any) -> ErrorInfo:

@@ -64,6 +64,11 @@ def _finite(_i: object, attribute: attrs.Attribute[Any], value: float) -> None:
         raise ValueError(f"{attribute.name} must be a finite number, got {value!r}")
 
 
+def _fraction(_i: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not (math.isfinite(value) and 0 <= value <= 1):
+        raise ValueError(f"{attribute.name} must be a fraction between 0 and 1, got {value!r}")
+
+
 def _depth(_i: object, attribute: attrs.Attribute[Any], value: int) -> None:
     if not 0 <= value <= MAX_DEPTH:
         raise ValueError(f"{attribute.name} must be between 0 and {MAX_DEPTH}, got {value!r}")
@@ -135,6 +140,12 @@ class CoreSettings:
     #: Finished executions whose outcome status() reads from memory; older ones come from the
     #: durable log.
     ledger_retention: int = attrs.field(default=10_000, validator=positive)
+    #: Fee limit of a query (``Coordinator.query``, ``coordinator query``): a request's own
+    #: fee limit may lower it, never raise it (CosmWasm's ``query_gas_limit``).
+    query_fee_limit: int = attrs.field(default=3_000_000, validator=positive)
+    #: Fraction of queries (0 to 1) written to the audit log as ``query`` records, every
+    #: 1/fraction-th one; 0 (the default) writes none, so a query never waits for a commit.
+    query_audit_sample: float = attrs.field(default=0.0, validator=_fraction)
     #: Depth limit of nested (hybrid) executions.
     max_depth: int = attrs.field(default=2, validator=_depth)
     #: Capabilities that let a resource write its state: executions of such a resource are

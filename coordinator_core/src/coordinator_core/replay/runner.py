@@ -118,11 +118,14 @@ class Replay:
         found = self.source.resource(rid)
         info, detail = found.info, record.detail
         policy = detail.get("policy")
+        # the engine options it was deployed with (batching, instances), when it had any
+        options = dict(getattr(info, "options", None) or {})
         try:
             new = self.coord.deploy(
                 found.code, info.type, name=info.name, owner=info.owner,
                 capabilities=detail.get("capabilities", sorted(info.capabilities)),
-                policy=_policy(policy) if isinstance(policy, dict) else info.policy)
+                policy=_policy(policy) if isinstance(policy, dict) else info.policy,
+                **({"options": options} if options else {}))
         except CoordinatorError as exc:
             return _diverged(record, {"deploy": {"source": "succeeded",
                                                  "replay": f"{exc.kind.value}: {exc.message}"}})

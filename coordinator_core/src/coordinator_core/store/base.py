@@ -123,6 +123,24 @@ class Store(Protocol):
         (bytes) and ``timestamp``."""
         ...
 
+    # -- state roots (docs/storage.md, "State roots") -----------------------------------
+    def roots(self, resource_id: str | None = None) -> dict[str, Any]:
+        """The committed ``global_root`` (hex) and, when ``resource_id`` is given, that
+        resource's ``state_root``."""
+        ...
+
+    def prove(self, resource_id: str, key: bytes) -> dict[str, Any]:
+        """The committed value of ``key`` (hex or None), both roots, the inclusion or
+        exclusion ``proof`` under the state root and the ``root_proof`` of that state root
+        under the global root (each checked by ``coordinator_hookspecs.verify_proof``)."""
+        ...
+
+    def preview_roots(self, effects: Sequence[Effect],
+                      resource_id: str | None = None) -> dict[str, Any]:
+        """The roots that committing ``effects`` now would produce, writing nothing:
+        ``{"state_roots": {resource id: hex}, "global_root": hex}``."""
+        ...
+
     # -- audit and commit ----------------------------------------------------------------
     def finish(
         self,

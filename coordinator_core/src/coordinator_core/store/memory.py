@@ -27,6 +27,16 @@ from coordinator_core.store.effects import (
     prepare_all,
 )
 from coordinator_core.store.files import check_id, check_new_resource
+from coordinator_core.store.merkle import (
+    GLOBAL,
+    DictSource,
+    apply_writes,
+    root_of,
+    rooted,
+    with_roots,
+)
+from coordinator_core.store.roots import preview, proof_of, roots_of
+from coordinator_core.store.snapshot import Snapshot, refuse_unless_empty
 from coordinator_hookspecs import (
     AccessPolicy,
     AuditRecord,
@@ -78,6 +88,8 @@ class MemoryStore:
         self._head = GENESIS
         self._router = Router()
         self._resources_version = 0
+        #: the state trees' nodes (``merkle.py``), updated with every applied write
+        self.nodes = DictSource()
 
     # -- resources -----------------------------------------------------------------------
     def put_resource(self, info: ResourceInfo, code: bytes) -> tuple[ResourceInfo, bool]:
@@ -141,16 +153,49 @@ class MemoryStore:
             return [dict(e) for e in self._events.get(resource_id, [])[-limit:]]
 
     def _apply(self, ops: list[tuple[Any, ...]], now: float) -> None:
+        writes: dict[str, dict[bytes, bytes | None]] = {}
         for op in ops:
             if op[0] == "set":
                 self._state.setdefault(op[1], {})[op[2]] = op[3]
+                writes.setdefault(op[1], {})[op[2]] = op[3]
             elif op[0] == "delete":
                 self._state.get(op[1], {}).pop(op[2], None)
+                writes.setdefault(op[1], {})[op[2]] = None
             else:
                 self._event_seq += 1
                 self._events.setdefault(op[1], []).append(
                     {"seq": self._event_seq, "execution_id": op[2], "kind": op[0],
                      "level": op[3], "payload": op[4], "timestamp": now})
+        if writes:
+            apply_writes(self.nodes, writes)
+
+    # -- state roots ---------------------------------------------------------------------
+    def roots(self, resource_id: str | None = None) -> dict[str, Any]:
+        with self._lock:
+            return roots_of(self.nodes, resource_id)
+
+    def prove(self, resource_id: str, key: bytes) -> dict[str, Any]:
+        with self._lock:
+            value = self._state.get(resource_id, {}).get(key)
+            return proof_of(self.nodes, resource_id, key, value)
+
+    def preview_roots(self, effects: Sequence[Effect],
+                      resource_id: str | None = None) -> dict[str, Any]:
+        with self._lock:
+            return preview(self.nodes, effects, resource_id)
+
+    def restore(self, snapshot: Snapshot) -> AuditRecord:
+        """Write a verified snapshot (``snapshot.py``) into this empty store."""
+        with self._lock:
+            refuse_unless_empty(len(self._resources), len(self.rows),
+                                root_of(self.nodes, GLOBAL))
+            for item in snapshot.resources:
+                self._resources[item.info.id] = (item.info, item.code)
+                if item.state:
+                    self._state[item.info.id] = dict(item.state)
+                self.nodes.write(item.info.id, item.nodes, ())
+            self.nodes.write(GLOBAL, snapshot.global_nodes, ())
+            return self._insert(snapshot.record())
 
     # -- audit and commit ----------------------------------------------------------------
     def _insert(self, record: AuditRecord, digest: str | None = None) -> AuditRecord:
@@ -158,6 +203,9 @@ class MemoryStore:
         if final and record.execution_id in self._finals:
             raise InvalidRequest(f"execution {record.execution_id} already has a final "
                                  "audit record")
+        if rooted(record):
+            record = with_roots(record, root_of(self.nodes, record.resource_id or ""),
+                                root_of(self.nodes, GLOBAL))
         sealed, row = seal(record, len(self.rows) + 1, self._head, digest)
         if final:  # only once sealing succeeded: a failed seal leaves no stale index
             self._finals[record.execution_id or ""] = len(self.rows)

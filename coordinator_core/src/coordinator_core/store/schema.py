@@ -20,7 +20,11 @@ from coordinator_hookspecs import AccessPolicy, InvalidRequest, ResourceInfo
 #: version-1 coordinator would write state without stamping and leave other processes'
 #: caches stale, so it must refuse a directory a version-2 one has opened (it refuses any
 #: newer version); a version-1 directory is upgraded in place, nothing to convert.
-SCHEMA_VERSION = 2
+#: 3: adds ``merkle``, the persisted nodes of the state trees (``merkle.py``), kept up to
+#: date by every state write; an older directory gets its trees built from its state once,
+#: on the upgrade, and a version-2 coordinator refuses it afterwards (it would write state
+#: without updating the trees).
+SCHEMA_VERSION = 3
 DURABILITY = {"normal": "NORMAL", "full": "FULL"}
 
 SCHEMA = """
@@ -83,6 +87,15 @@ END;
 CREATE TRIGGER IF NOT EXISTS resources_deleted AFTER DELETE ON resources BEGIN
     UPDATE meta SET value = value + 1 WHERE key = 'resources_version';
 END;
+-- The sparse Merkle trees over each resource's state and over all resources' roots
+-- (tree ''): one row per non-empty subtree, at its path from the root ('0'/'1' text).
+CREATE TABLE IF NOT EXISTS merkle (
+    tree         TEXT NOT NULL,             -- resource id, or '' for the global tree
+    pos          TEXT NOT NULL,             -- path from the root, '' for the root
+    hash         BLOB NOT NULL,
+    leaf         BLOB,                      -- sha256(key) || sha256(value); NULL inside
+    PRIMARY KEY (tree, pos)
+) WITHOUT ROWID;
 -- Exactly one final record per execution, enforced by the database itself.
 CREATE UNIQUE INDEX IF NOT EXISTS audit_final ON audit (execution_id)
     WHERE record_kind = 'execution';
@@ -117,8 +130,23 @@ def initialise(conn: sqlite3.Connection, busy_timeout: float = 5.0) -> None:
     if version > SCHEMA_VERSION:
         raise InvalidRequest(f"the data directory has schema version {version}; this "
                              f"coordinator understands up to {SCHEMA_VERSION}")
-    conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + REQUESTS_SCHEMA +
-                       f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+    conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + REQUESTS_SCHEMA)
+    try:
+        if 0 < version < 3:
+            build_trees(conn)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def build_trees(conn: sqlite3.Connection) -> None:
+    """Build the state trees of a directory written before they existed (once, on the
+    upgrade to version 3), in the open transaction."""
+    from coordinator_core.store.merkle_sqlite import rebuild_all
+
+    rebuild_all(conn)
 
 
 def _switch_to_wal(conn: sqlite3.Connection, busy_timeout: float) -> str:

@@ -11,7 +11,9 @@ each ``finish`` returns only after the transaction holding its records is commit
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -31,7 +33,10 @@ from coordinator_core.store.chain import (
 from coordinator_core.store.effects import Router
 from coordinator_core.store.files import BlobFiles, check_id, check_new_resource
 from coordinator_core.store.groupcommit import GroupCommitter, Job
+from coordinator_core.store.merkle import GLOBAL
+from coordinator_core.store.merkle_sqlite import SqliteNodes, roots, store_tree
 from coordinator_core.store.readers import ReadConnections
+from coordinator_core.store.roots import preview, proof_of, roots_of
 from coordinator_core.store.schema import (
     AUDIT_COLUMNS,
     DURABILITY,
@@ -42,6 +47,7 @@ from coordinator_core.store.schema import (
     resource_of,
     resource_row,
 )
+from coordinator_core.store.snapshot import Snapshot, refuse_unless_empty
 from coordinator_core.store.sqlite_finish import PendingFinish, unapplied
 from coordinator_core.store.sqlite_writer import StateLog, Writer
 from coordinator_core.store.statecache import Stamps, StateCache
@@ -200,6 +206,63 @@ class SqliteStore:
             "WHERE resource_id = ? ORDER BY seq DESC LIMIT ?", (resource_id, limit)).fetchall()
         keys = ("seq", "execution_id", "kind", "level", "payload", "timestamp")
         return [dict(zip(keys, row, strict=True)) for row in reversed(rows)]
+
+    # -- state roots ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def read_snapshot(self) -> Iterator[sqlite3.Connection]:
+        """This thread's read connection inside one read transaction: every read made through
+        this store on this thread until the block ends sees the same committed state."""
+        conn = self._reader()
+        if conn.in_transaction:  # nested: the outer block's snapshot already holds
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def roots(self, resource_id: str | None = None) -> dict[str, Any]:
+        """The committed global root (and the state root of ``resource_id``), hex."""
+        with self.read_snapshot() as conn:
+            return roots_of(SqliteNodes(conn), resource_id)
+
+    def prove(self, resource_id: str, key: bytes) -> dict[str, Any]:
+        """The committed value of ``key`` with its proofs (``roots.proof_of``)."""
+        with self.read_snapshot() as conn:
+            return proof_of(SqliteNodes(conn), resource_id, key,
+                            self.state_get(resource_id, key))
+
+    def preview_roots(self, effects: Sequence[Effect],
+                      resource_id: str | None = None) -> dict[str, Any]:
+        """The roots committing ``effects`` now would produce, writing nothing."""
+        with self.read_snapshot() as conn:
+            return preview(SqliteNodes(conn), effects, resource_id)
+
+    def restore(self, snapshot: Snapshot) -> AuditRecord:
+        """Write a verified snapshot (``snapshot.py``) into this empty store, in one
+        transaction ending with its ``snapshot`` record."""
+        for item in snapshot.resources:  # before the rows: a row never points at no file
+            self._files.write(item.info.id, item.code)
+
+        def run(w: Writer) -> AuditRecord:
+            conn = w.conn
+            counts = conn.execute("SELECT (SELECT count(*) FROM resources), "
+                                  "(SELECT count(*) FROM audit)").fetchall()[0]
+            refuse_unless_empty(counts[0], counts[1], roots(conn, ())[GLOBAL])
+            for item in snapshot.resources:
+                conn.execute(f"INSERT INTO resources ({RESOURCE_COLUMNS}) VALUES "
+                             "(?, ?, ?, ?, ?, ?, ?, ?, ?)", resource_row(item.info))
+                if item.state:
+                    w.writing(item.info.id)  # stamps the slot: no process keeps stale values
+                    conn.executemany("INSERT INTO state VALUES (?, ?, ?)",
+                                     [(item.info.id, k, v) for k, v in item.state])
+                store_tree(conn, item.info.id, item.nodes)
+            store_tree(conn, GLOBAL, snapshot.global_nodes)
+            return record_of_row(w.insert(snapshot.record()))
+
+        record: AuditRecord = self._write(run)
+        return record
 
     # -- audit and commit ----------------------------------------------------------------
     def finish(self, record: AuditRecord, effects: Sequence[Effect],

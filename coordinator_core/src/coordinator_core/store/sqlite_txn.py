@@ -27,6 +27,7 @@ class SqliteTxn:
         writer.cursor.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?)",
                               (resource_id, key, value))
         writes[key] = value
+        writer.tree_writes.setdefault(resource_id, {})[key] = value
 
     def delete_state(self, resource_id: str, key: bytes) -> None:
         key = blob(key, "state key")
@@ -34,6 +35,7 @@ class SqliteTxn:
         self._writer.conn.execute("DELETE FROM state WHERE resource_id = ? AND key = ?",
                                   (resource_id, key))
         writes[key] = None
+        self._writer.tree_writes.setdefault(resource_id, {})[key] = None
 
     def add_event(self, resource_id: str, execution_id: str, payload: bytes) -> None:
         self._writer.conn.execute(

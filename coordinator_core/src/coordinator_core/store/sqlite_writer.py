@@ -16,6 +16,8 @@ from typing import Any
 
 from coordinator_core.store.chain import GENESIS, SealedRecords, seal_row
 from coordinator_core.store.groupcommit import Job
+from coordinator_core.store.merkle import GLOBAL, apply_writes, rooted, with_roots
+from coordinator_core.store.merkle_sqlite import SqliteNodes, roots
 from coordinator_core.store.requests import keep, refs_of
 from coordinator_core.store.schema import INSERT_AUDIT
 from coordinator_core.store.sqlite_txn import SqliteTxn
@@ -41,6 +43,10 @@ class Writer:
         #: the state writes of the job running now (``finish`` sets and takes it)
         self.state_log: StateLog | None = None
         self.txn = SqliteTxn(self)
+        #: state writes not yet applied to the state trees (resource -> key -> value or
+        #: None): applied in one go before the next record is sealed (``with_roots``)
+        self.tree_writes: dict[str, dict[bytes, bytes | None]] = {}
+        self.nodes = SqliteNodes(conn)
         self.now = 0.0
         self.seq = 0
         self.head = GENESIS
@@ -142,12 +148,13 @@ class Writer:
             cursor.execute("BEGIN IMMEDIATE")
             self.now = time.time()
             processor.prepare(record.execution_id or "", effects, self.txn)
-            row = seal_row(record, seq + 1, head, digest)
+            row = seal_row(self.with_roots(record), seq + 1, head, digest)
             keep(cursor, refs_of((record,)))
             cursor.execute(INSERT_AUDIT, row)
             cursor.execute("COMMIT")
         except BaseException as exc:
             log.clear()
+            self.tree_writes.clear()
             try:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
@@ -169,6 +176,7 @@ class Writer:
         failed transaction, re-read it too: what is really on disk decides the next seq and
         link, not our memory. (Not after a job's own failure: a log whose tail was deleted
         behind our back keeps its visible gap, see ``insert``.)"""
+        self.tree_writes.clear()
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
         self.seq, self.head = start
@@ -204,11 +212,15 @@ class Writer:
         rows: list[Any] = []
         sealed: list[SealedRecords] = []
         try:
+            # one read of every root the group's execution records carry (none: no read)
+            rooted_ids = [record.resource_id or "" for job in jobs
+                          for record, _ in job.records or () if rooted(record)]
+            known = roots(self.conn, rooted_ids) if rooted_ids else None
             for job in jobs:
                 own = []
                 for record, digest in job.records or ():
                     seq += 1
-                    row = seal_row(record, seq, head, digest)
+                    row = seal_row(self.with_roots(record, known), seq, head, digest)
                     head = row[-1]
                     rows.extend(row)
                     own.append(row)
@@ -234,6 +246,21 @@ class Writer:
         return True
 
     # -- helpers for jobs ----------------------------------------------------------------
+    def with_roots(self, record: AuditRecord,
+                   known: dict[str, bytes] | None = None) -> AuditRecord:
+        """Apply the pending state writes to the state trees (in the open transaction), then
+        give an execution's final record its resource's state root and the global root
+        (from ``known`` when the caller read them already)."""
+        written = apply_writes(self.nodes, self.tree_writes) if self.tree_writes else None
+        self.tree_writes = {}
+        if not rooted(record):
+            return record
+        resource_id = record.resource_id or ""
+        found = written if written is not None and resource_id in written else known
+        if found is None or resource_id not in found:
+            found = roots(self.conn, (resource_id,))
+        return with_roots(record, found[resource_id], found[GLOBAL])
+
     def writing(self, resource_id: str) -> dict[bytes, bytes | None]:
         """Before a state write in the open transaction: the first one of a resource in this
         job stamps the resource's slot, so every process's cached values of it are dropped
@@ -270,6 +297,7 @@ class Writer:
     def undo(self) -> None:
         """Roll back this execution's writes (the transaction stays open for what follows,
         such as the rollback record) and restore the chain head."""
+        self.tree_writes.clear()
         if self._solo:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
@@ -289,6 +317,7 @@ class Writer:
         it, and we re-read the head and seal again. A log whose tail was deleted behind our
         back is not papered over: our next record keeps its number and verify reports the gap.
         """
+        record = self.with_roots(record)
         row = seal_row(record, self.seq + 1, self.head, digest)
         keep(self.cursor, refs_of((record,)))
         try:

@@ -26,7 +26,7 @@ from coordinator_core.store.base import BoundProcessor, Finished
 from coordinator_core.store.chain import SealedRecords
 from coordinator_core.store.sqlite import SqliteStore
 from coordinator_core.workers.channel import Channel, serve
-from coordinator_hookspecs import AccessPolicy, AuditRecord, Effect, ResourceInfo
+from coordinator_hookspecs import AccessPolicy, AuditRecord, Effect, InvalidRequest, ResourceInfo
 
 #: Message tags of the writes (calls, answered with a ``reply``).
 FINISH = "finish"
@@ -94,6 +94,11 @@ class WorkerStore(SqliteStore):
     def set_policy(self, resource_id: str, policy: AccessPolicy) -> ResourceInfo:
         info: ResourceInfo = self.channel.call(SET_POLICY, resource_id, policy)
         return info
+
+    def restore(self, snapshot: Any) -> AuditRecord:
+        """Refused: a snapshot goes into an empty directory that no coordinator serves."""
+        raise InvalidRequest("a snapshot is imported into a data directory no coordinator "
+                             "is writing to; stop it first")
 
     def close(self) -> None:
         super().close()

@@ -40,7 +40,9 @@ from coordinator_engine_onnxruntime.cli_io import as_mapping, decode_cli_input, 
 from coordinator_engine_onnxruntime.config import OnnxConfig
 from coordinator_engine_onnxruntime.external import check_external, embed_external
 from coordinator_engine_onnxruntime.model import iter_tensors, parse_model, signature
+from coordinator_engine_onnxruntime.options import ServingOptions, check_options
 from coordinator_engine_onnxruntime.policy import check_ops
+from coordinator_engine_onnxruntime.serving import Served, ServedModels, build_instances
 from coordinator_engine_onnxruntime.sessions import (
     LoadedModel,
     SessionCache,
@@ -93,6 +95,7 @@ class OnnxEngine:
         self.cfg = cfg
         self.external_dir = external_dir if cfg.allow_external_data else None
         self.sessions = SessionCache(cfg.session_cache_size, self._load)
+        self.served = ServedModels(cfg.session_cache_size, self._serve)
         self._closed = False
 
     # -- deploy ------------------------------------------------------------------------------
@@ -102,9 +105,18 @@ class OnnxEngine:
         Runs before the deploy validators, so it only parses (size cap first) and reads the
         graph; it never hands the bytes to onnxruntime.
         """
-        return signature(parse_model(deploy.code, self.cfg.max_model_bytes))
+        meta = signature(parse_model(deploy.code, self.cfg.max_model_bytes))
+        asked = getattr(deploy, "options", None)
+        if asked:
+            meta["options"] = check_options(asked, meta)
+        return meta
 
-    def _load(self, code: bytes) -> LoadedModel:
+    def _serve(self, ctx: ExecutionContext, options: ServingOptions) -> Served:
+        """The instances (and batcher) of a model deployed with options (serving.py)."""
+        instances = build_instances(self._load, ctx.load_code(), self.cfg, options)
+        return Served(ctx.resource.id, options, instances, _Terminate, _stopped, self._failure)
+
+    def _load(self, code: bytes, cfg: OnnxConfig | None = None) -> LoadedModel:
         # The store only holds models the validator admitted, but the op and external-data
         # rules are re-checked here: config may have tightened since, or the validator may be
         # switched off, and these two rules guard the host rather than the caller.
@@ -115,7 +127,8 @@ class OnnxEngine:
                           budget) and self.external_dir is not None:
             embed_external(iter_tensors(model), self.external_dir)
             code = model.SerializeToString()
-        return LoadedModel(build_session(code, self.cfg), signature(model), self.cfg)
+        cfg = cfg or self.cfg
+        return LoadedModel(build_session(code, cfg), signature(model), cfg)
 
     # -- execution ---------------------------------------------------------------------------
     def fee(self, nodes: int, elements: int) -> int:
@@ -128,6 +141,8 @@ class OnnxEngine:
         """Check inputs, charge the fee, run once with a terminate-able ``RunOptions``."""
         if self._closed:
             raise EngineError("the onnxruntime engine is closed")
+        if ctx.resource.meta.get("options"):  # batching or instances: serving.py
+            return self.served.get(ctx).execute(ctx)
         entry = self.sessions.get(ctx.resource.id, ctx.load_code)
         given = ctx.request.input
         feeds, elements = entry.signature.bind(
@@ -186,12 +201,18 @@ class OnnxEngine:
 
     def holds(self, resource_id: str) -> bool:
         """True when the model's session is warm (affinity scheduling)."""
-        return self.sessions.holds(resource_id)
+        return self.sessions.holds(resource_id) or self.served.holds(resource_id)
+
+    def model_stats(self) -> dict[str, Any]:
+        """Batch sizes, queue and compute time of each model deployed with options."""
+        return self.served.stats()
 
     def health(self) -> bool:
         return not self._closed
 
     def close(self) -> None:
-        """Drop every session; later executions fail with ``engine_error``."""
+        """Drop every session and stop every batcher; later executions fail with
+        ``engine_error``."""
         self._closed = True
+        self.served.close()
         self.sessions.clear()

@@ -77,6 +77,13 @@ class LazyEngine(EngineBase):
     def holds(self, resource_id: str) -> bool:
         return self._engine is not None and bool(self._engine.holds(resource_id))
 
+    def model_stats(self) -> dict[str, Any] | None:
+        """The real engine's per-model batching statistics (none before it is built)."""
+        if self._engine is None:
+            return None
+        stats: dict[str, Any] = self._engine.model_stats()
+        return stats
+
     def warm_up(self) -> None:
         """Build the real engine now (a server does before it reports ready)."""
         self._real()

@@ -25,6 +25,9 @@ from coordinator_hookspecs import (
 )
 
 _ABSENT = object()
+#: How a query's trap names the host call that tried to leave an effect.
+_WHAT = {"state.set": "storage_set", "state.delete": "storage_remove", "event": "emit_event",
+         "log": "log"}
 #: Pending host fees above this are taken from the fuel at the end of the host call.
 SETTLE_AT = 10_000
 
@@ -140,7 +143,11 @@ class Invocation:
 
     # -- effects and storage -----------------------------------------------------------------
     def emit(self, effect: Effect) -> None:
-        """Buffer an effect; applied only if the whole execution succeeds."""
+        """Buffer an effect; applied only if the whole execution succeeds. A query's
+        (``context.read_only``) traps instead: it must not change state or emit."""
+        if self.context.read_only:
+            raise Trap(f"{_WHAT.get(effect.kind, effect.kind)} inside a query: a query is "
+                       "read-only (no storage writes, events or log lines); use execute")
         size = len(effect.key) + len(effect.value)
         if len(self.effects) >= self.settings.max_effects:
             raise Trap(f"too many effects: the limit is {self.settings.max_effects} per "

@@ -11,7 +11,10 @@ Names follow the Prometheus conventions (base units, ``_total`` for counters):
   selection, execution, commit, audit_sinks)
 - read at scrape time from the coordinator: ``coordinator_engine_inflight{engine}``,
   ``coordinator_engine_capacity{engine}``, ``coordinator_engine_busy_seconds_total{engine}``,
-  ``coordinator_engine_healthy{engine}``, ``coordinator_active_executions``.
+  ``coordinator_engine_healthy{engine}``, ``coordinator_active_executions``, and per model
+  served with deploy options (``batch_metrics.py``): ``coordinator_model_batch_size``,
+  ``coordinator_model_queue_duration_seconds``, ``coordinator_model_compute_duration_seconds``,
+  ``coordinator_model_queued``.
 
 ``record`` runs on the caller's thread after every execution, so it only queues the report;
 queued reports are added to plain counters and bucket lists in batches (``FOLD_AT`` waiting,
@@ -34,6 +37,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from coordinator_hookspecs import CoordinatorView, ExecutionReport, MetricsSinkBase
+from coordinator_metrics_prometheus.batch_metrics import model_families
 from coordinator_metrics_prometheus.config import DEFAULT_BUCKETS
 
 if TYPE_CHECKING:
@@ -220,6 +224,7 @@ class CoordinatorCollector:
             busy.add_metric([name], engine["busy_seconds"])
             healthy.add_metric([name], 1.0 if engine["healthy"] else 0.0)
         yield from (inflight, capacity, busy, healthy)
+        yield from model_families(snapshot.get("engines", {}))
         yield GaugeMetricFamily("coordinator_active_executions",
                                 "Executions queued or running now.",
                                 value=snapshot.get("active", 0))

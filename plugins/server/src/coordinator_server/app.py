@@ -58,6 +58,7 @@ class ServerState:
         self.keys: KeyStore | None = None
         self.models: Any = None
         self.handles: Any = None
+        self.dashboard: Any = None  # the /ui dashboard's per-process state
         self.failed: str | None = None
         self.closing = False
         self.grace = 10  # seconds in-flight requests may take at shutdown

@@ -38,7 +38,8 @@ def _keys_args(parser: argparse.ArgumentParser) -> None:
     create = sub.add_parser("create", help="add a key and print its token once")
     create.add_argument("name", help="the key's name: the caller of its requests")
     create.add_argument("--scope", choices=SCOPES, default="execute",
-                        help="execute (default), deploy (also deploy), admin (everything)")
+                        help="execute (default), deploy (also deploy), admin (everything), "
+                        "view (only look at the dashboard, /ui)")
     sub.add_parser("list", help="list keys (never their tokens)")
     revoke = sub.add_parser("revoke", help="revoke a key: its token gets 401 from now on")
     revoke.add_argument("name")

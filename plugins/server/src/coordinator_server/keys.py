@@ -7,6 +7,8 @@ slow hash is needed against guessing), and the stored hash is compared with
 ``hmac.compare_digest`` so the comparison takes the same time whatever the bytes.
 
 Scopes are ordered: ``admin`` may do what ``deploy`` may, ``deploy`` what ``execute`` may.
+``view`` stands apart: it may only look at the dashboard (``/ui``), which ``admin`` may too;
+it may not execute, deploy or change anything.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ import attrs
 from coordinator_hookspecs import InvalidRequest, NotFound
 
 FILENAME = "server_keys.sqlite3"
-SCOPES = ("execute", "deploy", "admin")
+SCOPES = ("execute", "deploy", "admin", "view")
+#: What each scope may do, itself included.
+INCLUDES: dict[str, frozenset[str]] = {
+    "execute": frozenset({"execute"}),
+    "deploy": frozenset({"execute", "deploy"}),
+    "admin": frozenset({"execute", "deploy", "admin", "view"}),
+    "view": frozenset({"view"}),
+}
 TOKEN_PREFIX = "crd_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
@@ -56,7 +65,7 @@ class ApiKey:
 
     def allows(self, scope: str) -> bool:
         """True if this key's scope includes ``scope``."""
-        return SCOPES.index(self.scope) >= SCOPES.index(scope)
+        return scope in INCLUDES.get(self.scope, frozenset())
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "scope": self.scope, "created_at": self.created_at,

@@ -56,6 +56,44 @@ def _query(name: str, kind: str, text: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "schema": {"type": kind}, "description": text}
 
 
+def _ui(summary: str, scope: str | None, **kw: Any) -> dict[str, Any]:
+    op = _op(summary, None, **kw)
+    if scope is not None:  # a bearer header, or the cookie of POST /ui/login
+        del op["security"]
+        op["description"] = (f"Needs a key with scope {scope}" +
+                             (" or admin" if scope == "view" else "") +
+                             ", as a bearer token or the cookie that POST /ui/login sets.")
+    return op
+
+
+def _dashboard() -> dict[str, Any]:
+    """The dashboard's pages and JSON (docs/dashboard.md)."""
+    filters = [_query(n, "string", t) for n, t in (
+        ("caller", "the caller's name"), ("resource", "a resource's name or id"),
+        ("engine", "an engine's name"), ("status", "an execution status"))]
+    filters += [_query("since", "number", "seconds since the epoch"),
+                _query("until", "number", "seconds since the epoch"),
+                _query("limit", "integer", "at most 500 (default 100)")]
+    return {
+        "/ui": {"get": _ui("the dashboard page (401: the sign-in form)", "view")},
+        "/ui/login": {
+            "get": _ui("the sign-in form", None),
+            "post": _ui("sign in: form field token; 303 to /ui with the cookie", None,
+                        ok="303")},
+        "/ui/logout": {"post": _ui("sign out: clears the cookie", None, ok="303")},
+        "/ui/static/{name}": {"get": _ui("the dashboard's scripts and styles", None,
+                                         params=[_path("name")])},
+        "/ui/api/overview": {"get": _ui("tiles, series, engines, quota, audit chain",
+                                        "view")},
+        "/ui/api/executions": {"get": _ui("recent executions, newest first", "view",
+                                          params=filters)},
+        "/ui/api/executions/{execution_id}": {"get": _ui(
+            "one execution: request, fee, effects, events, error, audit record, parent and "
+            "children", "view", params=[_path("execution_id")])},
+        "/ui/api/audit/verify": {"post": _ui("verify the audit chain now", "admin")},
+    }
+
+
 def document(version: str) -> dict[str, Any]:
     model, mv = [_path("name")], [_path("name"), _path("version")]
     execution = [_path("execution_id")]
@@ -107,6 +145,7 @@ def document(version: str) -> dict[str, Any]:
         "/v1/executions/{execution_id}/cancel": {"post": _op("cancel", "execute",
                                                              params=execution)},
     }
+    paths.update(_dashboard())
     for base, params in (("/v2/models/{name}", model),
                          ("/v2/models/{name}/versions/{version}", mv)):
         paths[base] = {"get": _op("model metadata", "execute", params=params)}

@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 from coordinator_hookspecs import EngineBase, method_or_default
 from coordinator_server import contract, fallbacks, keys_api, oip, records
 from coordinator_server.app import ServerState
+from coordinator_server.dashboard import api as dashboard
 from coordinator_server.keys import KeyStore
 from coordinator_server.models import ModelIndex
 from coordinator_server.processes import Children, bind, report_ready
@@ -86,11 +87,13 @@ def build_app(state: ServerState, open_coordinator: Callable[[], Any],
             if front is not None:
                 await front.stop()
             await task
+            if state.dashboard is not None:
+                await state.dashboard.stop()
             await asyncio.to_thread(stack.close)
 
     return Starlette(
         routes=[*oip.routes(state), *contract.routes(state), *records.routes(state),
-                *keys_api.routes(state)],
+                *keys_api.routes(state), *dashboard.routes(state)],
         lifespan=lifespan, exception_handlers=fallbacks.HANDLERS)
 
 

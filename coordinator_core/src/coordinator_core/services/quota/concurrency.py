@@ -173,6 +173,20 @@ class ConcurrencyPolicy:
         finally:
             lock.release()
 
+    def check(self, request: ExecutionRequest, resource: ResourceInfo) -> None:
+        """``acquire``'s answer without taking a slot: refused only when no slot is free
+        and the caller would not be let queue for one."""
+        if request.parent_id is not None:
+            return
+        caller = request.caller
+        limit = self._limits.get(caller, self._default)
+        with self._lock:
+            if self._fits(caller, limit.limit):
+                return
+            if limit.wait and len(self._waiters) < self.max_waiters:
+                return
+            raise QuotaExceeded(self._refusal(caller, limit, queued=limit.wait), source=NAME)
+
     def _wait(self, caller: str, limit: _Limit, deadline: float,
               token: CancelToken | None) -> Lease:
         """Queue for a slot (called holding the lock, which it lets go while it sleeps).

@@ -135,15 +135,30 @@ class FeeBudgetPolicy:
             left = limit.budget - account.spent - account.reserved
             if fee > left:
                 self.rejected += 1
-                raise QuotaExceeded(
-                    f"caller {caller!r} has {max(left, 0)} of its fee budget of "
-                    f"{limit.budget} per {limit.window:g} s left; the request's fee limit "
-                    f"{fee} exceeds it", source=NAME)
+                raise _over_budget(caller, left, limit, fee)
             account.reserved += fee
             self.admitted += 1
         finally:
             lock.release()
         return [account, fee, account.start]
+
+    def check(self, request: ExecutionRequest, resource: ResourceInfo) -> None:
+        """``acquire``'s answer without reserving anything: refused when the request's fee
+        limit exceeds what is left of the caller's budget in the current window."""
+        caller = request.caller
+        limit = self._limits.get(caller, self._default)
+        if limit is None or request.parent_id is not None:
+            return
+        fee = self._default_fee if request.fee_limit is None else request.fee_limit
+        now = self._clock()
+        with self._lock:
+            account = self._accounts.get(caller)
+            left = limit.budget
+            if account is not None:  # spent counts in its window only, reserved always
+                left -= account.reserved + (
+                    account.spent if now - account.start < limit.window else 0)
+        if fee > left:
+            raise _over_budget(caller, left, limit, fee)
 
     def release(self, lease: Lease | None, fee_used: int) -> None:
         if lease is None:
@@ -203,6 +218,12 @@ class FeeBudgetPolicy:
                     else {"budget": default.budget, "window": default.window},
                     "callers": callers, "admitted": self.admitted, "rejected": self.rejected,
                     "charged": self.charged}
+
+
+def _over_budget(caller: str, left: int, limit: _Limit, fee: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"caller {caller!r} has {max(left, 0)} of its fee budget of {limit.budget} per "
+        f"{limit.window:g} s left; the request's fee limit {fee} exceeds it", source=NAME)
 
 
 @hookimpl

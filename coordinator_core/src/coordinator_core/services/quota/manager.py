@@ -62,6 +62,12 @@ class QuotaManager:
         #: Whether any policy's ``acquire`` can block (``QuotaPolicyBase.may_wait``).
         self.may_wait = any(
             method_or_default(r.policy, "may_wait", QuotaPolicyBase)() for r in records)
+        #: (name, check, applies_to) of every policy with a ``check`` of its own, in order:
+        #: what ``simulate`` runs instead of ``acquire`` (a policy without one admits).
+        self.checks = tuple(
+            (r.name, check, r.applies_to) for r in records
+            if (check := optional(r.policy, "check", QuotaPolicyBase)) is not None
+        )
         #: Every policy's ``snapshot`` (None: it has none of its own), in policy order.
         self.snapshots: tuple[tuple[str, PolicySnapshot | None], ...] = tuple(
             (r.name, _snapshot_of(r)) for r in records
@@ -92,6 +98,24 @@ class QuotaManager:
                     source=name,
                 ) from exc
             held.append((name, release, lease))
+
+    def check(self, request: ExecutionRequest, resource: ResourceInfo) -> None:
+        """Raise what ``acquire`` would raise for ``request`` now, taking nothing: every
+        applicable policy's ``check``, failing closed like ``acquire``."""
+        for name, check, applies_to in self.checks:
+            if applies_to is not None and resource.type not in applies_to:
+                continue
+            try:
+                check(request, resource)
+            except CoordinatorError as exc:
+                if exc.source is None:
+                    exc.source = name
+                raise
+            except Exception as exc:
+                raise QuotaExceeded(
+                    f"quota policy {name} failed its check ({type(exc).__name__}: {exc}); "
+                    "refusing", source=name,
+                ) from exc
 
     @staticmethod
     def release(held: Held, fee_used: int) -> None:

@@ -174,6 +174,24 @@ class TokenBucketPolicy:
             raise stopped(token, "waiting for a rate token", NAME)
         return None
 
+    def check(self, request: ExecutionRequest, resource: ResourceInfo) -> None:
+        """``acquire``'s answer without spending a token: refused only when the caller has
+        no token now and would not be let wait for one (a dry run does not wait)."""
+        caller = request.caller
+        limit = self._limits.get(caller, self._default)
+        if limit is None or request.parent_id is not None:
+            return
+        now = self._clock()
+        with self._lock:
+            bucket = self._buckets.get(caller)
+            tokens = limit.burst if bucket is None else min(
+                limit.burst, bucket.tokens + (now - bucket.stamp) * limit.rate)
+        if tokens >= 1.0:
+            return
+        delay = (1.0 - tokens) / limit.rate
+        if not limit.wait or delay > limit.max_wait:
+            raise QuotaExceeded(self._refusal(caller, limit, delay), source=NAME)
+
     def _reserve(self, caller: str, bucket: _Bucket, limit: _Limit, tokens: float, now: float,
                  deadline: float) -> float:
         """Out of tokens (called holding the lock): refuse, or take the next token on credit
