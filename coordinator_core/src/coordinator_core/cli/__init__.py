@@ -7,4 +7,5 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("store_commands", "coordinator_core.cli.store_commands"),
     ("roots_commands", "coordinator_core.cli.roots_commands"),
     ("demo", "coordinator_core.cli.demo"),
+    ("replay_command", "coordinator_core.cli.replay_command"),
 )

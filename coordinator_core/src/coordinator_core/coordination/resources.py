@@ -129,7 +129,8 @@ class ResourceCoordinator:
                                 f"{type(exc).__name__}: {exc}")
             self._audit_deploy(rid, owner, resource_type, name, started, error)
             raise error from exc
-        self._audit_deploy(rid, owner, resource_type, name, started, None, created)
+        self._audit_deploy(rid, owner, resource_type, name, started, None, created,
+                           grants=deploy)
         return info.id
 
     def _audit_deploy(
@@ -141,7 +142,15 @@ class ResourceCoordinator:
         started: float,
         error: CoordinatorError | None,
         created: bool = True,
+        grants: DeployRequest | None = None,
     ) -> None:
+        # What the deploy granted, as it was then (a later policy change rewrites the
+        # resource's row): ``coordinator replay`` deploys from it.
+        granted: dict[str, Any] = {} if grants is None else {
+            "capabilities": sorted(grants.capabilities),
+            "policy": {"public": grants.policy.public, "allow": sorted(grants.policy.allow),
+                       "deny": sorted(grants.policy.deny)},
+        }
         status = Status.SUCCEEDED if error is None else Status.REJECTED
         record = AuditRecord(
             seq=0,
@@ -157,6 +166,7 @@ class ResourceCoordinator:
                 "type": resource_type,
                 "name": name,
                 "created": created,
+                **granted,
                 **({"source": error.source} if error and error.source else {}),
             },
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -20,6 +20,7 @@ from coordinator_core.log import logger
 from coordinator_core.store.base import BoundProcessor, Finished, Store
 from coordinator_core.store.chain import effect_digest
 from coordinator_core.store.effects import discarded
+from coordinator_core.store.requests import RequestRef, output_digest, request_ref
 from coordinator_hookspecs import (
     AuditRecord,
     Effect,
@@ -47,6 +48,9 @@ class Committer:
         self._processors = tuple(processors)
         self._tracking = tracking  # the durable log keeps every final record
         self._records = tracking or events  # someone wants the final record
+        #: keep each top-level request and output digest in its record (``[store]
+        #: keep_requests``; a store without the attribute keeps none)
+        self._keep_requests = tracking and getattr(store, "keep_requests", False) is True
 
     def commit(
         self,
@@ -59,6 +63,7 @@ class Committer:
         bound: Any,
         tree: Tree,
         top: bool,
+        output: Any = None,
     ) -> Finished:
         """Commit the effects and the final audit record in one store transaction.
 
@@ -69,6 +74,15 @@ class Committer:
         if not (self._records or (effects and top)):
             return _NOTHING
         record = self.final_record(entry, status, error, fee_used, duration, effects, bound)
+        if self._keep_requests:
+            detail = cast("dict[str, Any]", record.detail)  # ``_detail``'s own dict
+            engine = bound.engine if bound is not None else None
+            if getattr(engine, "deterministic", True) is False or (top and any(
+                    child.detail.get("nondeterministic") for child in tree.records)):
+                detail["nondeterministic"] = True
+            if top:
+                detail["request"] = request_ref(entry.request, detail.get("engine"), engine)
+                detail["output"] = output_digest(output)
         if not top:
             tree.records.append(record)
             return _NOTHING
@@ -137,9 +151,15 @@ def record_failure(store: Store, record: AuditRecord, error: ErrorInfo,
                    children: Sequence[AuditRecord] = ()) -> tuple[AuditRecord, ...]:
     """The final records of an execution whose commit failed (nothing of it was written)
     and of its nested executions, discarded with it: one more try, alone and without
-    effects, so the log still has them. (The writer of worker processes uses it too.)"""
+    effects, so the log still has them. (The writer of worker processes uses it too.) The
+    request's body is not written again (its digest stays in the record): the try must
+    be as small as it can, and a replay takes such a failure as recorded."""
+    detail = record.detail
+    if type(detail.get("request")) is RequestRef:
+        detail = {**detail, "request": str(detail["request"])}
     failed = attrs.evolve(
         record,
+        detail=detail,
         status=_VALUE[Status.FAILED],
         error_kind=_VALUE[error.kind],
         message=error.message,

@@ -246,7 +246,7 @@ class Pipeline:
             self._release_state(tree)
         try:
             finished = self._commit(
-                entry, status, error, fee_used, t_commit - t0, effects, bound, tree, top
+                entry, status, error, fee_used, t_commit - t0, effects, bound, tree, top, output
             )
         finally:
             if top and tree.locks:

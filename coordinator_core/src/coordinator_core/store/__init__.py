@@ -46,6 +46,9 @@ class StoreSettings:
     group_commit_max: int = attrs.field(default=256, validator=positive)
     #: Keep guest log lines as events of kind ``log`` (False drops them).
     keep_logs: bool = True
+    #: Keep every top-level execution's request, content-addressed beside its audit record,
+    #: so ``coordinator replay`` can re-execute the log (docs/replay.md).
+    keep_requests: bool = True
     #: Seconds a group-commit leader waits for concurrent executions to join its group, only
     #: while executions are finishing concurrently (0: never wait; at most 0.1).
     commit_delay: float = attrs.field(default=0.0, validator=attrs.validators.and_(

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from coordinator_core.store.requests import SCHEMA as REQUESTS_SCHEMA
 from coordinator_hookspecs import AccessPolicy, InvalidRequest, ResourceInfo
 
 #: 2: the tables of 1, and every state write stamps ``state.stamps`` (``statecache.py``). A
@@ -129,7 +130,7 @@ def initialise(conn: sqlite3.Connection, busy_timeout: float = 5.0) -> None:
     if version > SCHEMA_VERSION:
         raise InvalidRequest(f"the data directory has schema version {version}; this "
                              f"coordinator understands up to {SCHEMA_VERSION}")
-    conn.executescript("BEGIN IMMEDIATE;" + SCHEMA)
+    conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + REQUESTS_SCHEMA)
     try:
         if 0 < version < 3:
             build_trees(conn)

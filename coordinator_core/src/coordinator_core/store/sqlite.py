@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 
 from coordinator_core.log import logger
+from coordinator_core.store import requests
 from coordinator_core.store.base import BoundProcessor, Finished, VerifyReport
 from coordinator_core.store.chain import (
     ChainWalker,
@@ -67,7 +68,8 @@ class SqliteStore:
 
     def __init__(self, data_dir: str | os.PathLike[str], durability: str = "normal",
                  busy_timeout: float = 5.0, group_commit_max: int = 256,
-                 keep_logs: bool = True, commit_delay: float = 0.0) -> None:
+                 keep_logs: bool = True, commit_delay: float = 0.0,
+                 keep_requests: bool = True) -> None:
         if durability not in DURABILITY:
             raise InvalidRequest(f"durability must be one of {sorted(DURABILITY)}, "
                                  f"got {durability!r}")
@@ -78,6 +80,8 @@ class SqliteStore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / "coordinator.db"
         self.durability = durability
+        #: read by the pipeline: attach each top-level request to its final record
+        self.keep_requests = keep_requests
         self._busy_timeout = busy_timeout
         self._files = BlobFiles(self.data_dir / "resources", fsync=durability == "full")
         self._stamps = Stamps(self.data_dir / "state.stamps")
@@ -391,6 +395,10 @@ class SqliteStore:
             if not walker.feed(row[:13], row[13], row[14], row[15]):
                 break
         return walker.report()
+
+    def kept_request(self, digest: str) -> bytes | None:
+        """The request body kept under ``digest`` (``store/requests.py``), None if none."""
+        return requests.load(self._reader(), digest)
 
     def integrity_check(self) -> str:
         """SQLite's own ``PRAGMA integrity_check`` ("ok" when the file is sound)."""

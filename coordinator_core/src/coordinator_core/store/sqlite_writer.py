@@ -18,6 +18,7 @@ from coordinator_core.store.chain import GENESIS, SealedRecords, seal_row
 from coordinator_core.store.groupcommit import Job
 from coordinator_core.store.merkle import GLOBAL, apply_writes, rooted, with_roots
 from coordinator_core.store.merkle_sqlite import SqliteNodes, roots
+from coordinator_core.store.requests import keep, refs_of
 from coordinator_core.store.schema import INSERT_AUDIT
 from coordinator_core.store.sqlite_txn import SqliteTxn
 from coordinator_core.store.statecache import Stamps
@@ -148,6 +149,7 @@ class Writer:
             self.now = time.time()
             processor.prepare(record.execution_id or "", effects, self.txn)
             row = seal_row(self.with_roots(record), seq + 1, head, digest)
+            keep(cursor, refs_of((record,)))
             cursor.execute(INSERT_AUDIT, row)
             cursor.execute("COMMIT")
         except BaseException as exc:
@@ -226,6 +228,9 @@ class Writer:
         except Exception:  # a record that cannot be sealed fails its own job, on that path
             return False
         try:
+            # Kept requests first, in a statement of their own: a body whose record is then
+            # refused stays behind unreferenced, harmless (content-addressed, reused).
+            keep(self.cursor, refs_of(record for job in jobs for record, _ in job.records or ()))
             self.conn.execute(_insert_rows(count), rows)
         except sqlite3.IntegrityError:  # refused: the careful path decides per job
             return False
@@ -314,6 +319,7 @@ class Writer:
         """
         record = self.with_roots(record)
         row = seal_row(record, self.seq + 1, self.head, digest)
+        keep(self.cursor, refs_of((record,)))
         try:
             self.cursor.execute(INSERT_AUDIT, row)
         except sqlite3.IntegrityError as exc:

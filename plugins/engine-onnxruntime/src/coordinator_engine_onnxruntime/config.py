@@ -36,6 +36,11 @@ def _names(value: Any) -> tuple[str, ...]:
     return tuple(s for s in (str(v).strip() for v in items) if s)
 
 
+#: The ``ai.onnx`` operators drawing random numbers (``denied_ops``' default).
+RANDOM_OPS = frozenset({"Bernoulli", "Multinomial", "RandomNormal", "RandomNormalLike",
+                        "RandomUniform", "RandomUniformLike"})
+
+
 def _name_set(value: Any) -> frozenset[str]:
     return frozenset(_names(value))
 
@@ -53,8 +58,9 @@ class OnnxConfig:
     max_model_bytes: int = attrs.field(default=256 * 1024 * 1024, validator=_positive)
     #: Operator domains nodes and model-local functions may use.
     allowed_domains: frozenset[str] = attrs.field(default=DEFAULT_DOMAINS, converter=_domains)
-    #: Operator types refused even in an allowed domain (e.g. ``RandomNormal`` for determinism).
-    denied_ops: frozenset[str] = attrs.field(default=frozenset(), converter=_name_set)
+    #: Operator types refused even in an allowed domain. By default the random-number
+    #: operators: their outputs differ from run to run, which no replay could reproduce.
+    denied_ops: frozenset[str] = attrs.field(default=RANDOM_OPS, converter=_name_set)
     #: Let initializers live in external files. Off: any external reference is refused.
     allow_external_data: bool = False
     #: Where allowed external data lives; "" means ``<data_dir>/onnx-external``. Locations

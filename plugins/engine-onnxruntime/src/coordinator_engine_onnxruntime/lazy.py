@@ -33,6 +33,11 @@ class LazyEngine(EngineBase):
         self._args = (cfg, external_dir)
         self._engine: Any = None
         self._lock = threading.Lock()
+        #: Same model, input and build give the same output bits: deterministic compute on
+        #: the CPU provider. Otherwise the core marks each execution ``nondeterministic``
+        #: and ``coordinator replay`` compares its status only (docs/replay.md).
+        self.deterministic = cfg.deterministic_compute and \
+            tuple(cfg.providers) == DEFAULT_PROVIDERS
         if tuple(cfg.providers) != DEFAULT_PROVIDERS:
             self._real()  # a configured provider is checked at start-up, not at first use
 
