@@ -45,12 +45,6 @@ class SqliteNodes:
             conn.executemany(_DELETE, gone)
         conn.executemany(_PUT, [(tree, pos, node[0], node[1]) for pos, node in puts.items()])
 
-
-@functools.lru_cache(maxsize=64)
-def _select_roots(count: int) -> str:
-    return ("SELECT tree, hash FROM merkle WHERE pos = '' AND tree IN ("
-            + ", ".join("?" * (count + 1)) + ")")
-
     def write_many(self, nodes: Mapping[tuple[str, str], Node | None]) -> None:
         """Store or (None) remove nodes of any trees, keyed by (tree, position)."""
         conn = self.conn
@@ -59,6 +53,12 @@ def _select_roots(count: int) -> str:
             conn.executemany(_DELETE, gone)
         conn.executemany(_PUT, [(tree, pos, node[0], node[1])
                                 for (tree, pos), node in nodes.items() if node is not None])
+
+
+@functools.lru_cache(maxsize=64)
+def _select_roots(count: int) -> str:
+    return ("SELECT tree, hash FROM merkle WHERE pos = '' AND tree IN ("
+            + ", ".join("?" * (count + 1)) + ")")
 
 
 def roots(conn: sqlite3.Connection | sqlite3.Cursor, resource_ids: Iterable[str]

@@ -16,8 +16,8 @@ from typing import Any
 
 from coordinator_core.store.chain import GENESIS, SealedRecords, seal_row
 from coordinator_core.store.groupcommit import Job
-from coordinator_core.store.merkle import GLOBAL, apply_writes, rooted, with_roots
-from coordinator_core.store.merkle_sqlite import SqliteNodes, roots
+from coordinator_core.store.merkle import GLOBAL, apply_writes, root_of, rooted, with_roots
+from coordinator_core.store.merkle_cache import CachedNodes
 from coordinator_core.store.schema import INSERT_AUDIT
 from coordinator_core.store.sqlite_txn import SqliteTxn
 from coordinator_core.store.statecache import Stamps
@@ -45,7 +45,8 @@ class Writer:
         #: state writes not yet applied to the state trees (resource -> key -> value or
         #: None): applied in one go before the next record is sealed (``with_roots``)
         self.tree_writes: dict[str, dict[bytes, bytes | None]] = {}
-        self.nodes = SqliteNodes(conn)
+        #: the state trees' nodes, cached: this connection is the only one changing them
+        self.nodes = CachedNodes(conn)
         self.now = 0.0
         self.seq = 0
         self.head = GENESIS
@@ -98,6 +99,7 @@ class Writer:
                     # more would run outside a transaction, committing piecemeal.
                     raise sqlite3.OperationalError("the group's transaction was rolled back")
             self.cursor.execute("COMMIT")
+            self.nodes.commit()
         except Exception as exc:
             self._abandon(start)
             error = InternalError(f"store commit failed, nothing of this group was written: "
@@ -120,6 +122,7 @@ class Writer:
             self.now = time.time()
             result = run(self)
             cursor.execute("COMMIT")
+            self.nodes.commit()
             return result
         except BaseException as exc:
             failed = isinstance(exc, sqlite3.Error)
@@ -150,9 +153,11 @@ class Writer:
             row = seal_row(self.with_roots(record), seq + 1, head, digest)
             cursor.execute(INSERT_AUDIT, row)
             cursor.execute("COMMIT")
+            self.nodes.commit()
         except BaseException as exc:
             log.clear()
             self.tree_writes.clear()
+            self.nodes.rollback()
             try:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
@@ -175,6 +180,7 @@ class Writer:
         link, not our memory. (Not after a job's own failure: a log whose tail was deleted
         behind our back keeps its visible gap, see ``insert``.)"""
         self.tree_writes.clear()
+        self.nodes.rollback()
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
         self.seq, self.head = start
@@ -213,7 +219,7 @@ class Writer:
             # one read of every root the group's execution records carry (none: no read)
             rooted_ids = [record.resource_id or "" for job in jobs
                           for record, _ in job.records or () if rooted(record)]
-            known = roots(self.conn, rooted_ids) if rooted_ids else None
+            known = self.roots(rooted_ids) if rooted_ids else None
             for job in jobs:
                 own = []
                 for record, digest in job.records or ():
@@ -246,6 +252,9 @@ class Writer:
         """Apply the pending state writes to the state trees (in the open transaction), then
         give an execution's final record its resource's state root and the global root
         (from ``known`` when the caller read them already)."""
+        if not self.tree_writes and not rooted(record):
+            return record
+        self.nodes.sync()
         written = apply_writes(self.nodes, self.tree_writes) if self.tree_writes else None
         self.tree_writes = {}
         if not rooted(record):
@@ -253,8 +262,14 @@ class Writer:
         resource_id = record.resource_id or ""
         found = written if written is not None and resource_id in written else known
         if found is None or resource_id not in found:
-            found = roots(self.conn, (resource_id,))
+            found = self.roots((resource_id,))
         return with_roots(record, found[resource_id], found[GLOBAL])
+
+    def roots(self, resource_ids: Sequence[str]) -> dict[str, bytes]:
+        """The roots of ``resource_ids`` and the global root (under ``GLOBAL``), as written
+        so far, from the node cache."""
+        self.nodes.sync()
+        return {tree: root_of(self.nodes, tree) for tree in (*resource_ids, GLOBAL)}
 
     def writing(self, resource_id: str) -> dict[bytes, bytes | None]:
         """Before a state write in the open transaction: the first one of a resource in this
@@ -279,6 +294,7 @@ class Writer:
         if not self._solo:
             self.conn.execute("SAVEPOINT execution")
         self._mark = (self.seq, self.head)
+        self.nodes.savepoint()
 
     def release(self) -> None:
         if not self._solo:
@@ -293,6 +309,7 @@ class Writer:
         """Roll back this execution's writes (the transaction stays open for what follows,
         such as the rollback record) and restore the chain head."""
         self.tree_writes.clear()
+        self.nodes.undo()
         if self._solo:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")

@@ -1,0 +1,121 @@
+"""The writer's cache of state-tree nodes: most tree updates read no row at all.
+
+The writer connection is the only one that changes the ``merkle`` table while a store is
+open (worker processes commit through the coordinator's writer), so the nodes it has read
+or written stay true until it changes them itself. ``CachedNodes`` is a ``NodeSource`` over
+the writer's ``SqliteNodes``: reads are served from memory and only misses go to SQLite;
+writes go to SQLite (in the open transaction) and to memory.
+
+What is written inside a transaction is journalled: a ROLLBACK (or a ROLLBACK TO the
+execution's savepoint) puts the cached nodes back as they were, a COMMIT forgets the journal.
+Another connection committing to the database (a second process opened with its own writer)
+changes SQLite's ``data_version``; ``sync``, called before the trees are used in a
+transaction, then drops the whole cache. The cache is also dropped when it outgrows
+``LIMIT`` entries, so its memory stays bounded; it then fills again from the table.
+
+The nodes, and so the roots, are exactly those the table holds: the cache changes how
+often they are read, never what they are.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping
+
+from coordinator_core.store.merkle import Node
+from coordinator_core.store.merkle_sqlite import SqliteNodes
+
+#: Most nodes kept (an entry is a few hundred bytes).
+LIMIT = 500_000
+_UNKNOWN = object()
+
+
+class CachedNodes:
+    """Tree nodes of one writer connection, cached (None: known to be absent)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.table = SqliteNodes(conn)
+        self.nodes: dict[tuple[str, str], Node | None] = {}
+        #: (key, what the cache held before) for every change in the open transaction
+        self.journal: list[tuple[tuple[str, str], object]] = []
+        self.mark = 0
+        self.version = self._data_version()
+
+    def _data_version(self) -> int:
+        return int(self.conn.execute("PRAGMA data_version").fetchall()[0][0])
+
+    # -- NodeSource ----------------------------------------------------------------------
+    def fetch(self, tree: str, positions: list[str]) -> dict[str, Node]:
+        nodes = self.nodes
+        found: dict[str, Node] = {}
+        missing = []
+        for pos in positions:
+            hit = nodes.get((tree, pos), _UNKNOWN)
+            if hit is _UNKNOWN:
+                missing.append(pos)
+            elif hit is not None:
+                found[pos] = hit  # type: ignore[assignment]
+        if missing:
+            read = self.table.fetch(tree, missing)
+            for pos in missing:
+                node = read.get(pos)
+                nodes[(tree, pos)] = node
+                if node is not None:
+                    found[pos] = node
+        return found
+
+    def write(self, tree: str, puts: Mapping[str, Node], deletes: Iterable[str]) -> None:
+        changes: dict[tuple[str, str], Node | None] = {(tree, pos): None for pos in deletes}
+        changes.update(((tree, pos), node) for pos, node in puts.items())
+        self.write_many(changes)
+
+    def write_many(self, changes: Mapping[tuple[str, str], Node | None]) -> None:
+        """Store or (None) remove nodes of any trees, in the table and in the cache."""
+        self.table.write_many(changes)
+        nodes, journal = self.nodes, self.journal
+        journalled = self.conn.in_transaction
+        for key, node in changes.items():
+            if journalled:
+                journal.append((key, nodes.get(key, _UNKNOWN)))
+            nodes[key] = node
+
+    # -- the transaction's life ----------------------------------------------------------
+    def sync(self) -> None:
+        """Before the trees are used: drop the cache if another connection committed."""
+        version = self._data_version()
+        if version != self.version:
+            self.version = version
+            self.clear()
+
+    def savepoint(self) -> None:
+        self.mark = len(self.journal)
+
+    def undo(self) -> None:
+        """The execution's savepoint was rolled back to: forget its changes."""
+        self._revert(self.mark)
+
+    def rollback(self) -> None:
+        self._revert(0)
+        self.mark = 0
+
+    def commit(self) -> None:
+        self.journal.clear()
+        self.mark = 0
+        if len(self.nodes) > LIMIT:
+            self.nodes.clear()
+
+    def clear(self) -> None:
+        """Forget everything (the table was changed around the cache)."""
+        self.nodes.clear()
+        self.journal.clear()
+        self.mark = 0
+
+    def _revert(self, mark: int) -> None:
+        nodes, journal = self.nodes, self.journal
+        while len(journal) > mark:
+            key, old = journal.pop()
+            if old is _UNKNOWN:
+                nodes.pop(key, None)
+            else:
+                nodes[key] = old  # type: ignore[assignment]
