@@ -9,7 +9,9 @@ import random
 import threading
 from pathlib import Path
 
-from coordinator_core.store import BoundProcessor, SqliteStore
+import pytest
+
+from coordinator_core.store import BoundProcessor, SqliteStore, merkle_cache
 from coordinator_core.store.merkle_sqlite import differences
 from coordinator_core.store.state_processor import KINDS, StateProcessor
 from coordinator_hookspecs import AuditRecord, Effect, InvalidRequest
@@ -134,3 +136,17 @@ def test_a_commit_by_another_connection_drops_the_cache(tmp_path: Path) -> None:
     assert_consistent(first)
     assert done.records[-1].detail["state_root"] == first.roots(RIDS[0])["state_root"]
     first.close()
+
+
+def test_trees_too_big_to_hold_whole_are_cached_node_by_node(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(merkle_cache, "LIMIT", 60)
+    store = SqliteStore(tmp_path)
+    run_random(store, random.Random(11), 120, "p")
+    assert_consistent(store)
+    nodes = store._writer.nodes
+    assert len(store.state_items(RIDS[0])) > 30  # a tree of more than LIMIT nodes
+    nodes.clear()
+    nodes.fetch(RIDS[0], [""])
+    assert RIDS[0] in nodes.partial and RIDS[0] not in nodes.whole
+    store.close()

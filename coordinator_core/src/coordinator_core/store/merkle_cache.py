@@ -3,8 +3,11 @@
 The writer connection is the only one that changes the ``merkle`` table while a store is
 open (worker processes commit through the coordinator's writer), so the nodes it has read
 or written stay true until it changes them itself. ``CachedNodes`` is a ``NodeSource`` over
-the writer's ``SqliteNodes``: reads are served from memory and only misses go to SQLite;
-writes go to SQLite (in the open transaction) and to memory.
+the writer's ``SqliteNodes``: the first use of a tree reads it whole (one query), so every
+later read of it, a node's absence included, is answered from memory; writes go to SQLite
+(in the open transaction) and to memory. A tree that does not fit in ``LIMIT`` entries with
+the others is cached node by node instead (its misses, absent nodes included, still cost a
+query per batch of levels).
 
 What is written inside a transaction is journalled: a ROLLBACK (or a ROLLBACK TO the
 execution's savepoint) puts the cached nodes back as they were, a COMMIT forgets the journal.
@@ -40,6 +43,9 @@ class CachedNodes:
         #: (key, what the cache held before) for every change in the open transaction
         self.journal: list[tuple[tuple[str, str], object]] = []
         self.mark = 0
+        #: trees held whole (a node not in ``nodes`` is empty), and trees too big for that
+        self.whole: set[str] = set()
+        self.partial: set[str] = set()
         self.version = self._data_version()
 
     def _data_version(self) -> int:
@@ -49,13 +55,19 @@ class CachedNodes:
     def fetch(self, tree: str, positions: list[str]) -> dict[str, Node]:
         nodes = self.nodes
         found: dict[str, Node] = {}
+        if tree in self.whole or (tree not in self.partial and self._load(tree)):
+            for pos in positions:  # the whole tree is here: what is not here is empty
+                hit = nodes.get((tree, pos))
+                if hit is not None:
+                    found[pos] = hit
+            return found
         missing = []
         for pos in positions:
-            hit = nodes.get((tree, pos), _UNKNOWN)
-            if hit is _UNKNOWN:
+            key = (tree, pos)
+            if key not in nodes:
                 missing.append(pos)
-            elif hit is not None:
-                found[pos] = hit  # type: ignore[assignment]
+            elif (hit := nodes[key]) is not None:
+                found[pos] = hit
         if missing:
             read = self.table.fetch(tree, missing)
             for pos in missing:
@@ -64,6 +76,21 @@ class CachedNodes:
                 if node is not None:
                     found[pos] = node
         return found
+
+    def _load(self, tree: str) -> bool:
+        """Read all of ``tree`` into the cache, if it fits; False (read node by node from
+        then on) if not."""
+        room = LIMIT - len(self.nodes)
+        rows = self.conn.execute("SELECT pos, hash, leaf FROM merkle WHERE tree = ? LIMIT ?",
+                                 (tree, room + 1)).fetchall() if room > 0 else None
+        if rows is None or len(rows) > room:
+            self.partial.add(tree)
+            return False
+        nodes = self.nodes
+        for pos, digest, leaf in rows:
+            nodes[(tree, pos)] = (digest, leaf)
+        self.whole.add(tree)
+        return True
 
     def write(self, tree: str, puts: Mapping[str, Node], deletes: Iterable[str]) -> None:
         changes: dict[tuple[str, str], Node | None] = {(tree, pos): None for pos in deletes}
@@ -103,11 +130,13 @@ class CachedNodes:
         self.journal.clear()
         self.mark = 0
         if len(self.nodes) > LIMIT:
-            self.nodes.clear()
+            self.clear()
 
     def clear(self) -> None:
         """Forget everything (the table was changed around the cache)."""
         self.nodes.clear()
+        self.whole.clear()
+        self.partial.clear()
         self.journal.clear()
         self.mark = 0
 
