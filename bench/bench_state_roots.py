@@ -71,6 +71,9 @@ class _Uncached:
     def fetch(self, tree: str, positions: list[str]) -> Any:
         return self.cache.table.fetch(tree, positions)
 
+    def cheap(self, tree: str) -> bool:
+        return False
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.cache, name)
 

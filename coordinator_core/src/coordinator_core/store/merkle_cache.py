@@ -77,6 +77,17 @@ class CachedNodes:
                     found[pos] = node
         return found
 
+    def cheap(self, tree: str) -> bool:
+        """Whether ``tree`` is held whole (loading it now if it fits): ``node`` then costs
+        a dict lookup."""
+        return tree in self.whole or (tree not in self.partial and self._load(tree))
+
+    def node(self, tree: str, pos: str) -> Node | None:
+        """The node at ``pos`` of ``tree``, one position at a time (None: empty)."""
+        if tree in self.whole:
+            return self.nodes.get((tree, pos))
+        return self.fetch(tree, [pos]).get(pos)
+
     def _load(self, tree: str) -> bool:
         """Read all of ``tree`` into the cache, if it fits; False (read node by node from
         then on) if not."""
