@@ -18,6 +18,7 @@ from coordinator_core.store.chain import GENESIS, SealedRecords, seal_row
 from coordinator_core.store.groupcommit import Job
 from coordinator_core.store.merkle import GLOBAL, apply_writes, root_of, rooted, with_roots
 from coordinator_core.store.merkle_cache import CachedNodes
+from coordinator_core.store.merkle_sqlite import roots
 from coordinator_core.store.schema import INSERT_AUDIT
 from coordinator_core.store.sqlite_txn import SqliteTxn
 from coordinator_core.store.statecache import Stamps
@@ -252,11 +253,11 @@ class Writer:
         """Apply the pending state writes to the state trees (in the open transaction), then
         give an execution's final record its resource's state root and the global root
         (from ``known`` when the caller read them already)."""
-        if not self.tree_writes and not rooted(record):
-            return record
-        self.nodes.sync()
-        written = apply_writes(self.nodes, self.tree_writes) if self.tree_writes else None
-        self.tree_writes = {}
+        written = None
+        if self.tree_writes:
+            self.nodes.sync()
+            written = apply_writes(self.nodes, self.tree_writes)
+            self.tree_writes = {}
         if not rooted(record):
             return record
         resource_id = record.resource_id or ""
@@ -267,9 +268,14 @@ class Writer:
 
     def roots(self, resource_ids: Sequence[str]) -> dict[str, bytes]:
         """The roots of ``resource_ids`` and the global root (under ``GLOBAL``), as written
-        so far, from the node cache."""
-        self.nodes.sync()
-        return {tree: root_of(self.nodes, tree) for tree in (*resource_ids, GLOBAL)}
+        so far: from the node cache for the trees it holds whole, else in one query (a
+        record that wrote nothing does not make the cache read a tree)."""
+        nodes = self.nodes
+        nodes.sync()
+        trees = (*resource_ids, GLOBAL)
+        if all(tree in nodes.whole for tree in trees):
+            return {tree: root_of(nodes, tree) for tree in trees}
+        return roots(self.conn, resource_ids)
 
     def writing(self, resource_id: str) -> dict[bytes, bytes | None]:
         """Before a state write in the open transaction: the first one of a resource in this
