@@ -40,8 +40,12 @@ class CachedNodes:
         self.conn = conn
         self.table = SqliteNodes(conn)
         self.nodes: dict[tuple[str, str], Node | None] = {}
-        #: (key, what the cache held before) for every change in the open transaction
-        self.journal: list[tuple[tuple[str, str], object]] = []
+        #: (key, what the cache held before, what ``pending`` held before) for every change
+        #: in the open transaction
+        self.journal: list[tuple[tuple[str, str], object, object]] = []
+        #: changes of the open transaction not yet in the table: written once, before
+        #: COMMIT (``flush``), so a node rewritten by several executions of a group is one row
+        self.pending: dict[tuple[str, str], Node | None] = {}
         self.mark = 0
         #: trees held whole (a node not in ``nodes`` is empty), and trees too big for that
         self.whole: set[str] = set()
@@ -109,14 +113,29 @@ class CachedNodes:
         self.write_many(changes)
 
     def write_many(self, changes: Mapping[tuple[str, str], Node | None]) -> None:
-        """Store or (None) remove nodes of any trees, in the table and in the cache."""
-        self.table.write_many(changes)
-        nodes, journal = self.nodes, self.journal
-        journalled = self.conn.in_transaction
+        """Store or (None) remove nodes of any trees: in the cache, and in the table at the
+        transaction's ``flush`` (at once outside a transaction)."""
+        nodes = self.nodes
+        if not self.conn.in_transaction:
+            self.table.write_many(changes)
+            nodes.update(changes)
+            return
+        journal, pending = self.journal, self.pending
         for key, node in changes.items():
-            if journalled:
-                journal.append((key, nodes.get(key, _UNKNOWN)))
+            journal.append((key, nodes.get(key, _UNKNOWN), pending.get(key, _UNKNOWN)))
             nodes[key] = node
+            pending[key] = node
+
+    def flush(self) -> None:
+        """Write the transaction's changes to the table (before COMMIT)."""
+        if self.pending:
+            self.table.write_many(self.pending)
+            self.pending = {}
+
+    def pending_root(self, tree: str) -> object:
+        """The root of ``tree`` as changed in the open transaction but not yet written to
+        the table (``_UNKNOWN``: unchanged)."""
+        return self.pending.get((tree, ""), _UNKNOWN)
 
     # -- the transaction's life ----------------------------------------------------------
     def sync(self) -> None:
@@ -136,15 +155,20 @@ class CachedNodes:
     def rollback(self) -> None:
         self._revert(0)
         self.mark = 0
+        self.pending = {}
 
     def commit(self) -> None:
+        """After COMMIT (which ``flush`` preceded)."""
         self.journal.clear()
+        self.pending = {}
         self.mark = 0
         if len(self.nodes) > LIMIT:
             self.clear()
 
     def clear(self) -> None:
-        """Forget everything (the table was changed around the cache)."""
+        """Forget everything (the table was changed around the cache); what the open
+        transaction changed is written to the table first."""
+        self.flush()
         self.nodes.clear()
         self.whole.clear()
         self.partial.clear()
@@ -152,10 +176,14 @@ class CachedNodes:
         self.mark = 0
 
     def _revert(self, mark: int) -> None:
-        nodes, journal = self.nodes, self.journal
+        nodes, journal, pending = self.nodes, self.journal, self.pending
         while len(journal) > mark:
-            key, old = journal.pop()
+            key, old, was_pending = journal.pop()
             if old is _UNKNOWN:
                 nodes.pop(key, None)
             else:
                 nodes[key] = old  # type: ignore[assignment]
+            if was_pending is _UNKNOWN:
+                pending.pop(key, None)
+            else:
+                pending[key] = was_pending  # type: ignore[assignment]

@@ -17,12 +17,14 @@ from typing import Any
 from coordinator_core.store.chain import GENESIS, SealedRecords, seal_row
 from coordinator_core.store.groupcommit import Job
 from coordinator_core.store.merkle import GLOBAL, apply_writes, root_of, rooted, with_roots
+from coordinator_core.store.merkle_cache import _UNKNOWN as _UNCHANGED
 from coordinator_core.store.merkle_cache import CachedNodes
 from coordinator_core.store.merkle_sqlite import roots
 from coordinator_core.store.schema import INSERT_AUDIT
 from coordinator_core.store.sqlite_txn import SqliteTxn
 from coordinator_core.store.statecache import Stamps
 from coordinator_hookspecs import AuditRecord, Effect, InternalError, InvalidRequest
+from coordinator_hookspecs.proofs import EMPTY
 
 #: What one job wrote to state, per resource: (stamp replaced, stamp put, key -> value or
 #: None for a removal). See ``statecache.py``.
@@ -99,6 +101,7 @@ class Writer:
                     # SQLite rolled the group back under us (disk full, I/O error): anything
                     # more would run outside a transaction, committing piecemeal.
                     raise sqlite3.OperationalError("the group's transaction was rolled back")
+            self.nodes.flush()
             self.cursor.execute("COMMIT")
             self.nodes.commit()
         except Exception as exc:
@@ -122,6 +125,7 @@ class Writer:
             cursor.execute("BEGIN IMMEDIATE")
             self.now = time.time()
             result = run(self)
+            self.nodes.flush()
             cursor.execute("COMMIT")
             self.nodes.commit()
             return result
@@ -153,6 +157,7 @@ class Writer:
             processor.prepare(record.execution_id or "", effects, self.txn)
             row = seal_row(self.with_roots(record), seq + 1, head, digest)
             cursor.execute(INSERT_AUDIT, row)
+            self.nodes.flush()
             cursor.execute("COMMIT")
             self.nodes.commit()
         except BaseException as exc:
@@ -275,7 +280,12 @@ class Writer:
         trees = (*resource_ids, GLOBAL)
         if all(tree in nodes.whole for tree in trees):
             return {tree: root_of(nodes, tree) for tree in trees}
-        return roots(self.conn, resource_ids)
+        found = roots(self.conn, resource_ids)
+        for tree in trees:  # changed in this transaction, not yet in the table
+            root = nodes.pending_root(tree)
+            if root is not _UNCHANGED:
+                found[tree] = root[0] if root is not None else EMPTY  # type: ignore[index]
+        return found
 
     def writing(self, resource_id: str) -> dict[bytes, bytes | None]:
         """Before a state write in the open transaction: the first one of a resource in this
