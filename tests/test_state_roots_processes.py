@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from coordinator_core import Coordinator, ExecutionRequest
+from coordinator_core.store import SqliteStore
+from coordinator_core.store.merkle_sqlite import differences
 from coordinator_hookspecs import verify_proof
 from tests.helpers import COUNTER_WAT
 
@@ -53,8 +55,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     done = {}
     for name, overrides in (("inline", {}),
                             ("processes", {"coordinator": {"processes": 2, "workers": 2}})):
-        with Coordinator.open(data_dir=tmp_path_factory.mktemp(name),
-                              overrides=overrides) as coord:
+        data_dir = tmp_path_factory.mktemp(name)
+        with Coordinator.open(data_dir=data_dir, overrides=overrides) as coord:
             records = workload(coord)
             token = next(r.id for r in coord.resources() if r.name == "token")
             proofs = [coord.prove(token, b"bal:" + name) for name in ACCOUNTS[:5]]
@@ -62,6 +64,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             done[name] = {"records": records, "global": coord.global_root(),
                           "token_root": coord.state_root(token), "proofs": proofs,
                           "verified": coord.store.verify().ok}
+        reopened = SqliteStore(data_dir)  # the trees the writer's cache kept, as stored
+        done[name]["tree_differences"] = differences(reopened._writer.conn)
+        done[name]["stored_global"] = reopened.roots()["global_root"]
+        reopened.close()
     return done
 
 
@@ -90,3 +96,9 @@ def test_proofs_from_both_runs_verify(runs: dict[str, Any]) -> None:
             assert verify_proof(proved["root_proof"], run["global"])
         assert run["proofs"][-1]["value"] is None  # bal:stranger: an exclusion proof
         assert struct.unpack("<Q", bytes.fromhex(run["proofs"][0]["value"]))[0] > 0
+
+
+def test_the_stored_trees_equal_a_rebuild_from_the_state(runs: dict[str, Any]) -> None:
+    for run in runs.values():
+        assert run["tree_differences"] == []
+        assert run["stored_global"] == run["global"]

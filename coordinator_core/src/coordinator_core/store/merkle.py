@@ -63,6 +63,9 @@ class _Path:
         self.source, self.tree, self.bits = source, tree, bits
         self.nodes: dict[str, Node] = {}
         self.fetched = -1  # deepest level fetched
+        # a source holding the tree in memory is asked node by node: no batch to build
+        cheap = getattr(source, "cheap", None)
+        self.one = source.node if cheap is not None and cheap(tree) else None  # type: ignore[attr-defined]
 
     def _fetch(self, depth: int) -> None:
         bits = self.bits
@@ -73,12 +76,17 @@ class _Path:
         self.fetched = stop - 1
 
     def at(self, depth: int) -> Node | None:
+        if self.one is not None:
+            return self.one(self.tree, self.bits[:depth])
         if depth > self.fetched:
             self._fetch(depth)
         return self.nodes.get(self.bits[:depth])
 
     def sibling(self, depth: int) -> Node | None:
         """The node beside the path's node at ``depth`` (>= 1)."""
+        if self.one is not None:
+            bits = self.bits
+            return self.one(self.tree, bits[:depth - 1] + _flip(bits[depth - 1]))
         if depth > self.fetched:
             self._fetch(depth)
         return self.nodes.get(self.bits[:depth - 1] + _flip(self.bits[depth - 1]))
@@ -242,6 +250,27 @@ class DictSource:
         if missing and self.base is not None:
             found.update(self.base.fetch(tree, missing))
         return found
+
+    def cheap(self, tree: str) -> bool:
+        """Whether ``node`` answers without a query (the base, if any, holds ``tree``)."""
+        base = self.base
+        if base is None:
+            return True
+        cheap = getattr(base, "cheap", None)
+        return cheap is not None and bool(cheap(tree))
+
+    def node(self, tree: str, pos: str) -> Node | None:
+        """The node at ``pos`` of ``tree`` (None: empty), one position at a time."""
+        hit = self.nodes.get((tree, pos), False)
+        if hit is not False:
+            return hit  # type: ignore[return-value]
+        base = self.base
+        if base is None:
+            return None
+        single = getattr(base, "node", None)
+        if single is not None:
+            return single(tree, pos)
+        return base.fetch(tree, [pos]).get(pos)
 
     def flush(self) -> None:
         """Hand what was written over to the base source (an overlay's end)."""

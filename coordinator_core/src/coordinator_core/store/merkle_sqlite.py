@@ -45,12 +45,6 @@ class SqliteNodes:
             conn.executemany(_DELETE, gone)
         conn.executemany(_PUT, [(tree, pos, node[0], node[1]) for pos, node in puts.items()])
 
-
-@functools.lru_cache(maxsize=64)
-def _select_roots(count: int) -> str:
-    return ("SELECT tree, hash FROM merkle WHERE pos = '' AND tree IN ("
-            + ", ".join("?" * (count + 1)) + ")")
-
     def write_many(self, nodes: Mapping[tuple[str, str], Node | None]) -> None:
         """Store or (None) remove nodes of any trees, keyed by (tree, position)."""
         conn = self.conn
@@ -59,6 +53,12 @@ def _select_roots(count: int) -> str:
             conn.executemany(_DELETE, gone)
         conn.executemany(_PUT, [(tree, pos, node[0], node[1])
                                 for (tree, pos), node in nodes.items() if node is not None])
+
+
+@functools.lru_cache(maxsize=64)
+def _select_roots(count: int) -> str:
+    return ("SELECT tree, hash FROM merkle WHERE pos = '' AND tree IN ("
+            + ", ".join("?" * (count + 1)) + ")")
 
 
 def roots(conn: sqlite3.Connection | sqlite3.Cursor, resource_ids: Iterable[str]
@@ -92,3 +92,24 @@ def rebuild_all(conn: sqlite3.Connection) -> bytes:
     root, nodes = build(tops)
     store_tree(conn, GLOBAL, nodes)
     return root
+
+
+def differences(conn: sqlite3.Connection | sqlite3.Cursor) -> list[tuple[str, str]]:
+    """The (tree, position) of every node where the ``merkle`` table differs from the trees
+    a rebuild from the ``state`` table would store (none: the table is exactly right)."""
+    per_resource: dict[str, list[tuple[bytes, bytes]]] = {}
+    for resource_id, key, value in conn.execute("SELECT resource_id, key, value FROM state"):
+        per_resource.setdefault(resource_id, []).append(
+            (key_hash(bytes(key)), hashlib.sha256(bytes(value)).digest()))
+    expected: dict[tuple[str, str], Node] = {}
+    tops = []
+    for resource_id, leaves in per_resource.items():
+        root, nodes = build(leaves)
+        expected.update(((resource_id, pos), node) for pos, node in nodes.items())
+        tops.append((key_hash(resource_id.encode()), hashlib.sha256(root).digest()))
+    expected.update(((GLOBAL, pos), node) for pos, node in build(tops)[1].items())
+    stored = {(tree, pos): (bytes(digest), None if leaf is None else bytes(leaf))
+              for tree, pos, digest, leaf in conn.execute(
+                  "SELECT tree, pos, hash, leaf FROM merkle")}
+    return sorted(key for key in expected.keys() | stored.keys()
+                  if expected.get(key) != stored.get(key))

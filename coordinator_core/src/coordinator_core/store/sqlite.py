@@ -259,9 +259,13 @@ class SqliteStore:
                                      [(item.info.id, k, v) for k, v in item.state])
                 store_tree(conn, item.info.id, item.nodes)
             store_tree(conn, GLOBAL, snapshot.global_nodes)
+            w.nodes.clear()  # the trees were written around the writer's node cache
             return record_of_row(w.insert(snapshot.record()))
 
-        record: AuditRecord = self._write(run)
+        try:
+            record: AuditRecord = self._write(run)
+        finally:  # committed or not, what the cache read inside the restore is not kept
+            self._writer.nodes.clear()
         return record
 
     # -- audit and commit ----------------------------------------------------------------

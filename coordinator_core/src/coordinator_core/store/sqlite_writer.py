@@ -16,13 +16,16 @@ from typing import Any
 
 from coordinator_core.store.chain import GENESIS, SealedRecords, seal_row
 from coordinator_core.store.groupcommit import Job
-from coordinator_core.store.merkle import GLOBAL, apply_writes, rooted, with_roots
-from coordinator_core.store.merkle_sqlite import SqliteNodes, roots
+from coordinator_core.store.merkle import GLOBAL, apply_writes, root_of, rooted, with_roots
+from coordinator_core.store.merkle_cache import _UNKNOWN as _UNCHANGED
+from coordinator_core.store.merkle_cache import CachedNodes
+from coordinator_core.store.merkle_sqlite import roots
 from coordinator_core.store.requests import keep, refs_of
 from coordinator_core.store.schema import INSERT_AUDIT
 from coordinator_core.store.sqlite_txn import SqliteTxn
 from coordinator_core.store.statecache import Stamps
 from coordinator_hookspecs import AuditRecord, Effect, InternalError, InvalidRequest
+from coordinator_hookspecs.proofs import EMPTY
 
 #: What one job wrote to state, per resource: (stamp replaced, stamp put, key -> value or
 #: None for a removal). See ``statecache.py``.
@@ -46,7 +49,8 @@ class Writer:
         #: state writes not yet applied to the state trees (resource -> key -> value or
         #: None): applied in one go before the next record is sealed (``with_roots``)
         self.tree_writes: dict[str, dict[bytes, bytes | None]] = {}
-        self.nodes = SqliteNodes(conn)
+        #: the state trees' nodes, cached: this connection is the only one changing them
+        self.nodes = CachedNodes(conn)
         self.now = 0.0
         self.seq = 0
         self.head = GENESIS
@@ -98,7 +102,9 @@ class Writer:
                     # SQLite rolled the group back under us (disk full, I/O error): anything
                     # more would run outside a transaction, committing piecemeal.
                     raise sqlite3.OperationalError("the group's transaction was rolled back")
+            self.nodes.flush()
             self.cursor.execute("COMMIT")
+            self.nodes.commit()
         except Exception as exc:
             self._abandon(start)
             error = InternalError(f"store commit failed, nothing of this group was written: "
@@ -120,7 +126,9 @@ class Writer:
             cursor.execute("BEGIN IMMEDIATE")
             self.now = time.time()
             result = run(self)
+            self.nodes.flush()
             cursor.execute("COMMIT")
+            self.nodes.commit()
             return result
         except BaseException as exc:
             failed = isinstance(exc, sqlite3.Error)
@@ -151,10 +159,13 @@ class Writer:
             row = seal_row(self.with_roots(record), seq + 1, head, digest)
             keep(cursor, refs_of((record,)))
             cursor.execute(INSERT_AUDIT, row)
+            self.nodes.flush()
             cursor.execute("COMMIT")
+            self.nodes.commit()
         except BaseException as exc:
             log.clear()
             self.tree_writes.clear()
+            self.nodes.rollback()
             try:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
@@ -177,6 +188,7 @@ class Writer:
         link, not our memory. (Not after a job's own failure: a log whose tail was deleted
         behind our back keeps its visible gap, see ``insert``.)"""
         self.tree_writes.clear()
+        self.nodes.rollback()
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
         self.seq, self.head = start
@@ -215,7 +227,7 @@ class Writer:
             # one read of every root the group's execution records carry (none: no read)
             rooted_ids = [record.resource_id or "" for job in jobs
                           for record, _ in job.records or () if rooted(record)]
-            known = roots(self.conn, rooted_ids) if rooted_ids else None
+            known = self.roots(rooted_ids) if rooted_ids else None
             for job in jobs:
                 own = []
                 for record, digest in job.records or ():
@@ -251,15 +263,34 @@ class Writer:
         """Apply the pending state writes to the state trees (in the open transaction), then
         give an execution's final record its resource's state root and the global root
         (from ``known`` when the caller read them already)."""
-        written = apply_writes(self.nodes, self.tree_writes) if self.tree_writes else None
-        self.tree_writes = {}
+        written = None
+        if self.tree_writes:
+            self.nodes.sync()
+            written = apply_writes(self.nodes, self.tree_writes)
+            self.tree_writes = {}
         if not rooted(record):
             return record
         resource_id = record.resource_id or ""
         found = written if written is not None and resource_id in written else known
         if found is None or resource_id not in found:
-            found = roots(self.conn, (resource_id,))
+            found = self.roots((resource_id,))
         return with_roots(record, found[resource_id], found[GLOBAL])
+
+    def roots(self, resource_ids: Sequence[str]) -> dict[str, bytes]:
+        """The roots of ``resource_ids`` and the global root (under ``GLOBAL``), as written
+        so far: from the node cache for the trees it holds whole, else in one query (a
+        record that wrote nothing does not make the cache read a tree)."""
+        nodes = self.nodes
+        nodes.sync()
+        trees = (*resource_ids, GLOBAL)
+        if all(tree in nodes.whole for tree in trees):
+            return {tree: root_of(nodes, tree) for tree in trees}
+        found = roots(self.conn, resource_ids)
+        for tree in trees:  # changed in this transaction, not yet in the table
+            root = nodes.pending_root(tree)
+            if root is not _UNCHANGED:
+                found[tree] = root[0] if root is not None else EMPTY  # type: ignore[index]
+        return found
 
     def writing(self, resource_id: str) -> dict[bytes, bytes | None]:
         """Before a state write in the open transaction: the first one of a resource in this
@@ -284,6 +315,7 @@ class Writer:
         if not self._solo:
             self.conn.execute("SAVEPOINT execution")
         self._mark = (self.seq, self.head)
+        self.nodes.savepoint()
 
     def release(self) -> None:
         if not self._solo:
@@ -298,6 +330,7 @@ class Writer:
         """Roll back this execution's writes (the transaction stays open for what follows,
         such as the rollback record) and restore the chain head."""
         self.tree_writes.clear()
+        self.nodes.undo()
         if self._solo:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
