@@ -9,13 +9,14 @@ and none of them says succeeded for writes that were discarded.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from coordinator_core.execution.ledger import Entry, Ledger
 from coordinator_core.execution.scope import Tree
+from coordinator_core.execution.usage import usage_detail
 from coordinator_core.log import logger
 from coordinator_core.store.base import BoundProcessor, Finished, Store
 from coordinator_core.store.chain import effect_digest
@@ -59,6 +60,7 @@ class Committer:
         bound: Any,
         tree: Tree,
         top: bool,
+        use: tuple[float, int, Mapping[str, int] | None] | None = None,
     ) -> Finished:
         """Commit the effects and the final audit record in one store transaction.
 
@@ -68,7 +70,8 @@ class Committer:
         """
         if not (self._records or (effects and top)):
             return _NOTHING
-        record = self.final_record(entry, status, error, fee_used, duration, effects, bound)
+        record = self.final_record(entry, status, error, fee_used, duration, effects, bound,
+                                   use)
         if not top:
             tree.records.append(record)
             return _NOTHING
@@ -106,8 +109,10 @@ class Committer:
         duration: float,
         effects: tuple[Effect, ...],
         bound: Any,
+        use: tuple[float, int, Mapping[str, int] | None] | None = None,
     ) -> AuditRecord:
-        """The one final audit record of an execution (seq and hashes set by the store)."""
+        """The one final audit record of an execution (seq and hashes set by the store);
+        ``use`` is its (CPU seconds, memory bytes, usage breakdown), when measured."""
         request = entry.request
         caller, resource_id = request.caller, request.resource_id
         return AuditRecord(  # positional, in field order: keywords cost more on every commit
@@ -124,7 +129,7 @@ class Committer:
             fee_used,
             duration,
             effect_digest(effects) if effects else None,
-            _detail(request, bound, error),
+            _detail(request, bound, error, use),
         )
 
 
@@ -156,7 +161,8 @@ def record_failure(store: Store, record: AuditRecord, error: ErrorInfo,
     return tuple(written)
 
 
-def _detail(request: ExecutionRequest, bound: Any, error: ErrorInfo | None) -> dict[str, Any]:
+def _detail(request: ExecutionRequest, bound: Any, error: ErrorInfo | None,
+            use: tuple[float, int, Mapping[str, int] | None] | None) -> dict[str, Any]:
     detail: dict[str, Any] = {"entry": request.entry}
     if bound is not None:
         detail["engine"] = bound.name
@@ -164,4 +170,6 @@ def _detail(request: ExecutionRequest, bound: Any, error: ErrorInfo | None) -> d
         detail["source"] = error.source
     if request.depth:
         detail["depth"] = request.depth
+    if use is not None:
+        usage_detail(detail, use)
     return detail

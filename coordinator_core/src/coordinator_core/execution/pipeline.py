@@ -27,6 +27,7 @@ from coordinator_core.execution.locks import ResourceLocks
 from coordinator_core.execution.nested import Nested
 from coordinator_core.execution.resource_cache import RESOURCES_RECHECK, ResourceCache
 from coordinator_core.execution.scope import StateScope, Tree
+from coordinator_core.execution.usage import engine_use, thread_time_ns
 from coordinator_core.log import logger
 from coordinator_core.plugin_host.config import CoreSettings
 from coordinator_core.services.audit.sinks import AuditSinks
@@ -104,6 +105,7 @@ class Pipeline:
         self._audit_events = audit_events
         self._emit_audit = audit.emit_all
         self._report = metrics.record
+        self._measure = settings.measure_resources
 
     def admit(self, entry: Entry) -> tuple[ResourceInfo, Held]:
         """The stages a coordinator with worker processes runs itself before handing an
@@ -148,6 +150,8 @@ class Pipeline:
         fee_used = 0
         effects: tuple[Effect, ...] = ()
         error: ErrorInfo | None = None
+        cpu, memory, usage = 0.0, 0, None
+        measure = self._measure
         held: Held = []
         top = tree is None
         if tree is None:
@@ -197,11 +201,17 @@ class Pipeline:
                 self._code_loader(resource.id),  # load_code
                 Nested(self, entry, tree) if request.depth < self._max_depth else None,
             )
+            cpu0 = thread_time_ns() if measure else 0
             try:
                 outcome = bound.run(ctx)
             finally:
+                if measure:
+                    cpu = (thread_time_ns() - cpu0) * 1e-9
                 stages.append(("execution", clock() - t2))
             output, fee_used, effects = checked(outcome, bound.name)
+            memory, usage, elsewhere = engine_use(outcome, bound.name)
+            if elsewhere and measure:
+                cpu += elsewhere
             if token.reason is not None:
                 # Finished, but cancelled or past its deadline meanwhile (an engine that does
                 # not stop at once): cancel() returned True, so the result must say so.
@@ -224,7 +234,8 @@ class Pipeline:
             self._release_state(tree)
         try:
             finished = self._commit(
-                entry, status, error, fee_used, t_commit - t0, effects, bound, tree, top
+                entry, status, error, fee_used, t_commit - t0, effects, bound, tree, top,
+                (cpu, memory, usage) if measure else None,
             )
         finally:
             if top and tree.locks:
@@ -247,6 +258,9 @@ class Pipeline:
             bound.name if bound is not None else None,  # engine
             t_end - t0,  # duration
             request.parent_id,
+            cpu,  # cpu_seconds
+            memory,  # memory_bytes
+            usage,
         )
         self.ledger.close(entry, result)
         if self._audit_events:
