@@ -111,7 +111,7 @@ def print_metrics(snapshot: dict[str, Any]) -> None:
 
 def _print_resources(resources: dict[str, Any]) -> None:
     """The CPU time (ms) and peak memory (KiB) of executions that reached an engine."""
-    rows = [("all", resources)] + sorted((resources.get("by_resource_type") or {}).items())
+    rows = [("all", resources), *sorted((resources.get("by_resource_type") or {}).items())]
     print(f"\n{'resource use':<18} {'count':>8} {'cpu p50':>9} {'cpu p99':>9} {'cpu max':>9} "
           f"{'mem p50':>9} {'mem max':>9}")
     for name, use in rows:
