@@ -176,6 +176,17 @@ def test_the_cli_shows_resource_use_from_the_audit_log(tmp_path: Path) -> None:
     assert re.search(r"^wasm +2 ", text.stdout, re.MULTILINE), text.stdout
 
 
+def test_cli_exec_prints_the_resource_use(tmp_path: Path, echo_wat: Path) -> None:
+    code, deployed = cli_json("deploy", str(echo_wat), "--type", "wasm", data_dir=tmp_path)
+    assert code == 0, deployed
+    code, data = cli_json("exec", deployed["resource_id"], "--input", "hello",
+                          data_dir=tmp_path)
+    assert code == 0 and data["status"] == "succeeded", data
+    assert data["memory_bytes"] == PAGE  # the echo contract's one page
+    assert data["usage"] == {"memory_pages": 1, "memory_peak_pages": 1}
+    assert data["cpu_ms"] > 0
+
+
 def test_measuring_can_be_turned_off(tmp_path: Path) -> None:
     with Coordinator.open(data_dir=tmp_path,
                           overrides={"coordinator": {"measure_resources": False}}) as coord:

@@ -134,6 +134,7 @@ def _exec(args: argparse.Namespace, open_coordinator: Opener) -> int:
     else:
         line = (
             f"{data['status']}  fee={data['fee_used']}  {data['duration_ms']} ms  "
+            f"cpu={data['cpu_ms']} ms  memory={data['memory_bytes']} B  "
             f"id={data['execution_id']}"
         )
         print(line)
