@@ -211,7 +211,7 @@ class EngineResult:
     #: at the end, which is its peak; onnx: input plus output tensor bytes).
     memory_bytes: int = 0
     #: The breakdown of ``memory_bytes`` (names to non-negative ints, JSON-compatible), kept
-    #: in the execution's audit record; None when there is nothing to add.
+    #: on the execution's result; None when there is nothing to add.
     usage: Mapping[str, int] | None = None
     #: CPU seconds the execution spent outside the thread that called ``execute`` (an
     #: engine running it in another process); the core adds the calling thread's own.

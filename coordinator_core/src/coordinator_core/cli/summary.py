@@ -37,8 +37,8 @@ def log_metrics(store: Store, last: int = 0) -> dict[str, Any]:
         engine = detail.get("engine")
         if engine:
             engines[engine] += 1
-        if "cpu_seconds" in detail:  # measured (``[coordinator] measure_resources``)
-            use.add(types.of(record.resource_id), detail["cpu_seconds"],
+        if "cpu_ns" in detail:  # measured (``[coordinator] measure_resources``)
+            use.add(types.of(record.resource_id), detail["cpu_ns"] * 1e-9,
                     detail.get("memory_bytes", 0))
         fee += record.fee_used
         latency.add(record.duration)

@@ -9,7 +9,7 @@ and none of them says succeeded for writes that were discarded.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -60,7 +60,7 @@ class Committer:
         bound: Any,
         tree: Tree,
         top: bool,
-        use: tuple[float, int, Mapping[str, int] | None] | None = None,
+        use: tuple[int, int] | None = None,
     ) -> Finished:
         """Commit the effects and the final audit record in one store transaction.
 
@@ -109,10 +109,10 @@ class Committer:
         duration: float,
         effects: tuple[Effect, ...],
         bound: Any,
-        use: tuple[float, int, Mapping[str, int] | None] | None = None,
+        use: tuple[int, int] | None = None,
     ) -> AuditRecord:
         """The one final audit record of an execution (seq and hashes set by the store);
-        ``use`` is its (CPU seconds, memory bytes, usage breakdown), when measured."""
+        ``use`` is its (CPU nanoseconds, memory bytes), when measured."""
         request = entry.request
         caller, resource_id = request.caller, request.resource_id
         return AuditRecord(  # positional, in field order: keywords cost more on every commit
@@ -162,7 +162,7 @@ def record_failure(store: Store, record: AuditRecord, error: ErrorInfo,
 
 
 def _detail(request: ExecutionRequest, bound: Any, error: ErrorInfo | None,
-            use: tuple[float, int, Mapping[str, int] | None] | None) -> dict[str, Any]:
+            use: tuple[int, int] | None) -> dict[str, Any]:
     detail: dict[str, Any] = {"entry": request.entry}
     if bound is not None:
         detail["engine"] = bound.name

@@ -150,7 +150,7 @@ class Pipeline:
         fee_used = 0
         effects: tuple[Effect, ...] = ()
         error: ErrorInfo | None = None
-        cpu, memory, usage = 0.0, 0, None
+        cpu_ns, memory, usage = 0, 0, None
         measure = self._measure
         held: Held = []
         top = tree is None
@@ -206,12 +206,12 @@ class Pipeline:
                 outcome = bound.run(ctx)
             finally:
                 if measure:
-                    cpu = (thread_time_ns() - cpu0) * 1e-9
+                    cpu_ns = thread_time_ns() - cpu0
                 stages.append(("execution", clock() - t2))
             output, fee_used, effects = checked(outcome, bound.name)
             memory, usage, elsewhere = engine_use(outcome, bound.name)
             if elsewhere and measure:
-                cpu += elsewhere
+                cpu_ns += round(elsewhere * 1e9)
             if token.reason is not None:
                 # Finished, but cancelled or past its deadline meanwhile (an engine that does
                 # not stop at once): cancel() returned True, so the result must say so.
@@ -235,7 +235,7 @@ class Pipeline:
         try:
             finished = self._commit(
                 entry, status, error, fee_used, t_commit - t0, effects, bound, tree, top,
-                (cpu, memory, usage) if measure else None,
+                (cpu_ns, memory) if measure else None,
             )
         finally:
             if top and tree.locks:
@@ -258,7 +258,7 @@ class Pipeline:
             bound.name if bound is not None else None,  # engine
             t_end - t0,  # duration
             request.parent_id,
-            cpu,  # cpu_seconds
+            cpu_ns * 1e-9,  # cpu_seconds
             memory,  # memory_bytes
             usage,
         )

@@ -50,11 +50,12 @@ def engine_use(outcome: EngineResult, engine: str) -> tuple[int, Mapping[str, in
     return memory, usage, float(cpu)
 
 
-def usage_detail(detail: dict[str, Any], use: tuple[float, int, Mapping[str, int] | None]
-                 ) -> None:
-    """Add an execution's resource use to its audit record's ``detail`` (sealed with it)."""
-    cpu, memory, usage = use
-    detail["cpu_seconds"] = cpu
-    detail["memory_bytes"] = memory
-    if usage:
-        detail["usage"] = dict(usage)
+def usage_detail(detail: dict[str, Any], use: tuple[int, int]) -> None:
+    """Add an execution's resource use, (CPU nanoseconds, memory bytes), to its audit
+    record's ``detail`` (sealed with it).
+
+    Two integers: every record is encoded as canonical JSON to be hashed, and a float (its
+    shortest repr) or a nested mapping costs several times what an integer does there. The
+    engine's breakdown (``usage``) stays on the result for the same reason."""
+    detail["cpu_ns"] = use[0]
+    detail["memory_bytes"] = use[1]

@@ -314,5 +314,4 @@ def _result_of(record: Any) -> ExecutionResult:
     return ExecutionResult(record.execution_id, Status(record.status), record.resource_id or "",
                            record.caller or "", None, record.fee_used, (), error,
                            detail.get("engine"), record.duration, record.parent_id,
-                           detail.get("cpu_seconds", 0.0), detail.get("memory_bytes", 0),
-                           detail.get("usage"))
+                           detail.get("cpu_ns", 0) * 1e-9, detail.get("memory_bytes", 0))
