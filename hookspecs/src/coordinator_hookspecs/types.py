@@ -196,6 +196,15 @@ class ExecutionResult:
     engine: str | None = None
     duration: float = 0.0
     parent_id: str | None = None
+    #: CPU seconds of the engine call: the thread that ran it (nested executions it made
+    #: included, as they run on that thread) plus what the engine reports it spent elsewhere
+    #: (``EngineResult.cpu_seconds``). 0.0 when ``[coordinator] measure_resources`` is off.
+    cpu_seconds: float = 0.0
+    #: Peak memory of the execution as its engine counts it, bytes (0 when the engine reports
+    #: none, and for an execution that failed in its engine).
+    memory_bytes: int = 0
+    #: The engine's breakdown of ``memory_bytes`` (``EngineResult.usage``), or None.
+    usage: Mapping[str, int] | None = attrs.field(default=None, hash=False, eq=False)
 
     @property
     def ok(self) -> bool:
@@ -227,6 +236,15 @@ class EngineResult:
     output: Any = None
     fee_used: int = 0
     effects: tuple[Effect, ...] = ()
+    #: Peak memory the execution held, bytes, as the engine counts it (wasm: linear memory
+    #: at the end, which is its peak; onnx: input plus output tensor bytes).
+    memory_bytes: int = 0
+    #: The breakdown of ``memory_bytes`` (names to non-negative ints, JSON-compatible), kept
+    #: on the execution's result; None when there is nothing to add.
+    usage: Mapping[str, int] | None = None
+    #: CPU seconds the execution spent outside the thread that called ``execute`` (an
+    #: engine running it in another process); the core adds the calling thread's own.
+    cpu_seconds: float = 0.0
 
 
 @attrs.frozen(slots=True)

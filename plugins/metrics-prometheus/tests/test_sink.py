@@ -62,6 +62,23 @@ def test_counts_fee_and_latency(make_coordinator: Any) -> None:
     assert value("coordinator_active_executions") == 0
 
 
+def test_cpu_and_memory_histograms_count_executions_that_reached_an_engine(
+        make_coordinator: Any) -> None:
+    coord = make_coordinator(EchoPlugin(), prometheus_plugin)
+    run_mix(coord)  # 4 reached the echo engine; the unknown resource reached none
+    snapshot = coord.metrics()["resources"]["by_resource_type"]["echo"]
+    value = sink_of(coord).registry.get_sample_value
+    labels = {"resource_type": "echo"}
+    assert value("coordinator_execution_cpu_seconds_count", labels) == 4
+    assert value("coordinator_execution_cpu_seconds_sum", labels) == pytest.approx(
+        snapshot["cpu_seconds"], abs=1e-5)
+    assert value("coordinator_execution_cpu_seconds_sum", labels) > 0
+    # The echo engine reports no memory: every sample is in the lowest bucket (1 KiB).
+    assert value("coordinator_execution_memory_bytes_bucket", {**labels, "le": "1024.0"}) == 4
+    assert value("coordinator_execution_memory_bytes_sum", labels) == 0
+    assert value("coordinator_execution_cpu_seconds_count", {"resource_type": ""}) is None
+
+
 def test_each_coordinator_has_its_own_registry(make_coordinator: Any) -> None:
     first = make_coordinator(EchoPlugin(), prometheus_plugin)
     second = make_coordinator(EchoPlugin(), prometheus_plugin)

@@ -185,6 +185,7 @@ def _call(args: argparse.Namespace, open_coordinator: Opener, how: str) -> int:
     else:
         line = (
             f"{data['status']}  fee={data['fee_used']}  {data['duration_ms']} ms  "
+            f"cpu={data['cpu_ms']} ms  memory={data['memory_bytes']} B  "
             + ("simulated: nothing committed" if how == "simulate" else
                "query: nothing committed" if how == "query" else f"id={data['execution_id']}")
         )

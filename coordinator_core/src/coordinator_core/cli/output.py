@@ -73,6 +73,9 @@ def result_json(result: ExecutionResult, output: Any) -> dict[str, Any]:
         "engine": result.engine,
         "duration_ms": round(result.duration * 1e3, 3),
         "parent_id": result.parent_id,
+        "cpu_ms": round(result.cpu_seconds * 1e3, 3),
+        "memory_bytes": result.memory_bytes,
+        "usage": dict(result.usage) if result.usage else None,
     }
 
 

@@ -16,6 +16,7 @@ import attrs
 
 from coordinator_core.execution.ledger import Entry, Ledger
 from coordinator_core.execution.scope import Tree
+from coordinator_core.execution.usage import usage_detail
 from coordinator_core.log import logger
 from coordinator_core.store.base import BoundProcessor, Finished, Store
 from coordinator_core.store.chain import effect_digest
@@ -64,6 +65,7 @@ class Committer:
         tree: Tree,
         top: bool,
         output: Any = None,
+        use: tuple[int, int] | None = None,
     ) -> Finished:
         """Commit the effects and the final audit record in one store transaction.
 
@@ -73,7 +75,8 @@ class Committer:
         """
         if not (self._records or (effects and top)):
             return _NOTHING
-        record = self.final_record(entry, status, error, fee_used, duration, effects, bound)
+        record = self.final_record(entry, status, error, fee_used, duration, effects, bound,
+                                   use)
         if self._keep_requests:
             detail = cast("dict[str, Any]", record.detail)  # ``_detail``'s own dict
             engine = bound.engine if bound is not None else None
@@ -120,8 +123,10 @@ class Committer:
         duration: float,
         effects: tuple[Effect, ...],
         bound: Any,
+        use: tuple[int, int] | None = None,
     ) -> AuditRecord:
-        """The one final audit record of an execution (seq and hashes set by the store)."""
+        """The one final audit record of an execution (seq and hashes set by the store);
+        ``use`` is its (CPU nanoseconds, memory bytes), when measured."""
         request = entry.request
         caller, resource_id = request.caller, request.resource_id
         return AuditRecord(  # positional, in field order: keywords cost more on every commit
@@ -138,7 +143,7 @@ class Committer:
             fee_used,
             duration,
             effect_digest(effects) if effects else None,
-            _detail(request, bound, error),
+            _detail(request, bound, error, use),
         )
 
 
@@ -176,7 +181,8 @@ def record_failure(store: Store, record: AuditRecord, error: ErrorInfo,
     return tuple(written)
 
 
-def _detail(request: ExecutionRequest, bound: Any, error: ErrorInfo | None) -> dict[str, Any]:
+def _detail(request: ExecutionRequest, bound: Any, error: ErrorInfo | None,
+            use: tuple[int, int] | None) -> dict[str, Any]:
     detail: dict[str, Any] = {"entry": request.entry}
     if bound is not None:
         detail["engine"] = bound.name
@@ -184,4 +190,6 @@ def _detail(request: ExecutionRequest, bound: Any, error: ErrorInfo | None) -> d
         detail["source"] = error.source
     if request.depth:
         detail["depth"] = request.depth
+    if use is not None:
+        usage_detail(detail, use)
     return detail

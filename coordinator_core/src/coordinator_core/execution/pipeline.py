@@ -28,6 +28,7 @@ from coordinator_core.execution.locks import ResourceLocks
 from coordinator_core.execution.nested import Nested
 from coordinator_core.execution.resource_cache import RESOURCES_RECHECK, ResourceCache
 from coordinator_core.execution.scope import StateScope, Tree
+from coordinator_core.execution.usage import engine_use, thread_time_ns
 from coordinator_core.log import logger
 from coordinator_core.plugin_host.config import CoreSettings
 from coordinator_core.services.audit.sinks import AuditSinks
@@ -110,6 +111,7 @@ class Pipeline:
         self._audit_events = audit_events
         self._emit_audit = audit.emit_all
         self._report = metrics.record
+        self._measure = settings.measure_resources
 
     def admit(self, entry: Entry) -> tuple[ResourceInfo, Held]:
         """The stages a coordinator with worker processes runs itself before handing an
@@ -158,6 +160,8 @@ class Pipeline:
         fee_used = 0
         effects: tuple[Effect, ...] = ()
         error: ErrorInfo | None = None
+        cpu_ns, memory, usage = 0, 0, None
+        measure = self._measure
         held: Held = []
         top = tree is None
         if tree is None:
@@ -214,13 +218,19 @@ class Pipeline:
                 Nested(self, entry, tree, dry) if request.depth < self._max_depth else None,
                 read_only,
             )
+            cpu0 = thread_time_ns() if measure else 0
             try:
                 outcome = bound.run(ctx)
             finally:
+                if measure:
+                    cpu_ns = thread_time_ns() - cpu0
                 stages.append(("execution", clock() - t2))
             output, fee_used, effects = checked(outcome, bound.name)
             if read_only and effects:
                 raise _written(effects, bound.name, fee_used)
+            memory, usage, elsewhere = engine_use(outcome, bound.name)
+            if elsewhere and measure:
+                cpu_ns += round(elsewhere * 1e9)
             if token.reason is not None:
                 # Finished, but cancelled or past its deadline meanwhile (an engine that does
                 # not stop at once): cancel() returned True, so the result must say so.
@@ -246,7 +256,8 @@ class Pipeline:
             self._release_state(tree)
         try:
             finished = self._commit(
-                entry, status, error, fee_used, t_commit - t0, effects, bound, tree, top, output
+                entry, status, error, fee_used, t_commit - t0, effects, bound, tree, top,
+                output, (cpu_ns, memory) if measure else None,
             )
         finally:
             if top and tree.locks:
@@ -269,6 +280,9 @@ class Pipeline:
             bound.name if bound is not None else None,  # engine
             t_end - t0,  # duration
             request.parent_id,
+            cpu_ns * 1e-9,  # cpu_seconds
+            memory,  # memory_bytes
+            usage,
         )
         self.ledger.close(entry, result)
         if self._audit_events:

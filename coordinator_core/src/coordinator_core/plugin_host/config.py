@@ -110,6 +110,10 @@ class CoreSettings:
     enable_audit_tracking: bool = True
     #: Run quota policies (SPEC: EnableQuotaManagement).
     enable_quota_management: bool = True
+    #: Measure the CPU time of every engine call and keep it, with the memory the engine
+    #: reports, in the result, the audit record and the metrics (docs/architecture.md,
+    #: "Resource use"). Off saves the two thread-clock reads per execution.
+    measure_resources: bool = True
     #: Run security validators at execution time (SPEC: EnableSecurityValidation).
     #: Deploy-time validation always runs: it protects the engines themselves.
     enable_security_validation: bool = True

@@ -307,10 +307,11 @@ def _result_of(record: Any) -> ExecutionResult:
     """The result of an execution whose worker died after its commit: what the record says
     (its output was lost with the process)."""
     error = None
+    detail = record.detail or {}
     if record.error_kind:
         error = ErrorInfo(ErrorKind(record.error_kind), record.message or "",
-                          (record.detail or {}).get("source"))
+                          detail.get("source"))
     return ExecutionResult(record.execution_id, Status(record.status), record.resource_id or "",
                            record.caller or "", None, record.fee_used, (), error,
-                           (record.detail or {}).get("engine"), record.duration,
-                           record.parent_id)
+                           detail.get("engine"), record.duration, record.parent_id,
+                           detail.get("cpu_ns", 0) * 1e-9, detail.get("memory_bytes", 0))

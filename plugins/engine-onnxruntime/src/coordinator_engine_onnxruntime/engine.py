@@ -50,6 +50,7 @@ from coordinator_engine_onnxruntime.sessions import (
     check_providers,
     install_memory_cap,
 )
+from coordinator_engine_onnxruntime.usage import tensor_use
 from coordinator_hookspecs import (
     Cancelled,
     CoordinatorError,
@@ -167,8 +168,9 @@ class OnnxEngine:
             # deadline or cancel still decides, so the status matches what the caller asked.
             raise _stopped(token.reason, fee, "while running (the last kernel finished after "
                            "it; the output is discarded)")
+        memory, usage = tensor_use(feeds, outputs)
         return EngineResult(output=dict(zip(entry.output_names, outputs, strict=True)),
-                            fee_used=fee)
+                            fee_used=fee, memory_bytes=memory, usage=usage)
 
     @staticmethod
     def _failure(exc: Exception, reason: ErrorKind | None, fee: int) -> CoordinatorError:

@@ -215,7 +215,10 @@ class WasmtimeEngine(EngineBase):
             output: Any = bytes(inv.output)
         else:
             output = self._reader(results)(inv.base + _capi.OFF_RAW)
-        return EngineResult(output=output, fee_used=total, effects=tuple(inv.effects))
+        size = inv.memory_size
+        pages = size >> 16  # 64 KiB wasm pages
+        return EngineResult(output, total, tuple(inv.effects), size,
+                            {"memory_pages": pages, "memory_peak_pages": pages} if size else None)
 
     def _reader(self, results: tuple[str, ...]) -> Callable[[int], list[Any]]:
         reader = self._readers.get(results)

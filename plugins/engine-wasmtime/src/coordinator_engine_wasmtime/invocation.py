@@ -52,6 +52,7 @@ class Invocation:
         "hosts",
         "input",
         "mem",
+        "memory_size",
         "output",
         "pending",
         "resource_id",
@@ -69,6 +70,7 @@ class Invocation:
         self.cx = 0  # the store's context pointer, set once the store exists
         self.base = scratch  # address of the execution's scratch buffer (see _capi.OFF_*)
         self.mem = 0  # address of the memory extern once looked up
+        self.memory_size = 0  # bytes of the exported memory when the call returned
         self.input = data
         self.output = bytearray()
         self.effects: list[Effect] = []

@@ -109,6 +109,8 @@ def run(engine: int, pre: int, has_start: bool, inv: Invocation, entry: bytes, a
                 ctypes.memmove(raw, args, len(args))
             error = _capi.call_unchecked(cx, func + 8, raw, nslots, trap_slot)
             trap = _u64(trap_slot).value
+            if not error and not trap:
+                inv.memory_size = memory_size(inv, cx)
         _capi.get_fuel(cx, base + _capi.OFF_FUEL)
         return error or 0, trap, _u64(base + _capi.OFF_FUEL).value
     finally:
@@ -116,6 +118,24 @@ def run(engine: int, pre: int, has_start: bool, inv: Invocation, entry: bytes, a
         inv.cx, inv.span, inv.mem = 0, None, 0
         inv.close_view()
         _capi.store_delete(store)
+
+
+def memory_size(inv: Invocation, cx: int) -> int:
+    """Bytes of the instance's exported ``memory`` now (0 if it exports none).
+
+    Read once, when the call has returned, as the execution's peak: a wasm linear memory only
+    grows (there is no shrinking instruction) and every execution has a fresh store, so its
+    size at the end is the largest it ever was; no growth callback is needed. One C call when
+    a host function already looked the memory up, two otherwise.
+    """
+    mem = inv.mem
+    if not mem:
+        slot = inv.base + _capi.OFF_MEMORY
+        if not _capi.export_get(cx, inv.base + _capi.OFF_INSTANCE, b"memory", 6, slot) or \
+                _u8(slot).value != _capi.EXTERN_MEMORY:
+            return 0
+        mem = slot + 8
+    return int(_capi.memory_data_size(cx, mem))
 
 
 def _cause(message: str) -> str:

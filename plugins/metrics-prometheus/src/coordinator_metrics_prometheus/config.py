@@ -20,6 +20,9 @@ import attrs
 DEFAULT_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
+#: Memory buckets (bytes): 1 KiB to 4 GiB in steps of 4 (a wasm page is 64 KiB).
+MEMORY_BUCKETS = tuple(float(1024 * 4**i) for i in range(12))
+
 
 def _port(_i: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
     if value is not None and not 0 <= value <= 65535:

@@ -9,6 +9,9 @@ Names follow the Prometheus conventions (base units, ``_total`` for counters):
 - ``coordinator_execution_duration_seconds{resource_type}`` (histogram, end to end)
 - ``coordinator_stage_duration_seconds{stage}`` (histogram: validation, security, quota,
   selection, execution, commit, audit_sinks)
+- ``coordinator_execution_cpu_seconds{resource_type}`` and
+  ``coordinator_execution_memory_bytes{resource_type}`` (histograms: the resource use of
+  each execution that reached an engine, ``ExecutionResult.cpu_seconds``/``memory_bytes``)
 - read at scrape time from the coordinator: ``coordinator_engine_inflight{engine}``,
   ``coordinator_engine_capacity{engine}``, ``coordinator_engine_busy_seconds_total{engine}``,
   ``coordinator_engine_healthy{engine}``, ``coordinator_active_executions``, and per model
@@ -38,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from coordinator_hookspecs import CoordinatorView, ExecutionReport, MetricsSinkBase
 from coordinator_metrics_prometheus.batch_metrics import model_families
-from coordinator_metrics_prometheus.config import DEFAULT_BUCKETS
+from coordinator_metrics_prometheus.config import DEFAULT_BUCKETS, MEMORY_BUCKETS
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -61,15 +64,20 @@ class _Buckets:
 class PrometheusSink(MetricsSinkBase):
     """``MetricsSink`` whose counts are exported by ``self.registry``."""
 
-    def __init__(self, buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
+    def __init__(self, buckets: Sequence[float] = DEFAULT_BUCKETS,
+                 memory_buckets: Sequence[float] = MEMORY_BUCKETS) -> None:
         self.bounds = tuple(sorted(float(b) for b in buckets))
+        self.memory_bounds = tuple(sorted(float(b) for b in memory_buckets))
         self._bucket_of = functools.partial(bisect_left, self.bounds)
+        self._memory_bucket_of = functools.partial(bisect_left, self.memory_bounds)
         self._lock = threading.Lock()
         self._pending: deque[ExecutionReport] = deque()
         self.executions: dict[tuple[Any, Any, str, str], int] = {}
         self.fee: dict[tuple[str, str], int] = {}
         self.durations: dict[str, _Buckets] = {}
         self.stages: dict[str, _Buckets] = {}
+        self.cpu: dict[str, _Buckets] = {}
+        self.memory: dict[str, _Buckets] = {}
         self._registry: CollectorRegistry | None = None
         self._registry_lock = threading.Lock()  # not ``_lock``: a scrape folds under that one
         self._coordinator_collector: CoordinatorCollector | None = None
@@ -110,6 +118,8 @@ class PrometheusSink(MetricsSinkBase):
             executions, fee = self.executions, self.fee
             durations: dict[str, list[float]] = {}
             stages: dict[str, list[float]] = {}
+            cpu: dict[str, list[float]] = {}
+            memory: dict[str, list[float]] = {}
             for _ in range(len(pending)):  # what is queued now; later appends wait
                 report = take()
                 result = report.result
@@ -124,19 +134,30 @@ class PrometheusSink(MetricsSinkBase):
                 if values is None:
                     values = durations[rtype] = []
                 values.append(result.duration)
+                if result.engine is not None:  # reached an engine: its resource use counts
+                    values = cpu.get(rtype)
+                    if values is None:
+                        values = cpu[rtype] = []
+                        memory[rtype] = []
+                    values.append(result.cpu_seconds)
+                    memory[rtype].append(result.memory_bytes)
                 for stage, seconds in report.stages:
                     values = stages.get(stage)
                     if values is None:
                         values = stages[stage] = []
                     values.append(seconds)
-            for samples, series_by_label in ((durations, self.durations),
-                                             (stages, self.stages)):
+            latency, size = self._bucket_of, self._memory_bucket_of
+            for samples, series_by_label, bucket_of in ((durations, self.durations, latency),
+                                                        (stages, self.stages, latency),
+                                                        (cpu, self.cpu, latency),
+                                                        (memory, self.memory, size)):
                 for label, values in samples.items():
                     series = series_by_label.get(label)
                     if series is None:
-                        series = series_by_label[label] = _Buckets(len(self.bounds) + 1)
+                        bounds = self.memory_bounds if bucket_of is size else self.bounds
+                        series = series_by_label[label] = _Buckets(len(bounds) + 1)
                     counts = series.counts
-                    for index, n in Counter(map(self._bucket_of, values)).items():
+                    for index, n in Counter(map(bucket_of, values)).items():
                         counts[index] += n
                     series.total += sum(values)
 
@@ -157,22 +178,36 @@ class PrometheusSink(MetricsSinkBase):
         stage = HistogramMetricFamily(
             "coordinator_stage_duration_seconds", "Time spent in each pipeline stage.",
             labels=["stage"])
+        cpu = HistogramMetricFamily(
+            "coordinator_execution_cpu_seconds", "CPU time of each execution's engine call "
+            "(its thread, nested executions included, plus a worker process's).",
+            labels=["resource_type"])
+        memory = HistogramMetricFamily(
+            "coordinator_execution_memory_bytes", "Peak memory of each execution as its "
+            "engine counts it (wasm linear memory, onnx input and output tensors).",
+            labels=["resource_type"])
         self.fold()
         with self._lock:
             for (status, kind, engine, rtype), n in self.executions.items():
                 executions.add_metric([status.value, kind.value if kind else "", engine, rtype], n)
             for (engine, rtype), total in self.fee.items():
                 fee.add_metric([engine, rtype], total)
-            for family, series_by_label in ((duration, self.durations), (stage, self.stages)):
+            for family, series_by_label, bounds in ((duration, self.durations, self.bounds),
+                                                    (stage, self.stages, self.bounds),
+                                                    (cpu, self.cpu, self.bounds),
+                                                    (memory, self.memory, self.memory_bounds)):
                 for label, series in series_by_label.items():
-                    family.add_metric([label], self._cumulative(series, floatToGoString),
+                    family.add_metric([label],
+                                      self._cumulative(series, floatToGoString, bounds),
                                       series.total)
-        return [executions, fee, duration, stage]
+        return [executions, fee, duration, stage, cpu, memory]
 
-    def _cumulative(self, series: _Buckets, label: Any) -> list[tuple[str, float]]:
+    def _cumulative(self, series: _Buckets, label: Any,
+                    bounds: tuple[float, ...] | None = None) -> list[tuple[str, float]]:
         out: list[tuple[str, float]] = []
         seen = 0
-        for bound, n in zip((*self.bounds, float("inf")), series.counts, strict=True):
+        bounds = self.bounds if bounds is None else bounds
+        for bound, n in zip((*bounds, float("inf")), series.counts, strict=True):
             seen += n
             out.append((label(bound), seen))
         return out

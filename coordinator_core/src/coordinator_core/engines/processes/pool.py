@@ -240,7 +240,7 @@ class ProcessPool:
             flight.done = True
         worker.warm.add(resource.id)
         if reply[0] == "done":
-            return EngineResult(reply[1], reply[2], reply[3])
+            return EngineResult(*reply[1:])  # output, fee, effects, memory, usage, cpu
         cls = ERROR_OF_KIND.get(ErrorKind(reply[1]), EngineError)
         raise cls(reply[2], source=reply[3], fee_used=reply[4])
 

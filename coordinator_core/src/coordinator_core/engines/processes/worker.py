@@ -11,7 +11,8 @@ worker -> parent  ``("ready", pid)`` or ``("failed", message)`` once at start;
                   ``("code",)`` — and ``("state", key)`` unless the worker reads the
                   SQLite store itself (``state.py``) — during an execution, answered
                   with ``("ok", value)`` or ``("err", kind, message)`` by the parent;
-                  ``("done", output, fee_used, effects)`` or
+                  ``("done", output, fee_used, effects, memory_bytes, usage, cpu_seconds)``
+                  (``cpu_seconds``: the worker thread's CPU clock over ``engine.execute``) or
                   ``("error", kind, message, source, fee_used)`` at the end.
 
 Cancels travel on a second, one-way pipe as ``(execution_id, reason)``, read by a listener
@@ -26,6 +27,7 @@ import signal
 import threading
 from collections import OrderedDict
 from multiprocessing.connection import Connection
+from time import thread_time_ns
 from typing import Any
 
 from coordinator_core.engines.processes.spec import WorkerSpec, load_engines
@@ -132,8 +134,11 @@ def _execute(engine: Any, name: str, msg: tuple[Any, ...], resource: ResourceInf
         invoke=_no_nested(name) if nested else None,
     )
     try:
+        cpu0 = thread_time_ns()
         result = engine.execute(ctx)
-        return ("done", result.output, result.fee_used, tuple(result.effects))
+        cpu = (thread_time_ns() - cpu0) * 1e-9 + result.cpu_seconds
+        return ("done", result.output, result.fee_used, tuple(result.effects),
+                result.memory_bytes, result.usage, cpu)
     except CoordinatorError as exc:
         return ("error", exc.kind.value, exc.message, exc.source, exc.fee_used)
     except Exception as exc:  # an engine bug: the same report as on the thread path

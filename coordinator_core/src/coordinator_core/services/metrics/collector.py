@@ -89,7 +89,8 @@ class Histogram:
 
 class MetricsCollector:
     """The built-in metrics sink: counts by status, error kind and engine; latencies
-    end-to-end and per stage; fee consumed; throughput.
+    end-to-end and per stage; fee consumed; throughput; the CPU time and memory of
+    executions that reached an engine (``resources``).
 
     ``record`` runs on every execution's thread, so it only queues the report (one deque
     append); the reports are folded into the counters and histograms in batches, when
@@ -109,6 +110,9 @@ class MetricsCollector:
         self.reset()
 
     def reset(self) -> None:
+        # resources.py builds on this module's Histogram, so it is imported here, not above.
+        from coordinator_core.services.metrics.resources import ResourceStats
+
         with self._lock:
             self._pending.clear()
             self.statuses: Counter[Any] = Counter()
@@ -117,6 +121,7 @@ class MetricsCollector:
             self.resource_types: Counter[str] = Counter()
             self.fee_used = 0
             self.stages: dict[str, Histogram] = {}
+            self.resources = ResourceStats()
             self.first: float | None = None
             self.last = 0.0
 
@@ -137,6 +142,7 @@ class MetricsCollector:
             samples: dict[str, list[float]] = {"end_to_end": []}
             end_to_end = samples["end_to_end"].append
             fee = 0
+            use = self.resources.add
             for _ in range(len(pending)):  # what is queued now; later appends wait
                 now, report = take()
                 result = report.result
@@ -145,6 +151,7 @@ class MetricsCollector:
                     kinds[result.error.kind] += 1
                 if result.engine is not None:
                     engines[result.engine] += 1
+                    use(report.resource_type, result.cpu_seconds, result.memory_bytes)
                 if report.resource_type is not None:
                     types[report.resource_type] += 1
                 fee += result.fee_used
@@ -158,6 +165,7 @@ class MetricsCollector:
                     self.first = now - result.duration
             self.last = now
             self.fee_used += fee
+            self.resources.flush()
             for name, values in samples.items():
                 h = self.stages.get(name)
                 if h is None:
@@ -183,4 +191,5 @@ class MetricsCollector:
                 "fee_used": self.fee_used,
                 "latency": stages.pop("end_to_end", empty),
                 "stages": stages,
+                "resources": self.resources.snapshot(),
             }
