@@ -32,6 +32,7 @@ RECORD_KINDS = (
     "audit_sinks",
     "effect_processors",
     "host_functions",
+    "executors",
 )
 
 
