@@ -50,8 +50,8 @@ CODE_REFS = 256
 class _Actor:
     """One engine actor as the coordinator holds it."""
 
-    def __init__(self, slot: int, node_id: str, handle: Any) -> None:
-        self.slot, self.node_id, self.handle = slot, node_id, handle
+    def __init__(self, slot: int, node_id: str, handle: Any, name: str) -> None:
+        self.slot, self.node_id, self.handle, self.name = slot, node_id, handle, name
         self.ready = handle.info.options(concurrency_group=CONTROL).remote()
         self.info: dict[str, Any] | None = None
         self.inflight = 0
@@ -63,7 +63,7 @@ class _Actor:
 
     def describe(self) -> dict[str, Any]:
         info = self.info or {}
-        return {"slot": self.slot, "node_id": info.get("node_id", self.node_id),
+        return {"slot": self.slot, "name": self.name, "node_id": info.get("node_id", self.node_id),
                 "pid": info.get("pid"), "ready": self.info is not None,
                 "inflight": self.inflight, "executions": self.executions,
                 "warm": len(self.warm), "state_reads": info.get("state_reads")}
@@ -113,11 +113,12 @@ class ActorGroup:
     def _spawn(self, slot: int, node_id: str) -> _Actor:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        name = f"{self.name}-{slot}-{secrets.token_hex(4)}"
         handle = self._cls.options(
-            **self._options, name=f"{self.name}-{slot}-{secrets.token_hex(4)}", namespace=NAMESPACE,
+            **self._options, name=name, namespace=NAMESPACE,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=True),
         ).remote(*self._args)
-        return _Actor(slot, node_id, handle)
+        return _Actor(slot, node_id, handle, name)
 
     def start(self) -> None:
         """Wait until every actor has loaded its engine (they start in parallel)."""
