@@ -11,7 +11,7 @@ from typing import Any
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from coordinator_core import Coordinator, ExecutionRequest  # noqa: E402
+from coordinator_core import Coordinator, ExecutionRequest
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 BUSY = (EXAMPLES / "busy.wat").read_text()

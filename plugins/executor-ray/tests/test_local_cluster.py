@@ -14,6 +14,10 @@ import numpy as np
 import pytest
 import ray
 
+from coordinator_core import Coordinator, ExecutionRequest, Status
+from coordinator_hookspecs import InvalidRequest
+from tests.test_hybrid import Bank
+
 from .conftest import (
     BUSY,
     COUNTER,
@@ -26,9 +30,6 @@ from .conftest import (
     on_ray,
     wait_busy_actor,
 )
-from coordinator_core import Coordinator, ExecutionRequest, Status
-from coordinator_hookspecs import InvalidRequest
-from tests.test_hybrid import Bank
 
 
 @pytest.fixture(scope="module")
