@@ -2,8 +2,8 @@
 protocol (``actor.py``), cancel, death, replacement and the one retry.
 
 - Placement: ``actors_per_node`` actors on every alive node that has what the engine's
-  actors need (``[ray] resources``), each pinned softly to its node, so a replacement may
-  land elsewhere when the node is gone.
+  actors need (``[ray] resources``), each pinned to its node; a replacement is pinned
+  softly, so it lands elsewhere when the node is gone.
 - Routing (affinity): a resource goes to an actor with spare capacity that already ran it
   (its engine holds the compiled module), else to its home actor by hash, else to the least
   loaded; when every actor is full the caller waits, bounded by the execution's deadline.
@@ -110,13 +110,13 @@ class ActorGroup:
     def capacity(self) -> int:
         return len(self._actors) * self.concurrency
 
-    def _spawn(self, slot: int, node_id: str) -> _Actor:
+    def _spawn(self, slot: int, node_id: str, soft: bool = False) -> _Actor:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         name = f"{self.name}-{slot}-{secrets.token_hex(4)}"
         handle = self._cls.options(
             **self._options, name=name, namespace=NAMESPACE,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=True),
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=soft),
         ).remote(*self._args)
         return _Actor(slot, node_id, handle, name)
 
@@ -174,7 +174,8 @@ class ActorGroup:
             actor.dead = True
             if self.closed or self._actors[actor.slot] is not actor:
                 return
-            self._actors[actor.slot] = self._spawn(actor.slot, actor.node_id)
+            # soft: the node may be gone with the actor; then Ray places it elsewhere
+            self._actors[actor.slot] = self._spawn(actor.slot, actor.node_id, soft=True)
             self.restarts += 1
         try:
             ray.kill(actor.handle, no_restart=True)
