@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from coordinator_core import Coordinator, ExecutionRequest
+from tests.helpers import cli_json
 
 from .conftest import COUNTER, EXAMPLES, actors, assert_no_ray_processes_left, descendants, on_ray
 
@@ -73,3 +75,17 @@ def test_custom_resources_place_an_engine_on_the_node_that_has_them(
     result = coord.execute(ExecutionRequest(resource_id=rid, input={"x": x}))
     assert result.ok, result.error
     assert actors(coord, "onnxruntime")[0]["executions"] == 1
+
+
+def test_coordinator_plugins_shows_the_cluster(cluster: tuple[Coordinator, Any],
+                                               tmp_path: Path) -> None:
+    coord, nodes = cluster
+    code, data = cli_json("plugins", data_dir=tmp_path,
+                          env={"COORDINATOR_RAY__ADDRESS": nodes.address,
+                               "COORDINATOR_DISPATCH__EXECUTOR": "ray"})
+    assert code == 0, data
+    about = data["executors"]["ray"]
+    assert about["address"] == nodes.address
+    assert len(about["nodes"]) == 2
+    running = {a["name"] for engine in ("wasmtime", "onnxruntime") for a in actors(coord, engine)}
+    assert running <= set(about["actors"])

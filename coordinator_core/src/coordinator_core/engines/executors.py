@@ -41,7 +41,7 @@ def executor_record(registry: Any, name: str) -> ExecutorRecord:
     """The executor called ``name``; refused naming the installed ones when there is none."""
     for record in registry.executors:
         if record.name == name:
-            return record  # type: ignore[no-any-return]
+            return record
     installed = ", ".join(r.name for r in registry.executors) or "none"
     raise InvalidRequest(f"[dispatch] executor = {name!r} is not installed; installed "
                          f"executors: {installed}")
@@ -51,3 +51,19 @@ def install_executor(coordinator: Any) -> tuple[str, ...]:
     """Install the executor ``[dispatch] executor`` names; the engines it moved."""
     name = coordinator.config.section("dispatch").executor
     return executor_record(coordinator.registry, name).install(coordinator)
+
+
+def describe_executors(registry: Any, config: Any) -> dict[str, dict[str, Any]]:
+    """Each installed executor for ``coordinator plugins``: its description, and what its
+    ``describe`` tells (a cluster's nodes); a ``describe`` that fails is reported, not
+    raised, since the command diagnoses."""
+    out: dict[str, dict[str, Any]] = {}
+    for record in registry.executors:
+        entry: dict[str, Any] = {"description": record.description}
+        if record.describe is not None:
+            try:
+                entry.update(record.describe(config))
+            except Exception as exc:
+                entry["error"] = f"{type(exc).__name__}: {exc}"
+        out[record.name] = entry
+    return out

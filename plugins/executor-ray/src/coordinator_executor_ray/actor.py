@@ -94,7 +94,7 @@ def _resource_lookup(rid: str) -> ResourceInfo:
     flight: _Flight | None = getattr(_current, "flight", None)
     if flight is None:
         raise InternalError("a resource lookup outside an execution of this actor")
-    return flight.call("resource", rid)  # type: ignore[no-any-return]
+    return flight.call("resource", rid)
 
 
 class EngineActor:
@@ -164,10 +164,10 @@ class EngineActor:
         def load_code() -> bytes:
             import ray
 
-            return ray.get(flight.call("code")[0])  # type: ignore[no-any-return]
+            return ray.get(flight.call("code")[0])
 
         def invoke(nested_request: ExecutionRequest) -> ExecutionResult:
-            return flight.call("invoke", nested_request)  # type: ignore[no-any-return]
+            return flight.call("invoke", nested_request)
 
         ctx = ExecutionContext(
             execution_id=flight.eid, request=request, resource=resource, fee_limit=fee_limit,

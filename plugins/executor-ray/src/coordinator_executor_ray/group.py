@@ -90,7 +90,8 @@ class ActorGroup:
         self.concurrency = settings.actor_concurrency
         self._resource = resource
         self._on_close = on_close
-        self._cls = ray.remote(max_concurrency=settings.actor_concurrency,
+        self._cls = ray.remote(  # type: ignore[call-overload]
+            max_concurrency=settings.actor_concurrency,
                                concurrency_groups={CONTROL: 4})(EngineActor)
         self._options = actor_options(settings.resources.get(name, {}))
         self._args = (spec, name, coordinator_node, settings.local_state_reads)
@@ -250,6 +251,7 @@ class ActorGroup:
 
     def _answer(self, actor: _Actor, ctx: ExecutionContext, reply: tuple[Any, ...]) -> None:
         tag, call_id, args = reply[0], reply[1], reply[2:]
+        value: Any
         try:
             if tag == "state":
                 value, ok = ctx.state_get(*args), True
