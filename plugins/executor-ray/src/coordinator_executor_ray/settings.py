@@ -62,7 +62,7 @@ class RaySettings:
     resources: dict[str, dict[str, float]] = attrs.field(factory=dict, validator=_resources)
     #: re-run once, on another actor, an execution whose actor died before it returned a
     #: result (safe: the coordinator had committed none of its effects); never one that made
-    #: nested calls, whose own effects are committed already
+    #: nested calls, which ran through the coordinator's pipeline (quota, fee) already
     retry_on_worker_death: bool = True
     #: seconds an actor gets to stop after a cancel or timeout before it is killed and replaced
     kill_grace: float = attrs.field(default=1.0, validator=_positive)
