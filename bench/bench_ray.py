@@ -7,6 +7,8 @@ open side by side and run in interleaved rounds, so machine noise hits all alike
 - 5 ms executions (``examples/busy.wat``, eight resources so no state lock serialises them,
   a batch kept in flight by one producer) on 1 vs 2 engine actors: executions per second and
   the ratio (target >= 1.7x on two cores).
+- Cancel: median time from ``cancel`` to the result of a long execution in an actor
+  (target <= 200 ms).
 - Per-execution overhead for a short execution (the trivial echo contract, one at a time):
   p50 latency on threads, in one worker process (``[dispatch] executor = "processes"``) and
   in one Ray actor; the differences are what each executor adds.
@@ -82,6 +84,24 @@ def _calibrate(coord: Coordinator, rid: str) -> int:
     return max(1000, int(STEPS * 0.005 / statistics.median(samples)))
 
 
+def _cancel_latency(coord: Coordinator) -> float:
+    """Median seconds from ``cancel`` to the result of a long execution running in an actor."""
+    rid = _busy_rids(coord)[0]
+    samples = []
+    for _ in range(5):
+        handle = coord.submit(_request(rid, 10**11))
+        workers = coord.metrics()["engines"]["wasmtime"]["workers"]
+        while not any(a["inflight"] for a in workers["actors"]):
+            time.sleep(0.005)
+            workers = coord.metrics()["engines"]["wasmtime"]["workers"]
+        time.sleep(0.05)  # inside the engine, not on its way there
+        t0 = time.perf_counter()
+        handle.cancel()
+        handle.result(timeout=30)
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
 def run(table: Table) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
@@ -117,6 +137,11 @@ def run(table: Table) -> None:
                                                             rates["2 actors"], strict=True))
             table.add(SECTION, "5 ms executions, 2 vs 1 actors", ratio, "x", target=">= 1.7",
                       ok=ratio >= 1.7)
+
+            cancel = _cancel_latency(one)
+            table.add(SECTION, "cancel to result, in an actor", cancel * 1e3,
+                      "ms", target="<= 200", ok=cancel <= 0.2,
+                      note="median of 5; the actor stops its engine itself")
 
             echo = {c: c.deploy(ECHO_WAT, "wasm", source_format="wat")
                     for c in (threads, procs, one)}
