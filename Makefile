@@ -6,7 +6,8 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 PYTESTS := hookspecs/tests coordinator_core/tests plugins/engine-wasmtime/tests \
-	plugins/engine-onnxruntime/tests plugins/metrics-prometheus/tests plugins/server/tests tests
+	plugins/engine-onnxruntime/tests plugins/metrics-prometheus/tests plugins/server/tests \
+	plugins/executor-ray/tests tests
 
 .PHONY: setup demo test lint typecheck pytest bench clean
 

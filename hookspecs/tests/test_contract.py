@@ -25,6 +25,7 @@ FIELDS: dict[type, tuple[str, ...]] = {
     h.EffectProcessorRecord: ("name", "processor", "kinds", "order"),
     h.HostFunctionRecord: ("name", "capability", "func", "params", "results", "fee", "module"),
     h.ConfigSection: ("name", "type"),
+    h.ExecutorRecord: ("name", "install", "describe", "description"),
     h.CliCommand: ("name", "help", "add_arguments", "run"),
     h.Effect: ("kind", "resource_id", "key", "value"),
     h.AccessPolicy: ("public", "allow", "deny"),

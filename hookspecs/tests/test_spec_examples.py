@@ -33,11 +33,12 @@ RECORD_OF_HOOK = {
     "coordinator_register_effect_processors": coordinator_hookspecs.EffectProcessorRecord,
     "coordinator_register_host_functions": coordinator_hookspecs.HostFunctionRecord,
     "coordinator_register_cli_commands": coordinator_hookspecs.CliCommand,
+    "coordinator_register_executors": coordinator_hookspecs.ExecutorRecord,
 }
 
 
 def test_there_are_hooks() -> None:
-    assert len(HOOKS) == 12
+    assert len(HOOKS) == 13
 
 
 @pytest.mark.parametrize("hook", HOOKS)

@@ -146,6 +146,25 @@ class HostFunctionRecord:
 
 
 @attrs.frozen
+class ExecutorRecord:
+    """Where engines run: ``[dispatch] executor = "<name>"`` selects one record.
+
+    ``install(coordinator)`` runs once while the coordinator opens, after the registry is
+    frozen and before the first execution: it may swap engines in the dispatcher for stand-ins
+    that run them elsewhere (``coordinator.dispatcher.replace_engine``) and returns the names
+    of the engines it moved (empty: every engine stays on the coordinator's threads). Whatever
+    it starts is stopped by the stand-ins' ``close``. ``describe(config)``, optional, returns
+    plain data for ``coordinator plugins`` (a cluster's nodes, say) without opening a
+    coordinator.
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    install: Callable[[Any], tuple[str, ...]]
+    describe: Callable[[Any], dict[str, Any]] | None = None
+    description: str = ""
+
+
+@attrs.frozen
 class ConfigSection:
     """A plugin's config section ``[name]`` structured into the attrs class ``type``.
 

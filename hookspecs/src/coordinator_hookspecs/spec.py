@@ -17,6 +17,7 @@ from coordinator_hookspecs.records import (
     ConfigSection,
     EffectProcessorRecord,
     EngineRecord,
+    ExecutorRecord,
     HostFunctionRecord,
     MetricsSinkRecord,
     QuotaPolicyRecord,
@@ -210,6 +211,30 @@ def coordinator_register_host_functions(
 
     :param config: the effective configuration.
     :return: a list of :class:`HostFunctionRecord`, or None.
+    """
+
+
+@hookspec
+def coordinator_register_executors(config: CoordinatorConfig) -> list[ExecutorRecord] | None:
+    """Register executors: where engines run (``[dispatch] executor`` names one).
+
+    The core registers ``threads`` (engines run on the coordinator's threads) and
+    ``processes`` (a pool of worker processes); a plugin adds others, e.g. a cluster.
+
+    Example::
+
+        def install(coordinator):
+            dispatcher = coordinator.dispatcher
+            for bound in dispatcher.engines:
+                dispatcher.replace_engine(bound.name, Remote(bound.engine), executor="remote")
+            return tuple(b.name for b in dispatcher.engines)
+
+        @hookimpl
+        def coordinator_register_executors(config):
+            return [ExecutorRecord(name="remote", install=install)]
+
+    :param config: the effective configuration.
+    :return: a list of :class:`ExecutorRecord`, or None.
     """
 
 

@@ -33,6 +33,7 @@ RECORD_KINDS = (
     "audit_sinks",
     "effect_processors",
     "host_functions",
+    "executors",
 )
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from coordinator_core.cli.output import emit, fail, to_jsonable
+from coordinator_core.engines.executors import describe_executors
 from coordinator_core.log import configure_on_import
 from coordinator_core.plugin_host.bootstrap import (
     Loaded,
@@ -185,6 +186,7 @@ def _cmd_plugins(args: argparse.Namespace, session: _Session) -> int:
         "records": loaded.registry.describe(),
         "conflicts": [attrs.asdict(c) | {"message": str(c)} for c in conflicts],
         "required": required,
+        "executors": describe_executors(loaded.registry, loaded.config),
     }
     code = EXIT_FAILED if conflicts or required else EXIT_OK
     if args.json:
@@ -205,6 +207,13 @@ def _cmd_plugins(args: argparse.Namespace, session: _Session) -> int:
                 for r in records
             )
             print(f"{kind.replace('_', ' ')}: {names}")
+    selected = loaded.config.section("dispatch").executor
+    for name, about in data["executors"].items():
+        mark = " (selected)" if name == selected else ""
+        details = ", ".join(f"{k} {json.dumps(v, default=str)}" for k, v in about.items()
+                            if k != "description")
+        print(f"executor {name}{mark}: {about['description']}" + (f"; {details}" if details
+                                                                  else ""))
     for problem in [*map(str, conflicts), *required]:
         print(f"problem: {problem}")
     return code

@@ -164,18 +164,17 @@ class Coordinator(ExecutionCoordinator, DryRunCoordinator, ResourceCoordinator, 
         return coordinator
 
     def _start_process_pool(self) -> None:
-        """``[dispatch] executor = "processes"``: move the engines into worker processes.
+        """Install the executor ``[dispatch] executor`` names (``engines/executors.py``):
+        ``processes`` moves engines into worker processes, a plugin's into its own.
 
-        Configured explicitly, so a pool that cannot start fails ``open`` with the reason
-        rather than running silently on threads."""
+        Configured explicitly, so an executor that cannot start fails ``open`` with the
+        reason rather than running silently on threads."""
+        from coordinator_core.engines.executors import install_executor
+
         settings = self.config.section("dispatch")
-        if settings.executor != "processes":
-            return
-        # Imported here: a coordinator on threads never loads multiprocessing machinery.
-        from coordinator_core.engines.processes.engine import install_process_pool
-
-        names = install_process_pool(self, settings)
-        logger.info("engines {} run in {} worker processes", ", ".join(names), settings.processes)
+        names = install_executor(self)
+        if names:
+            logger.info("engines {} run on executor {}", ", ".join(names), settings.executor)
 
     def _start_workers(self) -> None:
         """``[coordinator] processes = N``: run the pipeline in N worker processes
@@ -190,9 +189,10 @@ class Coordinator(ExecutionCoordinator, DryRunCoordinator, ResourceCoordinator, 
             raise InvalidRequest("[coordinator] processes needs this coordinator to own the "
                                  "writer, not writer = \"connect\": its worker processes "
                                  "commit through it")
-        if self.config.section("dispatch").executor == "processes":
-            raise InvalidRequest("[coordinator] processes and [dispatch] executor = "
-                                 "\"processes\" exclude each other: worker processes hold "
+        executor = self.config.section("dispatch").executor
+        if executor != "threads":
+            raise InvalidRequest(f"[coordinator] processes and [dispatch] executor = "
+                                 f"{executor!r} exclude each other: worker processes hold "
                                  "their engines already")
         from coordinator_core.workers.pool import WorkerProcesses
 

@@ -7,7 +7,7 @@ Example::
     strategy = "affinity"                 # least_loaded | round_robin | power_of_two | affinity
     pin_types = { wasm = "wasmtime" }
     health_interval = 5.0
-    executor = "processes"                # threads (default) | processes
+    executor = "processes"                # threads (default) | processes | a plugin's
     processes = 2
     process_engines = ["wasmtime"]        # empty: every engine
 
@@ -24,9 +24,14 @@ from coordinator_core.engines.dispatcher import STRATEGIES
 from coordinator_core.plugin_host.config import positive
 from coordinator_hookspecs import ConfigSection, hookimpl
 
+#: The executors the core registers itself (``engines/executors.py``); plugins add more.
 EXECUTORS = ("threads", "processes")
 
 
+def _executor_name(_i: object, attribute: attrs.Attribute[str], value: str) -> None:
+    # Which names exist is known once plugins have registered: checked at open.
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{attribute.name} must name an executor, e.g. {', '.join(EXECUTORS)}")
 def _one_of(choices: tuple[str, ...]) -> Any:
     def check(_i: object, attribute: attrs.Attribute[str], value: str) -> None:
         if value not in choices:
@@ -55,7 +60,8 @@ class DispatchSettings:
     #: ``threads``: engines run on the calling/worker thread (best for executions of 1 ms and
     #: more: wasmtime and onnxruntime release the GIL). ``processes``: each engine named in
     #: ``process_engines`` runs in a pool of worker processes (best for many short executions).
-    executor: str = attrs.field(default="threads", validator=_one_of(EXECUTORS))
+    #: A plugin's executor (``ray``) is named the same way; an unknown name is refused at open.
+    executor: str = attrs.field(default="threads", validator=_executor_name)
     #: worker processes of the pool (shared by every engine moved into it)
     processes: int = attrs.field(default=2, validator=positive)
     #: engines moved into the pool; empty means every engine

@@ -29,6 +29,7 @@ from coordinator_hookspecs import (
     ConfigSection,
     EffectProcessorRecord,
     EngineRecord,
+    ExecutorRecord,
     HostFunctionRecord,
     MetricsSinkRecord,
     QuotaPolicyRecord,
@@ -64,6 +65,8 @@ class Registry:
     audit_sinks: tuple[AuditSinkRecord, ...]
     effect_processors: tuple[EffectProcessorRecord, ...]
     host_functions: tuple[HostFunctionRecord, ...]
+    #: where engines run (``[dispatch] executor`` names one)
+    executors: tuple[ExecutorRecord, ...]
     providers: dict[tuple[str, str], str]
     #: Only a registry built for diagnosis (``coordinator plugins``) keeps conflicts; the
     #: second record of each stays out of the tuples above.
@@ -125,6 +128,7 @@ KINDS: tuple[Kind, ...] = _kinds(
     Kind("audit_sinks", "sink", ("emit",)),
     Kind("effect_processors", "processor", ("prepare", "commit", "rollback")),
     Kind("host_functions", "func", ("__call__",), order_field=""),
+    Kind("executors", "install", ("__call__",), order_field=""),
 )
 
 

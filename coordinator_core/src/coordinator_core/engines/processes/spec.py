@@ -110,6 +110,12 @@ def load_plugins(spec: WorkerSpec, core: CoreSettings | None = None) -> Loaded:
 def load_engines(spec: WorkerSpec) -> dict[str, Any]:
     """In a worker: load the plugins, build the registry, return the requested engines by
     name with host functions bound. Other engines the registry built are closed at once."""
+    return load_engines_with_registry(spec)[0]
+
+
+def load_engines_with_registry(spec: WorkerSpec) -> tuple[dict[str, Any], Any]:
+    """``load_engines``, and the registry they came from (a worker that binds host
+    functions to its own lookups needs the records)."""
     registry = load_plugins(spec).registry
     engines: dict[str, Any] = {}
     for record in registry.engines:
@@ -127,7 +133,7 @@ def load_engines(spec: WorkerSpec) -> dict[str, Any]:
             f"engine(s) {', '.join(missing)} not registered in the worker process "
             f"(it has: {', '.join(r.name for r in registry.engines) or 'none'})"
         )
-    return engines
+    return engines, registry
 
 
 def _close(engine: Any) -> None:
