@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 from coordinator_executor_ray.settings import RaySettings
+from coordinator_executor_ray.signals import keeping_fault_handlers
 
 #: The Ray namespace of the engine actors (named ``<engine>-<slot>-<random>``).
 NAMESPACE = "coordinator"
@@ -38,9 +39,10 @@ class Connection:
                                        "log_to_driver": settings.log_to_driver,
                                        "configure_logging": False}
             if settings.address:
-                ray.init(address=settings.address, **options)
+                options["address"] = settings.address
             else:
-                ray.init(num_cpus=settings.num_cpus, **options)
+                options["num_cpus"] = settings.num_cpus
+            keeping_fault_handlers(lambda: ray.init(**options))
         self.address = settings.address or "local"
         self.node_id = ray.get_runtime_context().get_node_id()
 

@@ -83,7 +83,11 @@ def describe(config: Any) -> dict[str, Any]:
     connected = ray.is_initialized()
     try:
         if not connected:
-            ray.init(address=settings.address, log_to_driver=False, configure_logging=False)
+            from coordinator_executor_ray.signals import keeping_fault_handlers
+
+            keeping_fault_handlers(lambda: ray.init(address=settings.address,
+                                                    log_to_driver=False,
+                                                    configure_logging=False))
         data["nodes"] = alive_nodes()
         data["actors"] = engine_actors()
     except Exception as exc:
