@@ -15,6 +15,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from coordinator_core import Coordinator, ExecutionRequest
+from coordinator_executor_ray.signals import keeping_fault_handlers
 from tests.helpers import cli_json
 
 from .conftest import COUNTER, EXAMPLES, actors, assert_no_ray_processes_left, descendants, on_ray
@@ -37,7 +38,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Coordina
         finally:
             coord.close()
     finally:
-        ray.shutdown()
+        keeping_fault_handlers(ray.shutdown)
         nodes.shutdown()
     assert_no_ray_processes_left(before)
 

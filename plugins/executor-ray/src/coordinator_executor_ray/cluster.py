@@ -58,7 +58,7 @@ class Connection:
             import ray
 
             self.owned = False
-            ray.shutdown()
+            keeping_fault_handlers(ray.shutdown)
 
 
 def alive_nodes() -> list[dict[str, Any]]:

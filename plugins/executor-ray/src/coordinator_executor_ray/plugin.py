@@ -79,12 +79,11 @@ def describe(config: Any) -> dict[str, Any]:
     import ray
 
     from coordinator_executor_ray.cluster import alive_nodes, engine_actors
+    from coordinator_executor_ray.signals import keeping_fault_handlers
 
     connected = ray.is_initialized()
     try:
         if not connected:
-            from coordinator_executor_ray.signals import keeping_fault_handlers
-
             keeping_fault_handlers(lambda: ray.init(address=settings.address,
                                                     log_to_driver=False,
                                                     configure_logging=False))
@@ -94,7 +93,7 @@ def describe(config: Any) -> dict[str, Any]:
         data["error"] = f"cannot reach the cluster: {type(exc).__name__}: {exc}"
     finally:
         if not connected:
-            ray.shutdown()
+            keeping_fault_handlers(ray.shutdown)
     return data
 
 

@@ -3,10 +3,12 @@
 wasmtime turns a trap inside wasm code (``unreachable``, an out-of-bounds access, a stack
 overflow) into a Python exception through its handlers for SIGILL, SIGSEGV, SIGBUS and
 SIGFPE, installed when the first wasmtime engine of the process is built. ``ray.init``
-installs crash handlers of its own over them; a wasm trap in the coordinator's process (an
-engine left on threads) would then kill the process instead of failing one execution. So
-the handlers in place before ``ray.init`` are saved with ``sigaction`` and put back after
-it. The cost: Ray's own crash report for a fault in the driver is not printed.
+installs crash handlers of its own over them, and ``ray.shutdown`` resets them to the
+default action; a wasm trap in the coordinator's process (an engine left on threads, or any
+coordinator after a Ray one closed) would then kill the process instead of failing one
+execution. So the handlers in place before ``ray.init`` and ``ray.shutdown`` are saved with
+``sigaction`` and put back after each. The cost: Ray's own crash report for a fault in the
+driver is not printed.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ _SIGACTION_BYTES = 512
 
 
 def keeping_fault_handlers(start: Callable[[], T]) -> T:
-    """Run ``start`` (``ray.init``), then restore the fault-signal handlers it replaced."""
+    """Run ``start`` (``ray.init`` or ``ray.shutdown``), then restore the fault-signal handlers."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         sigaction = libc.sigaction
