@@ -28,7 +28,9 @@ from coordinator_hookspecs.errors import (
     SecurityRejected,
     Timeout,
     Trap,
+    portable_error,
 )
+from coordinator_hookspecs.executors import EngineRecipe, RemoteEngines, StateReader
 from coordinator_hookspecs.proofs import PROOF_FORMAT, verify_proof
 from coordinator_hookspecs.protocols import (
     AuditSink,
@@ -111,6 +113,7 @@ __all__ = [
     "EngineError",
     "EngineRecord",
     "ExecutorRecord",
+    "EngineRecipe",
     "EngineResult",
     "ErrorInfo",
     "ErrorKind",
@@ -134,9 +137,11 @@ __all__ = [
     "QuotaPolicy",
     "QuotaPolicyBase",
     "QuotaPolicyRecord",
+    "RemoteEngines",
     "ResourceInfo",
     "SecurityRejected",
     "SecurityValidator",
+    "StateReader",
     "Status",
     "Timeout",
     "Trap",
@@ -147,6 +152,7 @@ __all__ = [
     "hookspec",
     "method_or_default",
     "optional",
+    "portable_error",
     "PROOF_FORMAT",
     "verify_proof",
 ]

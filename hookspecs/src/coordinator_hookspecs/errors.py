@@ -122,3 +122,14 @@ ERROR_OF_KIND: dict[ErrorKind, type[CoordinatorError]] = {
         InternalError,
     )
 }
+
+
+def portable_error(error: BaseException) -> CoordinatorError:
+    """An exception safe to pickle into another process: a ``CoordinatorError`` rebuilt as
+    the contract's class of its kind with its message, source and fee (a plugin's subclass
+    may not unpickle on the other side), any other exception as an ``InternalError`` naming
+    it. Worker processes and executor plugins send errors this way."""
+    if isinstance(error, CoordinatorError):
+        cls = ERROR_OF_KIND.get(error.kind, InternalError)
+        return cls(error.message, source=error.source, fee_used=error.fee_used)
+    return InternalError(f"{type(error).__name__}: {error}")

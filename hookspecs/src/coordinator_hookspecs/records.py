@@ -150,9 +150,11 @@ class ExecutorRecord:
     """Where engines run: ``[dispatch] executor = "<name>"`` selects one record.
 
     ``install(coordinator)`` runs once while the coordinator opens, after the registry is
-    frozen and before the first execution: it may swap engines in the dispatcher for stand-ins
-    that run them elsewhere (``coordinator.dispatcher.replace_engine``) and returns the names
-    of the engines it moved (empty: every engine stays on the coordinator's threads). Whatever
+    frozen and before the first execution: it may run engines elsewhere (the recipe to rebuild
+    them is ``coordinator.engine_recipe(names)``; ``coordinator.run_engines_on(names,
+    backend, capacity=, executor=)`` swaps in stand-ins for a ``RemoteEngines`` backend; see
+    ``coordinator_hookspecs.executors``) and returns the names of the engines it moved
+    (empty: every engine stays on the coordinator's threads). Whatever
     it starts is stopped by the stand-ins' ``close``. ``describe(config)``, optional, returns
     plain data for ``coordinator plugins`` (a cluster's nodes, say) without opening a
     coordinator.

@@ -37,8 +37,10 @@ from coordinator_core.services.security.integrator import SecurityIntegrator
 from coordinator_core.store import MEMORY, open_store, store_settings
 from coordinator_core.store.base import BoundProcessor, Store
 from coordinator_hookspecs import (
+    EngineRecipe,
     ErrorKind,
     InvalidRequest,
+    RemoteEngines,
 )
 
 #: Seconds ``close`` waits for executions it cancelled to end.
@@ -175,6 +177,25 @@ class Coordinator(ExecutionCoordinator, DryRunCoordinator, ResourceCoordinator, 
         names = install_executor(self)
         if names:
             logger.info("engines {} run on executor {}", ", ".join(names), settings.executor)
+
+    # -- for executor plugins (the contract's ``coordinator_hookspecs.executors``) ----------
+    def engine_recipe(self, engines: tuple[str, ...]) -> EngineRecipe:
+        """The picklable recipe that rebuilds this coordinator's engines ``engines`` (its
+        plugins and effective config) in another process."""
+        from coordinator_core.engines.processes.spec import spec_from
+
+        return spec_from(self, engines)
+
+    def run_engines_on(self, engines: tuple[str, ...], backend: RemoteEngines, *,
+                       capacity: int, executor: str) -> None:
+        """Swap each engine of ``engines`` in the dispatcher for a stand-in that runs it on
+        ``backend``; deploy-time methods stay on this process's own instance."""
+        from coordinator_core.engines.processes.engine import PooledEngine
+
+        for name in engines:
+            inner = self.dispatcher.engine(name).engine
+            self.dispatcher.replace_engine(name, PooledEngine(name, inner, backend),
+                                           capacity=capacity, executor=executor)
 
     def _start_workers(self) -> None:
         """``[coordinator] processes = N``: run the pipeline in N worker processes

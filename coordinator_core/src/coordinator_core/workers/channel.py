@@ -27,10 +27,8 @@ import attrs
 
 from coordinator_core.log import logger
 from coordinator_hookspecs import (
-    ERROR_OF_KIND,
     AccessPolicy,
     AuditRecord,
-    CoordinatorError,
     Effect,
     ErrorInfo,
     ErrorKind,
@@ -38,6 +36,7 @@ from coordinator_hookspecs import (
     ExecutionResult,
     InternalError,
     ResourceInfo,
+    portable_error,
 )
 
 
@@ -150,14 +149,8 @@ class Channel:
             pass
 
 
-def portable(error: BaseException) -> BaseException:
-    """An exception safe to pickle across the pipe: a ``CoordinatorError`` rebuilt from its
-    kind, message and source (subclasses of plugins may not unpickle on the other side), any
-    other exception as an ``InternalError`` naming it."""
-    if isinstance(error, CoordinatorError):
-        cls = ERROR_OF_KIND.get(error.kind, InternalError)
-        return cls(error.message, source=error.source, fee_used=error.fee_used)
-    return InternalError(f"{type(error).__name__}: {error}")
+#: An exception safe to pickle across the pipe (the contract's ``portable_error``).
+portable = portable_error
 
 
 def serve(channel: Channel, handle: Callable[[tuple[Any, ...]], bool]) -> str:

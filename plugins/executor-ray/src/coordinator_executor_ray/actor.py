@@ -1,9 +1,9 @@
 """The engine actor: one Ray actor holding its own instance of one engine and its caches.
 
-It loads the coordinator's plugins from the same recipe worker processes use
-(``coordinator_core.engines.processes.spec``) and serves executions. ``run`` is a streaming
-generator: each execution runs on a thread of the actor while the generator yields what the
-engine needs from the coordinator, then the outcome:
+It loads the coordinator's plugins from the recipe ``coordinator.engine_recipe`` gave (the
+contract's ``EngineRecipe``, the one worker processes use) and serves executions. ``run`` is
+a streaming generator: each execution runs on a thread of the actor while the generator
+yields what the engine needs from the coordinator, then the outcome:
 
 - ``("state", call_id, key)`` — a read of committed state (unless the actor reads the
   coordinator's SQLite file itself, on the coordinator's own node);
@@ -30,14 +30,14 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
-from coordinator_core.engines.processes.spec import WorkerSpec, load_engines_with_registry
-from coordinator_core.engines.processes.state import open_reader
-from coordinator_core.log import logger
+from loguru import logger
+
 from coordinator_hookspecs import (
     ERROR_OF_KIND,
     CancelToken,
     CoordinatorError,
     EngineBase,
+    EngineRecipe,
     ErrorKind,
     ExecutionContext,
     ExecutionRequest,
@@ -100,19 +100,19 @@ def _resource_lookup(rid: str) -> ResourceInfo:
 class EngineActor:
     """Serves executions of engine ``name`` (wrapped by ``ray.remote`` in ``group.py``)."""
 
-    def __init__(self, spec: WorkerSpec, name: str, coordinator_node: str,
+    def __init__(self, recipe: EngineRecipe, name: str, coordinator_node: str,
                  local_state_reads: bool) -> None:
         import ray
 
         self.name = name
         self.node_id = ray.get_runtime_context().get_node_id()
-        engines, registry = load_engines_with_registry(spec)
+        engines, registry = recipe.load_engines()
         self.engine = engines[name]
         for record in registry.host_functions:  # the coordinator's lookups, through it
             bind = getattr(record.func, "bind", None)
             if callable(bind):
                 bind(_resource_lookup)
-        self.state = (open_reader(spec.state)
+        self.state = (recipe.open_state_reader()
                       if local_state_reads and self.node_id == coordinator_node else None)
         self.resources: dict[str, ResourceInfo] = {}
         self.flights: dict[str, _Flight] = {}

@@ -24,9 +24,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from coordinator_core.engines.processes.spec import WorkerSpec
-from coordinator_core.log import logger
-from coordinator_core.workers.channel import portable
+from loguru import logger
+
 from coordinator_executor_ray.actor import EngineActor, error_of
 from coordinator_executor_ray.cluster import NAMESPACE
 from coordinator_executor_ray.placement import actor_options
@@ -36,10 +35,12 @@ from coordinator_hookspecs import (
     CancelToken,
     CoordinatorError,
     EngineError,
+    EngineRecipe,
     EngineResult,
     ErrorKind,
     ExecutionContext,
     InvalidRequest,
+    portable_error,
 )
 
 CONTROL = "control"
@@ -78,7 +79,7 @@ class _Died(Exception):
 class ActorGroup:
     """The actors of engine ``name``; the ``pool`` a ``PooledEngine`` runs executions on."""
 
-    def __init__(self, name: str, spec: WorkerSpec, settings: RaySettings,
+    def __init__(self, name: str, recipe: EngineRecipe, settings: RaySettings,
                  nodes: list[str], coordinator_node: str,
                  resource: Callable[[str], Any], address: str,
                  on_close: Callable[[], None] = lambda: None) -> None:
@@ -94,7 +95,7 @@ class ActorGroup:
             max_concurrency=settings.actor_concurrency,
                                concurrency_groups={CONTROL: 4})(EngineActor)
         self._options = actor_options(settings.resources.get(name, {}))
-        self._args = (spec, name, coordinator_node, settings.local_state_reads)
+        self._args = (recipe, name, coordinator_node, settings.local_state_reads)
         self._cond = threading.Condition()
         self._codes: OrderedDict[str, Any] = OrderedDict()
         self.restarts = 0
@@ -266,7 +267,7 @@ class ActorGroup:
             else:
                 raise EngineError(f"unknown request {tag!r} from a Ray actor")
         except Exception as exc:
-            value, ok = portable(exc), False
+            value, ok = portable_error(exc), False
         actor.handle.answer.options(concurrency_group=CONTROL).remote(
             ctx.execution_id, call_id, ok, value)
 

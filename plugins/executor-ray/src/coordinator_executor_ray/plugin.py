@@ -16,8 +16,6 @@ from coordinator_hookspecs import ConfigSection, ExecutorRecord, InvalidRequest,
 def install(coordinator: Any) -> tuple[str, ...]:
     """Connect to the cluster (or start a local one), start every engine's actors, wait
     until they are ready, then swap them into the dispatcher (all or nothing)."""
-    from coordinator_core.engines.processes.engine import PooledEngine
-    from coordinator_core.engines.processes.spec import spec_from
     from coordinator_executor_ray.cluster import Connection, alive_nodes, fits
     from coordinator_executor_ray.group import ActorGroup
     from coordinator_executor_ray.placement import node_needs
@@ -33,7 +31,7 @@ def install(coordinator: Any) -> tuple[str, ...]:
                                  f"(installed engines: {', '.join(installed) or 'none'})")
     if not names:
         return ()
-    specs = {name: spec_from(coordinator, (name,)) for name in names}
+    recipes = {name: coordinator.engine_recipe((name,)) for name in names}
     connection = Connection(settings)
     groups: list[ActorGroup] = []
     try:
@@ -47,7 +45,7 @@ def install(coordinator: Any) -> tuple[str, ...]:
                     f"({needs}; [ray] resources.{name}); nodes have: "
                     + "; ".join(str(n["resources"]) for n in nodes))
             connection.acquire()
-            groups.append(ActorGroup(name, specs[name], settings, fit, connection.node_id,
+            groups.append(ActorGroup(name, recipes[name], settings, fit, connection.node_id,
                                      coordinator.resource, connection.address,
                                      on_close=connection.release))
         for group in groups:
@@ -60,9 +58,7 @@ def install(coordinator: Any) -> tuple[str, ...]:
             connection.release()
         raise
     for name, group in zip(names, groups, strict=True):
-        inner = dispatcher.engine(name).engine
-        dispatcher.replace_engine(name, PooledEngine(name, inner, group),  # type: ignore[arg-type]
-                                  capacity=group.capacity, executor="ray")
+        coordinator.run_engines_on((name,), group, capacity=group.capacity, executor="ray")
     return names
 
 

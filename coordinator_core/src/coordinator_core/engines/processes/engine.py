@@ -12,18 +12,20 @@ from coordinator_hookspecs import (
     EngineResult,
     ExecutionContext,
     InvalidRequest,
+    RemoteEngines,
     method_or_default,
     optional,
 )
 
 
 class PooledEngine:
-    """Stands in the dispatcher for an engine that runs in the pool. Deploy-time methods
+    """Stands in the dispatcher for an engine that runs on a ``RemoteEngines`` backend (the
+    process pool, or an executor plugin's workers). Deploy-time methods
     (``canonical_code``, ``inspect``, CLI input helpers) still run on the parent's own
     instance of the engine: the dispatcher keeps them bound to it, and ``__getattr__``
     forwards any other attribute (an engine's own statistics, say) to it."""
 
-    def __init__(self, name: str, inner: Any, pool: ProcessPool) -> None:
+    def __init__(self, name: str, inner: Any, pool: RemoteEngines) -> None:
         self.name = name
         self.inner = inner
         self.pool = pool
@@ -83,8 +85,5 @@ def install_process_pool(coordinator: Any, settings: Any) -> tuple[str, ...]:
     except BaseException:
         pool.close()
         raise
-    for name in names:
-        inner = dispatcher.engine(name).engine
-        dispatcher.replace_engine(name, PooledEngine(name, inner, pool),
-                                  capacity=settings.processes, executor="processes")
+    coordinator.run_engines_on(names, pool, capacity=settings.processes, executor="processes")
     return names

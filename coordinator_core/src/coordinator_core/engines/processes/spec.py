@@ -44,6 +44,15 @@ class WorkerSpec:
     #: where committed state is read from (``procstate.state_source``)
     state: tuple[str, ...] = ("parent",)
 
+    # The contract's ``EngineRecipe``: what an executor plugin calls in its workers.
+    def load_engines(self) -> tuple[dict[str, Any], Any]:
+        return load_engines_with_registry(self)
+
+    def open_state_reader(self) -> Any:
+        from coordinator_core.engines.processes.state import open_reader
+
+        return open_reader(self.state)
+
 
 def spec_from(coordinator: Any, engines: tuple[str, ...]) -> WorkerSpec:
     """The recipe of ``coordinator``'s plugins for a worker serving ``engines``."""
