@@ -203,3 +203,29 @@ def test_close_fails_queued_requests_as_engine_errors() -> None:
     thread.join(10)
     assert isinstance(out[0], EngineError) and "closed while the request was queued" in \
         out[0].message
+
+
+def test_merged_feeds_equal_numpy_concatenation() -> None:
+    """``feeds_of`` joins the members' bytes instead of calling ``np.concatenate``: the result
+    must be the same arrays, for strided inputs, several trailing dimensions, dtypes of
+    every width, and string tensors (which it leaves to numpy)."""
+    from coordinator_engine_onnxruntime.batcher import Pending
+    from coordinator_engine_onnxruntime.serving import feeds_of
+
+    rng = np.random.default_rng(7)
+    members = []
+    for rows in (1, 3, 2):
+        feeds = {
+            "f": rng.standard_normal((rows, 2, 5)).astype(np.float32),
+            "strided": rng.integers(-9, 9, (5, rows)).astype(np.int64).T,  # not C-contiguous
+            "flag": rng.integers(0, 2, (rows, 1)).astype(np.bool_),
+            "text": np.array([[f"row-{rows}-{i}"] for i in range(rows)], dtype=object),
+        }
+        members.append(Pending(feeds, rows, (), 0, None))
+    merged = feeds_of(members, ["f", "strided", "flag", "text"])
+    for name in ("f", "strided", "flag", "text"):
+        expected = np.concatenate([m.feeds[name] for m in members])
+        assert merged[name].dtype == expected.dtype
+        assert merged[name].shape == expected.shape == (6, *expected.shape[1:])
+        assert np.array_equal(merged[name], expected)
+    assert feeds_of(members[:1], ["f"]) is members[0].feeds
