@@ -220,14 +220,18 @@ def coordinator_register_executors(config: CoordinatorConfig) -> list[ExecutorRe
 
     The core registers ``threads`` (engines run on the coordinator's threads) and
     ``processes`` (a pool of worker processes); a plugin adds others, e.g. a cluster.
+    What an executor works with is in ``coordinator_hookspecs.executors``: the picklable
+    ``EngineRecipe`` its workers rebuild the engines from, and the ``RemoteEngines`` backend
+    it hands back.
 
     Example::
 
         def install(coordinator):
-            dispatcher = coordinator.dispatcher
-            for bound in dispatcher.engines:
-                dispatcher.replace_engine(bound.name, Remote(bound.engine), executor="remote")
-            return tuple(b.name for b in dispatcher.engines)
+            names = tuple(b.name for b in coordinator.dispatcher.engines)
+            workers = RemoteWorkers(coordinator.engine_recipe(names))  # a RemoteEngines
+            coordinator.run_engines_on(names, workers, capacity=workers.capacity,
+                                       executor="remote")
+            return names
 
         @hookimpl
         def coordinator_register_executors(config):
