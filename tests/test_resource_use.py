@@ -178,6 +178,36 @@ def test_the_cli_shows_resource_use_from_the_audit_log(tmp_path: Path) -> None:
     assert re.search(r"^wasm +2 ", text.stdout, re.MULTILINE), text.stdout
 
 
+def test_serve_metrics_folds_the_resource_use_from_the_audit_log(tmp_path: Path) -> None:
+    """``coordinator serve-metrics`` (a separate process reading the audit log) exports the
+    CPU and memory histograms with the counts and sums of the sealed records; an execution
+    refused before any engine ran is not in them."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with Coordinator.open(data_dir=tmp_path) as coord:
+        rid = coord.deploy(CONTRACT, "wasm", source_format="wat")
+        results = [call(coord, rid, "grow", n) for n in (1, 4, 9)]
+        refused = coord.execute(ExecutionRequest(resource_id="0" * 64))
+        records = [coord.store.execution(r.execution_id) for r in results]
+    assert all(r.ok for r in results) and refused.error is not None
+    done = run_cli("serve-metrics", "--once", data_dir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    samples = {(s.name, s.labels.get("le")): s.value
+               for family in text_string_to_metric_families(done.stdout)
+               for s in family.samples if s.labels.get("resource_type") == "wasm"}
+    cpu = sum(r.detail["cpu_ns"] for r in records if r is not None) * 1e-9
+    memory = sum(r.detail["memory_bytes"] for r in records if r is not None)
+    assert memory == (2 + 5 + 10) * PAGE
+    assert samples[("coordinator_execution_cpu_seconds_count", None)] == 3
+    assert samples[("coordinator_execution_cpu_seconds_sum", None)] == pytest.approx(cpu)
+    assert samples[("coordinator_execution_memory_bytes_count", None)] == 3
+    assert samples[("coordinator_execution_memory_bytes_sum", None)] == memory
+    # buckets of 1024 * 4**i bytes: 2 pages fit under 256 KiB, 5 and 10 pages under 1 MiB
+    assert samples[("coordinator_execution_memory_bytes_bucket", "262144.0")] == 1
+    assert samples[("coordinator_execution_memory_bytes_bucket", "1048576.0")] == 3
+    assert samples[("coordinator_execution_memory_bytes_bucket", "+Inf")] == 3
+
+
 def test_cli_exec_prints_the_resource_use(tmp_path: Path, echo_wat: Path) -> None:
     code, deployed = cli_json("deploy", str(echo_wat), "--type", "wasm", data_dir=tmp_path)
     assert code == 0, deployed
