@@ -37,13 +37,17 @@ def test_deploy_execute_and_read_state(live: Live) -> None:
     result = done.json()
     assert result["status"] == "succeeded" and result["caller"] == "alice"
     assert struct.unpack("<q", base64.b64decode(result["output_base64"]))[0] == 1
+    # the resource use: the counter's one page of linear memory, its engine call's CPU time
+    assert result["memory_bytes"] == 65536
+    assert result["usage"] == {"memory_pages": 1, "memory_peak_pages": 1}
+    assert 0 < result["cpu_seconds"] <= result["duration_ms"] / 1e3
     # wait=false: 202 with the id at once, then the result by long poll.
     queued = live.request("POST", "/v1/executions", "alice", params={"wait": "false"},
                           json={"resource_id": rid})
     assert queued.status_code == 202
     polled = live.request("GET", f"/v1/executions/{queued.json()['execution_id']}", "alice",
                           params={"wait": "10"}).json()
-    assert polled["status"] == "succeeded"
+    assert polled["status"] == "succeeded" and polled["memory_bytes"] == 65536
     state = live.request("GET", f"/v1/resources/{rid}/state/count", "alice").json()
     assert struct.unpack("<q", base64.b64decode(state["value"]))[0] == 2
 

@@ -101,6 +101,9 @@ def test_infer_equals_onnxruntime_for_each_version(
     assert response.id == "g-1" and response.model_version == "2"
     assert response.parameters["execution_id"].string_param
     assert response.parameters["fee_used"].int64_param > 0
+    assert response.parameters["memory_bytes"].int64_param == (
+        X.astype(np.float32).nbytes + newest.as_numpy("y").nbytes)
+    assert 0 <= response.parameters["cpu_seconds"].double_param < 5
     older = client.infer("clf", [tensor(X)], model_version="1", headers=auth(live))
     np.testing.assert_array_equal(older.as_numpy("y"), direct(live.models[0], X))
     assert older.get_response().model_version == "1"

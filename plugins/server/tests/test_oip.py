@@ -79,6 +79,9 @@ def test_each_infer_is_an_execution_with_the_key_as_caller(live: Live) -> None:
     reply = live.request("POST", "/v2/models/clf/infer", "alice", json=body(X)).json()
     execution_id = reply["parameters"]["execution_id"]
     assert reply["parameters"]["fee_used"] > 0
+    # the resource use: input and output tensor bytes (x 2x4, y 2x3 float32), CPU time
+    assert reply["parameters"]["memory_bytes"] == X.astype(np.float32).nbytes + 2 * 3 * 4
+    assert 0 <= reply["parameters"]["cpu_seconds"] < 5
     status = json.loads(cli(live.data_dir, "status", execution_id, "--json").stdout)
     assert status["caller"] == "alice" and status["status"] == "succeeded"
 

@@ -54,7 +54,18 @@ def result_json(coord: Any, result: ExecutionResult) -> dict[str, Any]:
         "error_kind": None if error is None else error.kind.value,
         "error_source": None if error is None else error.source,
         "duration_ms": round(result.duration * 1e3, 3),
+        **usage_json(result),
     }
+
+
+def usage_json(result: ExecutionResult) -> dict[str, Any]:
+    """The execution's resource use (CPU time of its engine call, peak memory as its engine
+    counts it, and the engine's breakdown when it gave one)."""
+    use: dict[str, Any] = {"cpu_seconds": result.cpu_seconds,
+                           "memory_bytes": result.memory_bytes}
+    if result.usage is not None:
+        use["usage"] = dict(result.usage)
+    return use
 
 
 def status_json(status: Any) -> dict[str, Any]:

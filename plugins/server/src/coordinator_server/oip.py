@@ -126,7 +126,8 @@ async def infer(request: Request, state: ServerState, key: ApiKey) -> Response:
             outputs += encode_outputs({out: array}, None)
     header: dict[str, Any] = {
         "model_name": name, "model_version": version, "outputs": outputs,
-        "parameters": {"execution_id": result.execution_id, "fee_used": result.fee_used},
+        "parameters": {"execution_id": result.execution_id, "fee_used": result.fee_used,
+                       "cpu_seconds": result.cpu_seconds, "memory_bytes": result.memory_bytes},
     }
     if "id" in body:
         header["id"] = body["id"]

@@ -230,5 +230,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                                          id=request.id)
         convert.set_parameter(response.parameters, "execution_id", result.execution_id)
         convert.set_parameter(response.parameters, "fee_used", int(result.fee_used))
+        convert.set_parameter(response.parameters, "cpu_seconds", float(result.cpu_seconds))
+        convert.set_parameter(response.parameters, "memory_bytes", int(result.memory_bytes))
         convert.encode_outputs(response, result.output, wanted)
         return response
