@@ -150,3 +150,47 @@ def test_trees_too_big_to_hold_whole_are_cached_node_by_node(
     nodes.fetch(RIDS[0], [""])
     assert RIDS[0] in nodes.partial and RIDS[0] not in nodes.whole
     store.close()
+
+
+def test_a_record_that_wrote_nothing_seals_known_roots_without_a_query(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An execution without state writes still seals its resource's root and the global
+    root. Once read, those come from the cache (no statement on ``merkle`` per execution);
+    a tree's new root, a rollback, and a commit by another connection are all seen."""
+    monkeypatch.setattr(merkle_cache, "LIMIT", 40)  # RIDS[0]'s tree is cached node by node
+    seed = SqliteStore(tmp_path)
+    seed.finish(record("seed"), [put(b"k%d" % i, b"v") for i in range(30)], PROCESSORS)
+    seed.close()
+    store = SqliteStore(tmp_path)
+    statements: list[str] = []
+    store._writer.conn.set_trace_callback(statements.append)
+
+    def stateless(eid: str, rid: str) -> dict:
+        done = store.finish(record(eid, rid), [], PROCESSORS)
+        assert done.error is None
+        sealed = done.records[-1].detail
+        assert sealed["state_root"] == store.roots(rid)["state_root"]
+        assert sealed["global_root"] == store.roots()["global_root"]
+        return sealed
+
+    for rid in (RIDS[0], RIDS[2]):  # a big tree, and one that is empty
+        stateless(f"first-{rid[:2]}", rid)
+        statements.clear()
+        for n in range(3):
+            stateless(f"again-{rid[:2]}-{n}", rid)
+        assert not [s for s in statements if "merkle" in s], statements
+    before = stateless("before", RIDS[0])
+    store.finish(record("write"), [put(b"new", b"1")], PROCESSORS)
+    after = stateless("after", RIDS[0])
+    assert after["state_root"] != before["state_root"]
+    vetoed = store.finish(record("veto"), [put(b"x", b"1"), Effect(
+        "state.set", RIDS[0], "text-key", b"v")], PROCESSORS)  # type: ignore[arg-type]
+    assert vetoed.error is not None
+    assert stateless("after-veto", RIDS[0])["state_root"] == after["state_root"]
+    other = SqliteStore(tmp_path)  # another writer on the same directory
+    other.finish(record("elsewhere", RIDS[2]), [put(b"c", b"3", RIDS[2])], PROCESSORS)
+    expected = other.roots(RIDS[2])["state_root"]
+    other.close()
+    assert stateless("seen", RIDS[2])["state_root"] == expected
+    assert_consistent(store)
+    store.close()

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 
 from coordinator_core.store.merkle import Node
 from coordinator_core.store.merkle_sqlite import SqliteNodes
+from coordinator_hookspecs.proofs import EMPTY
 
 #: Most nodes kept (an entry is a few hundred bytes).
 LIMIT = 500_000
@@ -50,6 +51,9 @@ class CachedNodes:
         #: trees held whole (a node not in ``nodes`` is empty), and trees too big for that
         self.whole: set[str] = set()
         self.partial: set[str] = set()
+        #: root hashes read from the table for trees not otherwise cached (``known_root``);
+        #: a change of a tree's root goes through ``write_many``, which forgets its entry
+        self.root_hashes: dict[str, bytes] = {}
         self.version = self._data_version()
 
     def _data_version(self) -> int:
@@ -119,9 +123,14 @@ class CachedNodes:
         if not self.conn.in_transaction:
             self.table.write_many(changes)
             nodes.update(changes)
+            for tree, pos in changes:
+                if not pos:
+                    self.root_hashes.pop(tree, None)
             return
-        journal, pending = self.journal, self.pending
+        journal, pending, root_hashes = self.journal, self.pending, self.root_hashes
         for key, node in changes.items():
+            if not key[1]:  # a new root: the cached node answers from now on
+                root_hashes.pop(key[0], None)
             journal.append((key, nodes.get(key, _UNKNOWN), pending.get(key, _UNKNOWN)))
             nodes[key] = node
             pending[key] = node
@@ -131,6 +140,21 @@ class CachedNodes:
         if self.pending:
             self.table.write_many(self.pending)
             self.pending = {}
+
+    def known_root(self, tree: str) -> object:
+        """The root hash of ``tree`` (``EMPTY`` for an empty tree) if the cache knows it
+        without a query, else ``_UNKNOWN``. An execution that wrote no state still seals
+        its resource's root and the global root: known here, that costs no read."""
+        nodes = self.nodes
+        key = (tree, "")
+        if tree in self.whole or key in nodes:
+            node = nodes.get(key)
+            return node[0] if node is not None else EMPTY
+        return self.root_hashes.get(tree, _UNKNOWN)
+
+    def remember_root(self, tree: str, digest: bytes) -> None:
+        """Keep a root hash read from the table (outside a transaction's own changes)."""
+        self.root_hashes[tree] = digest
 
     def pending_root(self, tree: str) -> object:
         """The root of ``tree`` as changed in the open transaction but not yet written to
@@ -170,6 +194,7 @@ class CachedNodes:
         transaction changed is written to the table first."""
         self.flush()
         self.nodes.clear()
+        self.root_hashes.clear()
         self.whole.clear()
         self.partial.clear()
         self.journal.clear()

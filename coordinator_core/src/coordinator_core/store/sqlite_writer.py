@@ -16,7 +16,7 @@ from typing import Any
 
 from coordinator_core.store.chain import GENESIS, SealedRecords, seal_row
 from coordinator_core.store.groupcommit import Job
-from coordinator_core.store.merkle import GLOBAL, apply_writes, root_of, rooted, with_roots
+from coordinator_core.store.merkle import GLOBAL, apply_writes, rooted, with_roots
 from coordinator_core.store.merkle_cache import _UNKNOWN as _UNCHANGED
 from coordinator_core.store.merkle_cache import CachedNodes
 from coordinator_core.store.merkle_sqlite import roots
@@ -25,7 +25,6 @@ from coordinator_core.store.schema import INSERT_AUDIT
 from coordinator_core.store.sqlite_txn import SqliteTxn
 from coordinator_core.store.statecache import Stamps
 from coordinator_hookspecs import AuditRecord, Effect, InternalError, InvalidRequest
-from coordinator_hookspecs.proofs import EMPTY
 
 #: What one job wrote to state, per resource: (stamp replaced, stamp put, key -> value or
 #: None for a removal). See ``statecache.py``.
@@ -282,14 +281,19 @@ class Writer:
         record that wrote nothing does not make the cache read a tree)."""
         nodes = self.nodes
         nodes.sync()
-        trees = (*resource_ids, GLOBAL)
-        if all(tree in nodes.whole for tree in trees):
-            return {tree: root_of(nodes, tree) for tree in trees}
-        found = roots(self.conn, resource_ids)
-        for tree in trees:  # changed in this transaction, not yet in the table
-            root = nodes.pending_root(tree)
-            if root is not _UNCHANGED:
-                found[tree] = root[0] if root is not None else EMPTY  # type: ignore[index]
+        found: dict[str, bytes] = {}
+        missing = []
+        for tree in (*resource_ids, GLOBAL):
+            root = nodes.known_root(tree)  # includes what this transaction changed
+            if root is _UNCHANGED:
+                missing.append(tree)
+            else:
+                found[tree] = root  # type: ignore[assignment]
+        if missing:  # none of these trees changed in this transaction: the table is current
+            read = roots(self.conn, [tree for tree in missing if tree != GLOBAL])
+            for tree in missing:
+                found[tree] = read[tree]
+                nodes.remember_root(tree, read[tree])
         return found
 
     def writing(self, resource_id: str) -> dict[bytes, bytes | None]:
